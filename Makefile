@@ -1,0 +1,33 @@
+# The two commands: `make run` (the service on its embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 5000
+
+.PHONY: run test install bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/flask --app app roster seed
+	@echo ""
+	@echo "  Peerline is starting: open http://localhost:$(PORT)/request"
+	@echo "  Messages go to the outbox: $(BIN)/flask --app app outbox"
+	@echo ""
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/airtable_calls.py
+
+clean:
+	rm -rf $(VENV) var

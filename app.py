@@ -1,0 +1,55 @@
+"""Peerline's Flask application factory: the only way the app is built.
+
+    flask --app app run            gunicorn 'app:create_app()'
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import settings as settings_module
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    values = settings_module.load(overrides)
+    app = Flask(__name__)
+    app.config.update(values)
+    app.config["MAX_CONTENT_LENGTH"] = int(values["MAX_CONTENT_LENGTH"])
+    app.config["RATELIMIT_ENABLED"] = settings_module.flag(values, "RATELIMIT_ENABLED")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = values["PUBLIC_BASE_URL"].startswith("https://")
+    app.config["WTF_CSRF_TIME_LIMIT"] = 4 * 3600
+    if int(values.get("PROXY_COUNT") or 0):
+        n = int(values["PROXY_COUNT"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    from integrations import build_context, register_all, webform
+    from workflows import tasks
+
+    app.extensions["peerline"] = build_context(values, enqueue=tasks.enqueue_submission)
+    webform.init_app(app)
+    register_all(app)
+
+    import cli
+    cli.init_app(app)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        try:
+            app.extensions["peerline"].db.ping()
+        except Exception:
+            return jsonify(status="unavailable"), 503
+        return jsonify(status="ready")
+
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return jsonify(error="request body too large"), 413
+
+    return app

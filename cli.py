@@ -1,0 +1,166 @@
+"""Command line, grouped by noun: `flask --app app <noun> <verb>` (DESIGN.md section 2)."""
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from workflows import tasks
+from workflows.model import Resource, Reviewer, Roster, Supporter
+
+roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
+inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
+cases_cli = AppGroup("cases", help="Cases in the case store.")
+
+ROSTER_COLUMNS = ("Type", "Name", "Phone", "Email", "Institution", "Department", "Role", "Specialty",
+                  "Active", "Max Open Cases", "On Call", "Program Lead", "Kind", "URL", "Hours")
+TRUE = {"1", "true", "yes", "y", "x", "checked"}
+
+
+def _ctx():
+    return current_app.extensions["peerline"]
+
+
+def read_roster_csv(path) -> tuple[Roster, list[str]]:
+    """Parse a roster CSV (see config/sample_roster.csv). Returns the roster and row errors."""
+    roster, errors = Roster(), []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        unknown = [c for c in (reader.fieldnames or []) if c not in ROSTER_COLUMNS]
+        if not reader.fieldnames or "Type" not in reader.fieldnames or "Name" not in reader.fieldnames:
+            return roster, [f"{path}: the first line must name the columns, at least Type and Name "
+                            f"(all columns: {', '.join(ROSTER_COLUMNS)})"]
+        if unknown:
+            errors.append(f"{path}: unknown columns ignored: {', '.join(unknown)}")
+        for line, row in enumerate(reader, start=2):
+            get = lambda k: (row.get(k) or "").strip()  # noqa: E731
+            kind, name = get("Type").lower(), get("Name")
+            if not name:
+                errors.append(f"line {line}: Name is empty; row skipped")
+                continue
+            if kind == "supporter":
+                try:
+                    max_open = int(get("Max Open Cases") or 2)
+                except ValueError:
+                    errors.append(f"line {line}: Max Open Cases must be a whole number; row skipped")
+                    continue
+                roster.supporters.append(Supporter(
+                    name=name, phone=get("Phone"), email=get("Email"), institution=get("Institution"),
+                    department=get("Department"), role=get("Role"), specialty=get("Specialty"),
+                    active=get("Active").lower() in TRUE if get("Active") else True, max_open_cases=max_open))
+            elif kind == "reviewer":
+                roster.reviewers.append(Reviewer(
+                    name=name, phone=get("Phone"), email=get("Email"), institution=get("Institution"),
+                    on_call=get("On Call").lower() in TRUE, program_lead=get("Program Lead").lower() in TRUE))
+            elif kind == "resource":
+                roster.resources.append(Resource(
+                    name=name, institution=get("Institution"), kind=get("Kind"), phone=get("Phone"),
+                    url=get("URL"), hours=get("Hours")))
+            else:
+                errors.append(f"line {line}: Type must be supporter, reviewer or resource; row skipped")
+    return roster, errors
+
+
+@roster_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--if-empty", is_flag=True, help="Only when the store has no supporters or reviewers yet.")
+def roster_import(path, if_empty):
+    """Load supporters, reviewers and resources from a CSV file (upsert on Name + Institution)."""
+    ctx = _ctx()
+    if if_empty and not ctx.store.roster_is_empty():
+        click.echo("Roster already loaded; nothing imported.")
+        return
+    roster, errors = read_roster_csv(path)
+    for e in errors:
+        click.echo(f"warning: {e}", err=True)
+    counts = ctx.store.import_roster(roster)
+    click.echo(f"Imported {counts['supporters']} supporters, {counts['reviewers']} reviewers, "
+               f"{counts['resources']} resources.")
+
+
+@roster_cli.command("seed")
+def roster_seed():
+    """Load config/sample_roster.csv into the embedded store when it is empty (`make run`)."""
+    ctx = _ctx()
+    if ctx.settings.get("AIRTABLE_API_KEY"):
+        click.echo("Airtable is configured: the sample roster is not loaded there.")
+        return
+    if not ctx.store.roster_is_empty():
+        return
+    from config.settings import ROOT
+    roster, _ = read_roster_csv(ROOT / "config" / "sample_roster.csv")
+    counts = ctx.store.import_roster(roster)
+    click.echo(f"Loaded the sample roster: {counts['supporters']} supporters, {counts['reviewers']} reviewers, "
+               f"{counts['resources']} resources (config/sample_roster.csv).")
+
+
+def _fmt(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else str(value or "")
+
+
+@click.command("outbox")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def outbox_cmd(as_json):
+    """Messages the embedded SMS and email provider has 'sent'."""
+    for row in _ctx().db.outbox_list():
+        if as_json:
+            click.echo(json.dumps({"at": _fmt(row["at"]), "channel": row["channel"], "to": row["recipient"],
+                                   "case": row["case_id"], "subject": row["subject"], "text": row["body"]}))
+        else:
+            text = (row["subject"] + ": " if row["subject"] else "") + " ".join(row["body"].split())
+            click.echo(f"{_fmt(row['at'])}  {row['channel']:<5}  {row['recipient']:<28}  {row['case_id']:<8}  {text}")
+
+
+@inbox_cli.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also finished rows.")
+def inbox_list(show_all):
+    """Submissions not finished (parked, waiting to retry, in progress)."""
+    rows = _ctx().db.list_inbox(None if show_all else ("new", "processing", "retry", "parked"))
+    if not rows:
+        click.echo("No submissions waiting." if not show_all else "The inbox is empty.")
+    for r in rows:
+        click.echo(f"{r['id']:>6}  {r['source']:<9}  {r['status']:<10}  attempts={r['attempts']:<2}  "
+                   f"received={_fmt(r['received_at'])}  case={r['case_id'] or '-'}  {r['last_error']}")
+
+
+@inbox_cli.command("replay")
+@click.argument("inbox_id", type=int)
+def inbox_replay(inbox_id):
+    """Run a submission again through the same idempotent path (safe to repeat)."""
+    ctx = _ctx()
+    if not ctx.db.reopen_submission(inbox_id):
+        raise click.ClickException(f"No submission with id {inbox_id}. See `flask inbox list`.")
+    from workflows import intake
+    case_id = intake.process_submission(ctx, inbox_id)
+    row = ctx.db.inbox_row(inbox_id)
+    if case_id:
+        click.echo(f"Submission {inbox_id} is case {case_id}.")
+    else:
+        click.echo(f"Submission {inbox_id} is {row['status']}: {row['last_error']}. "
+                   f"The worker will retry it; see `flask inbox list`.")
+
+
+@cases_cli.command("list")
+@click.option("--status", help="Only cases with this Status.")
+def cases_list(status):
+    """Cases and their state (no personal details)."""
+    for c in _ctx().store.list_cases(status):
+        click.echo(f"{c.case_id:<8}  {c.status:<16}  {c.urgency:<8}  {c.institution or '-':<6}  "
+                   f"submitted={_fmt(c.submitted_at)}  review_due={_fmt(c.review_due)}"
+                   + (f"  problems: {c.problems}" if c.problems else ""))
+
+
+@click.command("sweep")
+def sweep_cmd():
+    """Queue every unfinished submission now (the worker also does this every minute)."""
+    click.echo(f"Queued {tasks.sweep(_ctx())} submissions.")
+
+
+def init_app(app) -> None:
+    for command in (roster_cli, inbox_cli, cases_cli, outbox_cmd):
+        app.cli.add_command(command)
+    inbox_cli.add_command(sweep_cmd)

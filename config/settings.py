@@ -1,0 +1,154 @@
+"""Settings: the only code that reads the environment.
+
+Order: embedded defaults, then `.env` (python-dotenv, never overriding a real environment
+variable), then the process environment, then the overrides a caller passes (tests).
+Every key is listed in README.md and `.env.example`.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Every setting with its embedded default (None: unset). DESIGN.md section 5, plus the
+#: operational knobs below the blank line.
+DEFAULTS: dict[str, object] = {
+    "SECRET_KEY": None,
+    "PUBLIC_BASE_URL": "http://localhost:5000",
+    "DATA_DIR": "./var",
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+    "AIRTABLE_API_KEY": None,
+    "AIRTABLE_BASE_ID": None,
+    "AIRTABLE_API_URL": "https://api.airtable.com",
+    "AIRTABLE_WEBHOOK_SECRET": None,
+    "QUALTRICS_API_URL": None,
+    "QUALTRICS_API_TOKEN": None,
+    "QUALTRICS_WEBHOOK_TOKEN": None,
+    "QUALTRICS_SHARED_KEY": None,
+    "REDCAP_API_URL": None,
+    "REDCAP_API_TOKEN": None,
+    "REDCAP_PROJECT_ID": None,
+    "REDCAP_WEBHOOK_TOKEN": None,
+    "TWILIO_ACCOUNT_SID": None,
+    "TWILIO_AUTH_TOKEN": None,
+    "TWILIO_MESSAGING_SERVICE_SID": None,
+    "TWILIO_API_URL": "https://api.twilio.com",
+    "SENDGRID_API_KEY": None,
+    "SENDGRID_FROM_EMAIL": None,
+    "SENDGRID_API_URL": "https://api.sendgrid.com",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY": None,
+    "DASHBOARD_PASSWORD_HASH": None,
+    "PROGRAM_FILE": "config/program.toml",
+    "PORT": "5000",
+
+    # Operational knobs (not in DESIGN section 5; documented in the README).
+    "REQUEST_RATE_LIMIT": "5 per minute;30 per hour",
+    "RATELIMIT_ENABLED": "true",
+    "MAX_CONTENT_LENGTH": str(256 * 1024),
+    "RETRY_MAX_ATTEMPTS": "8",
+    "RETRY_BASE_SECONDS": "30",
+    "INBOX_LEASE_SECONDS": "300",
+    "OUTSIDE_TIMEOUT_SECONDS": "10",
+    "PROXY_COUNT": "0",
+}
+
+#: Settings that hold secrets: never printed, never logged.
+SECRET_KEYS = {
+    "SECRET_KEY", "AIRTABLE_API_KEY", "AIRTABLE_WEBHOOK_SECRET", "QUALTRICS_API_TOKEN",
+    "QUALTRICS_WEBHOOK_TOKEN", "QUALTRICS_SHARED_KEY", "REDCAP_API_TOKEN", "REDCAP_WEBHOOK_TOKEN",
+    "TWILIO_AUTH_TOKEN", "SENDGRID_API_KEY", "DASHBOARD_PASSWORD_HASH",
+}
+
+#: A backend is configured when its trigger key is set; it then needs every key listed.
+BACKEND_REQUIREMENTS = {
+    "Airtable case store": (("AIRTABLE_API_KEY", "AIRTABLE_BASE_ID"), ("AIRTABLE_API_KEY", "AIRTABLE_BASE_ID")),
+    "Twilio SMS": (("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"),
+                   ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_MESSAGING_SERVICE_SID", "PUBLIC_BASE_URL")),
+    "SendGrid email": (("SENDGRID_API_KEY",), ("SENDGRID_API_KEY", "SENDGRID_FROM_EMAIL")),
+    "Qualtrics form": (("QUALTRICS_API_TOKEN", "QUALTRICS_WEBHOOK_TOKEN"),
+                       ("QUALTRICS_API_URL", "QUALTRICS_API_TOKEN", "QUALTRICS_WEBHOOK_TOKEN")),
+    "REDCap form": (("REDCAP_API_TOKEN", "REDCAP_WEBHOOK_TOKEN"),
+                    ("REDCAP_API_URL", "REDCAP_API_TOKEN", "REDCAP_PROJECT_ID", "REDCAP_WEBHOOK_TOKEN")),
+}
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+def load(overrides: dict | None = None) -> dict:
+    """Return the settings as a dict of strings (None when unset)."""
+    load_dotenv(ROOT / ".env", override=False)
+    values: dict = {}
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(key)
+        values[key] = raw if raw not in (None, "") else default
+    values.update(overrides or {})
+    values["DATA_DIR"] = str(_resolve(values["DATA_DIR"]))
+    values["PROGRAM_FILE"] = str(_resolve(values["PROGRAM_FILE"]))
+    values["PUBLIC_BASE_URL"] = str(values["PUBLIC_BASE_URL"]).rstrip("/")
+    check(values)
+    if not values.get("SECRET_KEY"):
+        values["SECRET_KEY"] = _embedded_secret_key(Path(values["DATA_DIR"]))
+    return values
+
+
+def check(values: dict) -> None:
+    """Stop the start when a configured backend lacks a key it needs."""
+    missing = []
+    for backend, (triggers, needed) in BACKEND_REQUIREMENTS.items():
+        if any(values.get(k) for k in triggers):
+            lacking = [k for k in needed if not values.get(k)]
+            if lacking:
+                missing.append(f"{backend} needs {', '.join(lacking)}")
+    if values.get("DATABASE_URL") and not values.get("SECRET_KEY"):
+        missing.append("a shared database (DATABASE_URL) needs SECRET_KEY, the same on every process")
+    if missing:
+        raise SettingsError("Missing settings: " + "; ".join(missing)
+                            + ". Set them in the environment or in .env (see .env.example).")
+
+
+def database_url(values: dict) -> str:
+    """The service's own SQL database: DATABASE_URL, else SQLite in DATA_DIR."""
+    url = values.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{Path(values['DATA_DIR']) / 'peerline.db'}"
+    # Platforms hand out postgres:// URLs; SQLAlchemy wants the driver named.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def flag(values: dict, key: str) -> bool:
+    return str(values.get(key, "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_program(path: str | os.PathLike) -> dict:
+    """The program's rules (config/program.toml)."""
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (ROOT / p)
+
+
+def _embedded_secret_key(data_dir: Path) -> str:
+    """On one machine with no SECRET_KEY, keep a random one in DATA_DIR so that the web
+    and worker processes agree and restarts keep signed links valid."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / "secret_key"
+    if not key_file.exists():
+        tmp = key_file.with_suffix(f".{os.getpid()}")
+        tmp.write_text(secrets.token_urlsafe(48))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, key_file) if not key_file.exists() else tmp.unlink()
+    return key_file.read_text().strip()

@@ -1,0 +1,41 @@
+"""Outside systems, registered in one place.
+
+`build_context` chooses each backend from the settings (DESIGN.md section 3): the embedded
+default when a system's credentials are absent. `register_all` adds every webhook blueprint.
+"""
+from __future__ import annotations
+
+from config import settings as settings_module
+from integrations import database, outbox
+from workflows.context import Context
+from workflows.notify import load_templates
+
+#: Modules with a webhook blueprint `bp` (and optionally `init_app(app)`).
+INTEGRATIONS: tuple = ()
+
+
+def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
+    db = database.Database(settings_module.database_url(values))
+    program = settings_module.load_program(values["PROGRAM_FILE"])
+    templates = load_templates(settings_module.ROOT / "config" / "messages.toml")
+    if values.get("AIRTABLE_API_KEY"):
+        from integrations import airtable
+        store = airtable.AirtableCaseStore.from_settings(values)
+    else:
+        store = database.SqlCaseStore(db)
+    embedded = outbox.OutboxSender(db)
+    senders = {"sms": embedded, "email": embedded}
+    ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
+                  senders=senders)
+    if enqueue is not None:
+        ctx.enqueue = enqueue
+    if clock is not None:
+        ctx.clock = clock
+    return ctx
+
+
+def register_all(app) -> None:
+    for module in INTEGRATIONS:
+        app.register_blueprint(module.bp)
+        if hasattr(module, "init_app"):
+            module.init_app(app)

@@ -1,0 +1,484 @@
+"""The service's own SQL database (SQLAlchemy Core; SQLite embedded, PostgreSQL in production).
+
+It holds the inbox of received submissions (the truth, not the queue), the Case ID register,
+per-case locks, the message ledger and outbox, and, when Airtable is not configured, the case
+store itself (DESIGN.md section 6 tables, with snake_case column names).
+
+Connect: leave DATABASE_URL unset for SQLite in DATA_DIR, or set
+DATABASE_URL=postgresql://user:pass@host/db. Tables are created on first use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import fields as dc_fields
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
+
+from workflows.model import (Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter,
+                             utcnow)
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every engine."""
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = sa.MetaData()
+
+inbox = sa.Table(
+    "inbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("source_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, default="new"),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("case_id", sa.String(20), nullable=False, default=""),
+    sa.Column("updated_at", UTCDateTime),
+)
+
+case_refs = sa.Table(
+    "case_refs", metadata,
+    sa.Column("source_key", sa.String(200), primary_key=True),
+    sa.Column("case_id", sa.String(20), nullable=False, unique=True),
+)
+
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+messages = sa.Table(
+    "messages", metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("case_id", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("channel", sa.String(10), nullable=False),
+    sa.Column("recipient_role", sa.String(30), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("provider_id", sa.String(100), nullable=False, default=""),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("claimed_until", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+outbox = sa.Table(
+    "outbox", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("channel", sa.String(10), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("case_id", sa.String(20), nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("body", sa.Text, nullable=False),
+)
+
+
+def _columns_for(cls, *, skip=("record_id",)):
+    cols = []
+    for f in dc_fields(cls):
+        if f.name in skip:
+            continue
+        t = str(f.type)
+        if "datetime" in t:
+            cols.append(sa.Column(f.name, UTCDateTime))
+        elif t == "bool":
+            cols.append(sa.Column(f.name, sa.Boolean, nullable=False, default=False))
+        elif t == "int":
+            cols.append(sa.Column(f.name, sa.Integer, nullable=False, default=0))
+        else:
+            cols.append(sa.Column(f.name, sa.Text, nullable=False, default=""))
+    return cols
+
+
+cases = sa.Table("cases", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                 *_columns_for(Case),
+                 sa.UniqueConstraint("case_id"), sa.UniqueConstraint("source_response_id"))
+supporters = sa.Table("supporters", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                      *_columns_for(Supporter), sa.UniqueConstraint("name", "institution"))
+reviewers = sa.Table("reviewers", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                     *_columns_for(Reviewer), sa.UniqueConstraint("name", "institution"))
+resources = sa.Table("resources", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                     *_columns_for(Resource), sa.UniqueConstraint("name", "institution"))
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.String(20), nullable=False, index=True),
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+)
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str) -> sa.Engine:
+    """One engine per URL per process; tables created on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _make_engine(url)
+            metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a 2xx means the submission is on disk
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            # Take the write lock at BEGIN, so read-then-write transactions cannot deadlock.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        # Let SQLAlchemy's "begin" event issue BEGIN itself.
+        @sa_event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class Database:
+    """The inbox, Case ID register, locks, ledger and outbox."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = engine_for(url)
+
+    # ---- health ----
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return True
+
+    # ---- inbox ----
+    def record_submission(self, *, source: str, source_key: str, payload: dict) -> tuple[int, bool]:
+        """Store a received submission before we answer. Returns (inbox id, newly stored)."""
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                row_id = conn.execute(inbox.insert().values(
+                    source=source, source_key=source_key, received_at=now,
+                    payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
+                    last_error="", case_id="", updated_at=now)).inserted_primary_key[0]
+            return int(row_id), True
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == source_key)).scalar_one()
+            return int(row_id), False
+
+    def inbox_row(self, inbox_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(inbox).where(inbox.c.id == inbox_id)).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        out["payload"] = json.loads(out["payload"])
+        return out
+
+    def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
+        """Take a row for processing; only one worker wins, and a dead worker's lease runs out."""
+        now = utcnow()
+        stmt = (inbox.update()
+                .where(inbox.c.id == inbox_id)
+                .where(sa.or_(inbox.c.status.in_(("new", "retry")),
+                              sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now)))
+                .values(status="processing", lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=inbox.c.attempts + 1, updated_at=now))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def finish_submission(self, inbox_id: int, case_id: str) -> None:
+        self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
+
+    def retry_submission(self, inbox_id: int, error: str, at: datetime) -> None:
+        self._set_inbox(inbox_id, status="retry", last_error=error, next_attempt_at=at, lease_until=None)
+
+    def park_submission(self, inbox_id: int, error: str) -> None:
+        self._set_inbox(inbox_id, status="parked", last_error=error, lease_until=None)
+
+    def reopen_submission(self, inbox_id: int) -> bool:
+        """For `flask inbox replay`: run a row again from the start of its retries."""
+        with self.engine.begin() as conn:
+            return conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(
+                status="new", attempts=0, next_attempt_at=None, lease_until=None,
+                updated_at=utcnow())).rowcount == 1
+
+    def _set_inbox(self, inbox_id: int, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=utcnow(), **values))
+
+    def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[dict]:
+        """Rows without their answers: for people and logs."""
+        cols = [inbox.c.id, inbox.c.source, inbox.c.source_key, inbox.c.received_at, inbox.c.status,
+                inbox.c.attempts, inbox.c.last_error, inbox.c.case_id, inbox.c.next_attempt_at]
+        stmt = sa.select(*cols).order_by(inbox.c.id.desc()).limit(limit)
+        if statuses:
+            stmt = stmt.where(inbox.c.status.in_(statuses))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
+        """Rows the queue may have lost: new ones never picked up, retries that are due,
+        and processing rows whose worker's lease ran out."""
+        stmt = sa.select(inbox.c.id).where(sa.or_(
+            sa.and_(inbox.c.status == "new", inbox.c.received_at < now - timedelta(seconds=grace_seconds)),
+            sa.and_(inbox.c.status == "retry", inbox.c.next_attempt_at <= now),
+            sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now),
+        )).order_by(inbox.c.id)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    # ---- Case IDs ----
+    def case_id_for(self, source_key: str, prefix: str) -> str:
+        """The Case ID for a submission: assigned once, the same on every retry or replay."""
+        while True:
+            with self.engine.connect() as conn:
+                found = conn.execute(sa.select(case_refs.c.case_id)
+                                     .where(case_refs.c.source_key == source_key)).scalar()
+            if found:
+                return found
+            candidate = f"{prefix}-{secrets.randbelow(9000) + 1000}"
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(case_refs.insert().values(source_key=source_key, case_id=candidate))
+                return candidate
+            except IntegrityError:
+                continue  # taken by another case, or this key raced us: look again
+
+    # ---- locks ----
+    @contextmanager
+    def lock(self, name: str, *, ttl_seconds: int = 120, wait_seconds: float = 60):
+        """A lock shared by every process on this database; a holder that dies frees it at ttl."""
+        owner, deadline = _owner(), time.monotonic() + wait_seconds
+        while True:
+            now = utcnow()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.expires_at < now))
+                    conn.execute(locks.insert().values(name=name, owner=owner,
+                                                       expires_at=now + timedelta(seconds=ttl_seconds)))
+                break
+            except IntegrityError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"lock {name!r} is held by another worker")
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with self.engine.begin() as conn:
+                conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.owner == owner))
+
+    # ---- message ledger ----
+    def ledger_get(self, key: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(messages).where(messages.c.key == key)).mappings().first()
+        return dict(row) if row else None
+
+    def ledger_intend(self, record: MessageRecord, recipient: str) -> None:
+        """Record the intent to send before any provider call (no-op when already there)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(messages.insert().values(
+                    key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
+                    recipient_role=record.recipient_role, recipient=recipient, status="pending",
+                    provider_id="", error="", created_at=utcnow()))
+        except IntegrityError:
+            pass
+
+    def ledger_claim(self, key: str, claim_seconds: int = 120) -> bool:
+        """Only one worker may send a message; a crashed sender's claim runs out."""
+        now = utcnow()
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(sa.or_(messages.c.status == "pending",
+                              sa.and_(messages.c.status == "sending", messages.c.claimed_until < now)))
+                .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds)))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_update(self, key: str, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(messages.update().where(messages.c.key == key).values(**values))
+
+    def ledger_rows(self, case_id: str | None = None) -> list[dict]:
+        stmt = sa.select(messages).order_by(messages.c.created_at)
+        if case_id:
+            stmt = stmt.where(messages.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ---- outbox (the embedded SMS and email provider) ----
+    def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,
+                   subject: str, body: str) -> int:
+        """Idempotent on the ledger key: a second attempt returns the first row's id."""
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(outbox.insert().values(
+                    message_key=message_key, at=utcnow(), channel=channel, recipient=recipient,
+                    case_id=case_id, subject=subject, body=body)).inserted_primary_key[0])
+        except IntegrityError:
+            return self.outbox_id(message_key)
+
+    def outbox_id(self, message_key: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(outbox.c.id).where(outbox.c.message_key == message_key)).scalar()
+
+    def outbox_list(self, limit: int = 500) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
+
+
+def _row_to(cls, row) -> object:
+    names = {f.name for f in dc_fields(cls)}
+    values = {k: v for k, v in dict(row).items() if k in names}
+    values["record_id"] = str(row["id"])
+    return cls(**values)
+
+
+def _values_of(obj, table: sa.Table) -> dict:
+    return {c.name: getattr(obj, c.name) for c in table.columns if c.name != "id"}
+
+
+class SqlCaseStore:
+    """The case store on the service's own database (the embedded default)."""
+
+    def __init__(self, db: Database):
+        self.engine = db.engine
+
+    def find_case(self, *, case_id=None, source_response_id=None) -> Case | None:
+        stmt = sa.select(cases)
+        if case_id is not None:
+            stmt = stmt.where(cases.c.case_id == case_id)
+        elif source_response_id is not None:
+            stmt = stmt.where(cases.c.source_response_id == source_response_id)
+        else:
+            raise ValueError("find_case needs case_id or source_response_id")
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return _row_to(Case, row) if row else None
+
+    def create_case(self, case: Case) -> Case:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(cases.insert().values(**_values_of(case, cases)))
+        except IntegrityError:
+            pass  # the same submission again: keep what is there
+        return self.find_case(source_response_id=case.source_response_id)
+
+    def update_case(self, case_id: str, **changes) -> Case:
+        with self.engine.begin() as conn:
+            if conn.execute(cases.update().where(cases.c.case_id == case_id).values(**changes)).rowcount != 1:
+                raise KeyError(f"no case {case_id}")
+        return self.find_case(case_id=case_id)
+
+    def list_cases(self, status=None) -> list[Case]:
+        stmt = sa.select(cases).order_by(cases.c.submitted_at)
+        if status:
+            stmt = stmt.where(cases.c.status == status)
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(stmt).mappings()]
+
+    def add_events(self, new_events: list[Event]) -> None:
+        if new_events:
+            with self.engine.begin() as conn:
+                conn.execute(events.insert(), [
+                    {"case_id": e.case_id, "event": e.event, "at": e.at, "actor": e.actor} for e in new_events])
+
+    def list_events(self, case_id: str) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(events).where(events.c.case_id == case_id).order_by(events.c.id)).mappings()
+            return [Event(case_id=r["case_id"], event=r["event"], at=r["at"], actor=r["actor"]) for r in rows]
+
+    def _all(self, table, cls):
+        with self.engine.connect() as conn:
+            return [_row_to(cls, r) for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings()]
+
+    def supporters(self) -> list[Supporter]:
+        return self._all(supporters, Supporter)
+
+    def reviewers(self) -> list[Reviewer]:
+        return self._all(reviewers, Reviewer)
+
+    def resources(self) -> list[Resource]:
+        return self._all(resources, Resource)
+
+    def import_roster(self, roster: Roster) -> dict:
+        counts = {}
+        with self.engine.begin() as conn:
+            for table, items, label in ((supporters, roster.supporters, "supporters"),
+                                        (reviewers, roster.reviewers, "reviewers"),
+                                        (resources, roster.resources, "resources")):
+                for item in items:
+                    values = _values_of(item, table)
+                    updated = conn.execute(table.update().where(table.c.name == item.name)
+                                           .where(table.c.institution == item.institution).values(**values)).rowcount
+                    if not updated:
+                        conn.execute(table.insert().values(**values))
+                counts[label] = len(items)
+        return counts
+
+    def roster_is_empty(self) -> bool:
+        with self.engine.connect() as conn:
+            return not conn.execute(sa.select(sa.func.count()).select_from(supporters)).scalar() \
+                and not conn.execute(sa.select(sa.func.count()).select_from(reviewers)).scalar()
+
+    def mirror_messages(self, records: list[MessageRecord]) -> None:
+        """The ledger is already in this database: nothing to mirror."""

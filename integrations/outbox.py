@@ -1,0 +1,15 @@
+"""The embedded SMS and email provider: messages are written to the outbox table and
+listed by `flask outbox`. Used when Twilio or SendGrid is not configured."""
+from __future__ import annotations
+
+
+class OutboxSender:
+    def __init__(self, db):
+        self.db = db
+
+    def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
+        return f"outbox:{self.db.outbox_add(message_key=message_key, channel=channel, recipient=to, case_id=case_id, subject=subject, body=body)}"
+
+    def find_sent(self, *, message_key, channel, to) -> str | None:
+        found = self.db.outbox_id(message_key)
+        return f"outbox:{found}" if found else None

@@ -1,0 +1,145 @@
+"""The built-in request form, `GET/POST /request`: the form a flyer's QR code opens when the
+program uses no Qualtrics or REDCap survey (and always available beside them).
+
+The POST only checks the CSRF token and the rate limit, stores the answers in the inbox and
+answers; the worker makes the case. Works without JavaScript. `?flyer=<tag>` on the link is
+kept on the case as its Flyer.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
+
+from workflows.model import CONTACT_CHOICES
+
+log = logging.getLogger("peerline.webform")
+
+bp = Blueprint("webform", __name__)
+limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
+
+PREFERENCE_CHOICES = [("Any", "No preference"), ("Same", "Same as mine"), ("Different", "Different from mine")]
+URGENCY_CHOICES = [
+    ("Routine", "In the next few days is fine"),
+    ("Urgent", "Today, if possible"),
+    ("Crisis", "I am in crisis or worried about my safety, or someone else's"),
+]
+PHONE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
+
+
+class RequestForm(FlaskForm):
+    submission_id = HiddenField()
+    flyer = HiddenField(validators=[Length(max=64)])
+    for_whom = RadioField("Who is this support for?", choices=[
+        ("Self", "For me"), ("Colleague", "For a colleague (please check with them first)")],
+        validators=[DataRequired("Please choose who the support is for.")])
+    requester_name = StringField("First name, or the name you would like us to use", validators=[
+        DataRequired("Please give a name we can use."), Length(max=100)])
+    requester_phone = StringField("Phone number", validators=[
+        Optional(), Regexp(PHONE, message="Please enter a phone number, for example 555 010 1234.")])
+    requester_email = StringField("Email", validators=[
+        Optional(), Email("Please enter an email address, for example name@example.org."), Length(max=254)])
+    preferred_contact = RadioField("How should a peer supporter reach out?",
+                                   choices=[(c, c) for c in CONTACT_CHOICES],
+                                   validators=[DataRequired("Please choose how we should reach out.")])
+    institution = SelectField("Hospital", validators=[Optional()])
+    department = StringField("Department or unit", validators=[Optional(), Length(max=100)])
+    role = SelectField("Role", validators=[Optional()])
+    specialty = StringField("Specialty", validators=[Optional(), Length(max=100)])
+    role_preference = RadioField("A supporter in the same role as you?", choices=PREFERENCE_CHOICES, default="Any")
+    department_preference = RadioField("A supporter from your own department?", choices=PREFERENCE_CHOICES,
+                                       default="Any")
+    outside_my_institution = BooleanField("I would prefer someone from outside my hospital")
+    urgency = RadioField("How soon would you like to talk?", choices=URGENCY_CHOICES, default="Routine")
+
+    def validate_requester_email(self, field):
+        if not field.data and not self.requester_phone.data:
+            raise ValidationError("Please give a phone number or an email address, so someone can reach you.")
+
+    def validate_requester_phone(self, field):
+        if self.preferred_contact.data in ("Phone call", "Text message") and not field.data:
+            raise ValidationError("Please give a phone number for a call or text.")
+
+
+def build_form(program: dict) -> RequestForm:
+    form = RequestForm()
+    form.institution.choices = [("", "Choose your hospital")] + list(program.get("institutions", {}).items())
+    form.role.choices = [("", "Choose your role")] + [(r, r) for r in program.get("roles", {}).get("choices", [])]
+    return form
+
+
+def _rate_limit() -> str:
+    return current_app.config["REQUEST_RATE_LIMIT"]
+
+
+@bp.route("/request", methods=["GET", "POST"])
+@limiter.limit(_rate_limit, methods=["POST"])
+def request_form():
+    ctx = current_app.extensions["peerline"]
+    form = build_form(ctx.program)
+    if request.method == "GET":
+        form.submission_id.data = uuid.uuid4().hex
+        form.flyer.data = request.args.get("flyer", "")[:64]
+    elif form.validate_on_submit():
+        answers = {name: form[name].data for name in (
+            "for_whom", "requester_name", "requester_phone", "requester_email", "preferred_contact",
+            "institution", "department", "role", "specialty", "role_preference",
+            "department_preference", "outside_my_institution", "urgency", "flyer")}
+        submission = form.submission_id.data if re.fullmatch(r"[0-9a-f]{32}", form.submission_id.data or "") \
+            else uuid.uuid4().hex
+        inbox_id, new = ctx.db.record_submission(source="web", source_key=f"web:{submission}",
+                                                 payload={"answers": answers})
+        if new:
+            try:
+                ctx.enqueue(inbox_id, crisis=answers["urgency"] == "Crisis")
+            except Exception:  # the inbox row is the truth; the sweep will queue it
+                log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
+        log.info("request received inbox=%s new=%s", inbox_id, new)
+        return redirect(url_for("webform.thanks", urgent=1 if answers["urgency"] == "Crisis" else None), 303)
+    status = 400 if request.method == "POST" else 200
+    return render_template("request.html", form=form, crisis=ctx.program.get("crisis", {}),
+                           program=ctx.program["program"]), status
+
+
+@bp.get("/request/thanks")
+def thanks():
+    ctx = current_app.extensions["peerline"]
+    return render_template("thanks.html", crisis=ctx.program.get("crisis", {}),
+                           program=ctx.program["program"], urgent=request.args.get("urgent") == "1")
+
+
+def field_attrs(field, *, type=None, hint=None, autocomplete=None) -> dict:
+    """Accessibility attributes for an input: its hint and error are read with it."""
+    attrs, described = {}, []
+    if type:
+        attrs["type"] = type
+    if autocomplete:
+        attrs["autocomplete"] = autocomplete
+    if hint:
+        described.append(f"{field.id}-hint")
+    if field.errors:
+        described.append(f"{field.id}-error")
+        attrs["aria-invalid"] = "true"
+    if described:
+        attrs["aria-describedby"] = " ".join(described)
+    return attrs
+
+
+def init_app(app) -> None:
+    app.jinja_env.globals["field_attrs"] = field_attrs
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
+    limiter.init_app(app)
+    app.register_blueprint(bp)
+
+    @app.errorhandler(429)
+    def too_many(_exc):
+        ctx = app.extensions["peerline"]
+        return render_template("busy.html", crisis=ctx.program.get("crisis", {}),
+                               program=ctx.program["program"]), 429

@@ -1,0 +1,1 @@
+"""The program's logic over plain dataclasses: no requests, no wire formats."""

@@ -1,0 +1,39 @@
+"""Everything a workflow step needs, built once per process by `integrations.build_context`.
+
+Workflows receive this object instead of reaching for Flask globals, so the same code runs
+in the web process, the worker and the CLI.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol
+
+from workflows.model import CaseStore, utcnow
+
+
+class Sender(Protocol):
+    """An SMS or email provider (the outbox, Twilio, SendGrid)."""
+
+    def send(self, *, message_key: str, channel: str, to: str, case_id: str,
+             subject: str, body: str) -> str:
+        """Hand the message over; return the provider's id for it."""
+
+    def find_sent(self, *, message_key: str, channel: str, to: str) -> str | None:
+        """The provider id of an earlier send of this message, if the provider can tell."""
+
+
+@dataclass
+class Context:
+    settings: dict
+    program: dict
+    templates: dict
+    db: "object"          # integrations.database.Database
+    store: CaseStore
+    senders: dict          # channel -> Sender
+    enqueue: Callable[..., None] = lambda inbox_id, **_: None
+    fetchers: dict = field(default_factory=dict)   # source -> callable(ctx, row) -> answers
+    clock: Callable[[], datetime] = utcnow
+
+    def now(self) -> datetime:
+        return self.clock()

@@ -1,0 +1,96 @@
+"""The huey instance and thin task wrappers. Run the worker with:
+
+    huey_consumer workflows.tasks.huey --workers 4 --worker-type thread
+
+The queue is a courier, not a record: a task whose worker dies is lost, so every task starts
+from an inbox row and `sweep_inbox` re-queues rows that are not finished (every minute, and
+once when a worker starts). Queue storage follows the settings: Redis when REDIS_URL is set,
+else the PostgreSQL of DATABASE_URL, else SQLite in DATA_DIR.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
+
+from config import settings as settings_module
+
+log = logging.getLogger("peerline.tasks")
+
+#: Crisis work jumps the queue.
+PRIORITY_CRISIS = 100
+PRIORITY_NORMAL = 0
+
+
+def make_huey(values: dict):
+    if values.get("REDIS_URL"):
+        return RedisHuey("peerline", url=values["REDIS_URL"], results=False)
+    url = values.get("DATABASE_URL")
+    if url and url.startswith(("postgres://", "postgresql")):
+        dsn = "postgresql://" + url.split("://", 1)[1]
+        return PostgresHuey("peerline", dsn=dsn, results=False)
+    os.makedirs(values["DATA_DIR"], exist_ok=True)
+    return SqliteHuey("peerline", filename=os.path.join(values["DATA_DIR"], "queue.db"), results=False)
+
+
+huey = make_huey(settings_module.load())
+
+_context = None
+_context_lock = threading.Lock()
+
+
+def worker_context():
+    """The worker's Context, built once per process from the environment."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            from integrations import build_context
+            _context = build_context(settings_module.load(), enqueue=enqueue_submission)
+        return _context
+
+
+def use_context(ctx) -> None:
+    """Tests and the CLI hand in their own Context."""
+    global _context
+    with _context_lock:
+        _context = ctx
+
+
+@huey.task(name="process_submission")
+def process_submission(inbox_id: int) -> None:
+    from workflows import intake
+    intake.process_submission(worker_context(), inbox_id)
+
+
+def enqueue_submission(inbox_id: int, *, crisis: bool = False, delay: float | None = None) -> None:
+    priority = PRIORITY_CRISIS if crisis else PRIORITY_NORMAL
+    if delay:
+        process_submission.schedule(args=(inbox_id,), delay=delay, priority=priority)
+    else:
+        huey.enqueue(process_submission.s(inbox_id, priority=priority))
+
+
+def sweep(ctx) -> int:
+    """Re-queue every inbox row the queue may have lost. Returns how many."""
+    ids = ctx.db.submissions_to_requeue(ctx.now())
+    for inbox_id in ids:
+        ctx.enqueue(inbox_id)
+    if ids:
+        log.info("sweep re-queued %d submissions", len(ids))
+    return len(ids)
+
+
+@huey.periodic_task(crontab(minute="*"), name="sweep_inbox")
+def sweep_inbox() -> None:
+    sweep(worker_context())
+
+
+@huey.on_startup()
+def _sweep_at_start() -> None:
+    # A restarted worker picks up at once what its predecessor left behind.
+    try:
+        sweep(worker_context())
+    except Exception:  # never keep a worker from starting
+        log.exception("start-up sweep failed")
