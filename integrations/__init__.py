@@ -10,7 +10,9 @@ from integrations import database, outbox
 from workflows.context import Context
 from workflows.notify import load_templates
 
-#: Modules with a webhook blueprint `bp` (and optionally `init_app(app)`).
+#: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
+#: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
+#: system whose inbox rows the worker turns into answers). This tuple is the only registration.
 INTEGRATIONS: tuple = ()
 
 
@@ -25,8 +27,9 @@ def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
         store = database.SqlCaseStore(db)
     embedded = outbox.OutboxSender(db)
     senders = {"sms": embedded, "email": embedded}
+    fetchers = {m.SOURCE: m.fetch_answers for m in INTEGRATIONS if hasattr(m, "fetch_answers")}
     ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
-                  senders=senders)
+                  senders=senders, fetchers=fetchers)
     if enqueue is not None:
         ctx.enqueue = enqueue
     if clock is not None:
@@ -36,6 +39,9 @@ def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
 
 def register_all(app) -> None:
     for module in INTEGRATIONS:
-        app.register_blueprint(module.bp)
+        if hasattr(module, "bp"):
+            app.register_blueprint(module.bp)
         if hasattr(module, "init_app"):
             module.init_app(app)
+        if hasattr(module, "cli"):
+            app.cli.add_command(module.cli)

@@ -16,6 +16,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
 from workflows.model import CONTACT_CHOICES
@@ -25,11 +26,12 @@ log = logging.getLogger("peerline.webform")
 bp = Blueprint("webform", __name__)
 limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
 
-PREFERENCE_CHOICES = [("Any", "No preference"), ("Same", "Same as mine"), ("Different", "Different from mine")]
+PREFERENCE_CHOICES = [SelectChoice("Any", "No preference"), SelectChoice("Same", "Same as mine"),
+                      SelectChoice("Different", "Different from mine")]
 URGENCY_CHOICES = [
-    ("Routine", "In the next few days is fine"),
-    ("Urgent", "Today, if possible"),
-    ("Crisis", "I am in crisis or worried about my safety, or someone else's"),
+    SelectChoice("Routine", "In the next few days is fine"),
+    SelectChoice("Urgent", "Today, if possible"),
+    SelectChoice("Crisis", "I am in crisis or worried about my safety, or someone else's"),
 ]
 PHONE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
 
@@ -38,7 +40,7 @@ class RequestForm(FlaskForm):
     submission_id = HiddenField()
     flyer = HiddenField(validators=[Length(max=64)])
     for_whom = RadioField("Who is this support for?", choices=[
-        ("Self", "For me"), ("Colleague", "For a colleague (please check with them first)")],
+        SelectChoice("Self", "For me"), SelectChoice("Colleague", "For a colleague (please check with them first)")],
         validators=[DataRequired("Please choose who the support is for.")])
     requester_name = StringField("First name, or the name you would like us to use", validators=[
         DataRequired("Please give a name we can use."), Length(max=100)])
@@ -47,7 +49,7 @@ class RequestForm(FlaskForm):
     requester_email = StringField("Email", validators=[
         Optional(), Email("Please enter an email address, for example name@example.org."), Length(max=254)])
     preferred_contact = RadioField("How should a peer supporter reach out?",
-                                   choices=[(c, c) for c in CONTACT_CHOICES],
+                                   choices=[SelectChoice(c) for c in CONTACT_CHOICES],
                                    validators=[DataRequired("Please choose how we should reach out.")])
     institution = SelectField("Hospital", validators=[Optional()])
     department = StringField("Department or unit", validators=[Optional(), Length(max=100)])
@@ -70,8 +72,10 @@ class RequestForm(FlaskForm):
 
 def build_form(program: dict) -> RequestForm:
     form = RequestForm()
-    form.institution.choices = [("", "Choose your hospital")] + list(program.get("institutions", {}).items())
-    form.role.choices = [("", "Choose your role")] + [(r, r) for r in program.get("roles", {}).get("choices", [])]
+    form.institution.choices = [SelectChoice("", "Choose your hospital")] + [
+        SelectChoice(code, name) for code, name in program.get("institutions", {}).items()]
+    form.role.choices = [SelectChoice("", "Choose your role")] + [
+        SelectChoice(r) for r in program.get("roles", {}).get("choices", [])]
     return form
 
 

@@ -36,7 +36,13 @@ TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked"}
 
 
 class TransientError(RuntimeError):
-    """An outside system could not answer now; the submission is retried later."""
+    """An outside system could not answer now; the submission is retried later.
+    The message must hold ids only: it is shown by `flask inbox list`."""
+
+
+class PermanentError(RuntimeError):
+    """Retrying cannot help (a revoked token, a deleted record): park the row at once for a
+    person to fix and replay. The message must hold ids only."""
 
 
 def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[str]]:
@@ -182,7 +188,7 @@ def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
 def _fail(ctx, row: dict, exc: Exception) -> None:
     error = describe_error(exc)
     attempts, limit = row["attempts"], int(ctx.settings["RETRY_MAX_ATTEMPTS"])
-    if attempts >= limit:
+    if attempts >= limit or isinstance(exc, PermanentError):
         ctx.db.park_submission(row["id"], error)
         log.error("submission parked inbox=%s source=%s attempts=%s error=%s",
                   row["id"], row["source"], attempts, error)
@@ -196,5 +202,7 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
 def describe_error(exc: Exception) -> str:
     """An error as ids and types only: exception messages from outside clients can quote
     request data, so only the type and an HTTP status (when there is one) are kept."""
+    if isinstance(exc, (TransientError, PermanentError)):
+        return f"{type(exc).__name__}: {exc}"
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return type(exc).__name__ + (f" (HTTP {status})" if status else "")

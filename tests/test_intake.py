@@ -1,0 +1,150 @@
+"""The spine: the built-in form to a case, reviewers told, nothing lost or doubled."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from workflows import intake
+
+
+def get_form(client, path="/request"):
+    page = client.get(path)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    submission = re.search(r'name="submission_id" type="hidden" value="([^"]*)"', html).group(1)
+    flyer = re.search(r'name="flyer" type="hidden" value="([^"]*)"', html).group(1)
+    return html, {"csrf_token": token, "submission_id": submission, "flyer": flyer}
+
+
+GOOD = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "+1 555 010 0123",
+        "requester_email": "", "preferred_contact": "Text message", "institution": "NCH",
+        "department": "Surgery", "role": "Nurse", "specialty": "Perioperative",
+        "role_preference": "Same", "department_preference": "Different", "urgency": "Routine"}
+
+
+def submit(client, **changes):
+    _, hidden = get_form(client, "/request?flyer=ICU-3")
+    return client.post("/request", data={**hidden, **GOOD, **changes})
+
+
+def test_form_shows_crisis_resources_before_the_form(client):
+    html, _ = get_form(client)
+    assert "988" in html and "Employee Assistance Program" in html
+    assert html.index("988") < html.index("<form")
+
+
+def test_submission_becomes_one_case_and_reviewers_are_told(client, ctx, roster, run_worker):
+    answer = submit(client)
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("/request/thanks")
+    thanks = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "Zebulon" not in thanks and "0123" not in thanks and "Surgery" not in thanks
+    assert len(ctx.queued) == 1
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert re.fullmatch(r"PS-\d{4}", case.case_id)
+    assert case.status == "New" and case.problems == ""
+    assert case.flyer == "ICU-3" and case.institution == "NCH" and case.role_preference == "Same"
+    assert case.review_due - case.submitted_at == timedelta(hours=72)
+    sent = ctx.db.outbox_list()
+    nch_reviewers = {r.phone for r in roster.reviewers if r.institution == "NCH" or r.program_lead}
+    assert {m["recipient"] for m in sent if m["channel"] == "sms"} == nch_reviewers
+    assert len([m for m in sent if m["channel"] == "email"]) == len(nch_reviewers)
+    for m in sent:
+        assert case.ref in m["body"]
+        assert "Zebulon" not in m["body"] and "Surgery" not in m["body"] and "555 010 0123" not in m["body"]
+    assert [e.event for e in ctx.store.list_events(case.case_id)] == ["Case created", "Reviewers notified"]
+
+
+def test_same_submission_twice_is_one_case(client, ctx, roster, run_worker):
+    _, hidden = get_form(client)
+    for _ in range(2):
+        assert client.post("/request", data={**hidden, **GOOD}).status_code == 303
+    run_worker()
+    assert len(ctx.store.list_cases()) == 1
+    assert len(ctx.db.list_inbox()) == 1
+
+
+def test_running_the_task_twice_sends_nothing_twice(client, ctx, roster, run_worker):
+    submit(client)
+    run_worker()
+    before = len(ctx.db.outbox_list())
+    [row] = ctx.db.list_inbox()
+    ctx.db.reopen_submission(row["id"])
+    run_worker()
+    assert len(ctx.db.outbox_list()) == before
+    assert len(ctx.store.list_cases()) == 1
+    [case] = ctx.store.list_cases()
+    assert len(ctx.store.list_events(case.case_id)) == 2
+
+
+def test_missing_answers_make_a_case_that_needs_attention(client, ctx, roster, run_worker):
+    assert submit(client, institution="", role="").status_code == 303
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.status == "Needs attention"
+    assert "Institution: missing" in case.problems and "Role: missing" in case.problems
+    # Without an institution only the program leads can be told.
+    leads = {r.email for r in ctx.store.reviewers() if r.program_lead}
+    assert {m["recipient"] for m in ctx.db.outbox_list() if m["channel"] == "email"} == leads
+
+
+def test_tampered_choices_are_kept_and_named(ctx, roster, run_worker):
+    row_id, _ = ctx.db.record_submission(source="web", source_key="web:tampered", payload={"answers": {
+        **GOOD, "institution": "{Nope}', TRUE()", "urgency": "whenever", "requester_name": "O'Brien \"Ed\" 🙂"}})
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.status == "Needs attention"
+    assert "Institution: not one of the program's institutions" in case.problems
+    assert "Urgency: unreadable answer" in case.problems
+    assert case.requester_name == "O'Brien \"Ed\" 🙂"
+    assert case.urgency == "Routine"
+
+
+def test_form_errors_are_accessible_and_keep_answers(client, ctx):
+    answer = submit(client, requester_phone="", requester_email="not-an-email", preferred_contact="Email")
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 400
+    assert 'role="alert"' in html and "Please enter an email address" in html
+    assert 'aria-invalid="true"' in html and 'aria-describedby="requester_email-error"' in html
+    assert 'value="Zebulon"' in html
+    assert ctx.db.list_inbox() == []
+
+
+def test_missing_csrf_token_is_refused_and_nothing_stored(client, ctx):
+    assert client.post("/request", data=GOOD).status_code == 400
+    assert ctx.db.list_inbox() == []
+
+
+def test_crisis_request_jumps_the_queue(client, ctx):
+    calls = []
+    ctx.enqueue = lambda inbox_id, **kw: calls.append(kw)
+    submit(client, urgency="Crisis")
+    assert calls == [{"crisis": True}]
+    assert "988" in client.get("/request/thanks?urgent=1").get_data(as_text=True)
+
+
+def test_body_over_the_limit_is_413(client):
+    assert client.post("/request", data={"x": "a" * 300_000}).status_code == 413
+
+
+@pytest.mark.parametrize("overrides_extra", [{"RATELIMIT_ENABLED": "true", "REQUEST_RATE_LIMIT": "2 per minute"}])
+def test_rate_limit_per_client(overrides, overrides_extra, tmp_path):
+    from app import create_app
+    app = create_app({**overrides, **overrides_extra})
+    app.extensions["peerline"].enqueue = lambda *a, **k: None
+    client = app.test_client()
+    codes = [submit(client).status_code for _ in range(3)]
+    assert codes == [303, 303, 429]
+    page = client.post("/request", data=GOOD)
+    assert page.status_code == 429 and "988" in page.get_data(as_text=True)
+
+
+def test_request_from_answers_never_raises_on_junk():
+    program = {"institutions": {"NCH": "Northgate"}, "roles": {"choices": ["Nurse"]}}
+    req, problems = intake.request_from_answers({"urgency": None, "institution": 7, "crisis": "yes"}, program)
+    assert req.urgency == "Crisis"
+    assert any(p.startswith("Institution") for p in problems)
+
