@@ -91,6 +91,38 @@ messages = sa.Table(
     sa.Column("error", sa.Text, nullable=False, default=""),
     sa.Column("claimed_until", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # What is needed to send (or send again) later without the case at hand: the template's
+    # name and its placeholder values (never free text: templates may only use the
+    # placeholders their channel allows), whether quiet hours apply, and the retry state.
+    sa.Column("template", sa.String(100), nullable=False, server_default=""),
+    sa.Column("values_json", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("crisis", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime),
+    # SHA-256 of the text as handed to the provider: finds an earlier send after a crash
+    # without keeping the text.
+    sa.Column("body_digest", sa.String(64), nullable=False, server_default=""),
+    # A program lead has been told that this message could not reach its person.
+    sa.Column("alerted", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The Messages mirror (Airtable) missed the last change; the periodic task retries it.
+    sa.Column("mirror_due", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+#: Numbers and addresses that asked us to stop (SMS STOP, Twilio 21610): never sent to.
+opt_outs = sa.Table(
+    "opt_outs", metadata,
+    sa.Column("channel", sa.String(10), primary_key=True),
+    sa.Column("address", sa.String(320), primary_key=True),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
+#: Provider webhook deliveries already applied (SendGrid sg_event_id), for dedupe.
+webhook_events = sa.Table(
+    "webhook_events", metadata,
+    sa.Column("source", sa.String(20), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
 outbox = sa.Table(
@@ -152,6 +184,7 @@ def engine_for(url: str) -> sa.Engine:
         if engine is None:
             engine = _make_engine(url)
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             _engines[url] = engine
         return engine
 
@@ -161,6 +194,26 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added to a table after a database was created (create_all makes only new
+    tables). New columns are nullable or have a server default, so this is safe to run."""
+    inspector = sa.inspect(engine)
+    existing_tables = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing_tables:
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = sa.schema.CreateColumn(column).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            except sa.exc.DBAPIError:
+                pass  # another process added it first
 
 
 def _make_engine(url: str) -> sa.Engine:
@@ -333,26 +386,115 @@ class Database:
             row = conn.execute(sa.select(messages).where(messages.c.key == key)).mappings().first()
         return dict(row) if row else None
 
-    def ledger_intend(self, record: MessageRecord, recipient: str) -> None:
+    def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
+                      values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
         """Record the intent to send before any provider call (no-op when already there)."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(messages.insert().values(
                     key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
                     recipient_role=record.recipient_role, recipient=recipient, status="pending",
-                    provider_id="", error="", created_at=utcnow()))
+                    provider_id="", error="", created_at=now or utcnow(), template=template,
+                    values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
+                    attempts=0, body_digest="", alerted=False, mirror_due=False))
         except IntegrityError:
             pass
 
-    def ledger_claim(self, key: str, claim_seconds: int = 120) -> bool:
-        """Only one worker may send a message; a crashed sender's claim runs out."""
-        now = utcnow()
+    def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None) -> bool:
+        """Only one worker may send a message; a crashed sender's claim runs out. Held and
+        retrying messages can be claimed once they are due. Counts the attempt."""
+        now = now or utcnow()
         stmt = (messages.update().where(messages.c.key == key)
-                .where(sa.or_(messages.c.status == "pending",
-                              sa.and_(messages.c.status == "sending", messages.c.claimed_until < now)))
-                .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds)))
+                .where(sa.or_(
+                    sa.and_(messages.c.status.in_(("pending", "held", "retry")),
+                            sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now)),
+                    sa.and_(messages.c.status == "sending", messages.c.claimed_until < now)))
+                .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds),
+                        attempts=messages.c.attempts + 1))
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def ledger_hold(self, key: str, until: datetime) -> bool:
+        """Keep an unsent message until `until` (quiet hours)."""
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(messages.c.status.in_(("pending", "retry", "held")))
+                .values(status="held", next_attempt_at=until, claimed_until=None))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_advance(self, key: str, status: str, allowed_from, **values) -> bool:
+        """Move a message to `status` only from one of `allowed_from` (so a late or repeated
+        delivery report never moves it backwards). Returns whether it moved."""
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(messages.c.status.in_(tuple(allowed_from))).values(status=status, **values))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_due(self, now: datetime, *, stale_seconds: int = 60, limit: int = 500) -> list[str]:
+        """Messages the periodic task must (re)try: held or retrying ones that are due, intents
+        never claimed (a worker died between intent and claim), and claims that ran out."""
+        stmt = sa.select(messages.c.key).where(sa.or_(
+            sa.and_(messages.c.status.in_(("held", "retry")), messages.c.next_attempt_at <= now),
+            sa.and_(messages.c.status == "pending", messages.c.created_at < now - timedelta(seconds=stale_seconds)),
+            sa.and_(messages.c.status == "sending", messages.c.claimed_until < now),
+        )).order_by(messages.c.crisis.desc(), messages.c.created_at).limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    def ledger_by_provider_id(self, provider_id: str) -> dict | None:
+        if not provider_id:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(messages).where(messages.c.provider_id == provider_id)).mappings().first()
+        return dict(row) if row else None
+
+    def ledger_not_alerted(self, statuses, limit: int = 200) -> list[dict]:
+        """Messages that ended in one of `statuses` and whose failure nobody was told of yet."""
+        stmt = (sa.select(messages).where(messages.c.status.in_(tuple(statuses)))
+                .where(messages.c.alerted == sa.false()).order_by(messages.c.created_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def ledger_mirror_due(self, limit: int = 200) -> list[str]:
+        stmt = sa.select(messages.c.key).where(messages.c.mirror_due == sa.true()).limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    # ---- opt-outs ----
+    def opt_out(self, channel: str, address: str, source: str, now: datetime | None = None) -> bool:
+        """Record that `address` asked to stop on `channel`. Returns whether it is new."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(opt_outs.insert().values(channel=channel, address=address, source=source,
+                                                      at=now or utcnow()))
+            return True
+        except IntegrityError:
+            return False
+
+    def opt_in(self, channel: str, address: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(opt_outs.delete().where(opt_outs.c.channel == channel)
+                                .where(opt_outs.c.address == address)).rowcount > 0
+
+    def is_opted_out(self, channel: str, address: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(opt_outs.c.address).where(opt_outs.c.channel == channel)
+                                .where(opt_outs.c.address == address)).first() is not None
+
+    # ---- provider webhook dedupe ----
+    def remember_webhook_event(self, source: str, event_id: str, now: datetime | None = None) -> bool:
+        """True the first time (source, event_id) is seen, False for a repeat delivery."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(webhook_events.insert().values(source=source, event_id=event_id,
+                                                            received_at=now or utcnow()))
+            return True
+        except IntegrityError:
+            return False
+
+    def forget_webhook_events(self, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(webhook_events.delete().where(webhook_events.c.received_at < before)).rowcount
 
     def ledger_update(self, key: str, **values) -> None:
         with self.engine.begin() as conn:
