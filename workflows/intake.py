@@ -162,7 +162,7 @@ def process_submission(ctx, inbox_id: int) -> str | None:
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
         case_id = ctx.db.case_id_for(row["source_key"], ctx.program["program"].get("case_prefix", "PS"))
-        with ctx.db.lock(f"case:{row['source_key']}"):
+        with ctx.db.lock(f"case:{row['source_key']}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row["source_key"])
             if case is None:
                 case = ctx.store.create_case(build_case(ctx, row, req, problems, case_id))
@@ -195,6 +195,10 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
         return
     delay = min(int(ctx.settings["RETRY_BASE_SECONDS"]) * 2 ** (attempts - 1), 3600)
     ctx.db.retry_submission(row["id"], error, ctx.now() + timedelta(seconds=delay))
+    try:
+        ctx.enqueue(row["id"], delay=delay)
+    except Exception:  # the sweep will find the row when it is due
+        log.warning("could not schedule retry inbox=%s; the sweep will", row["id"])
     log.warning("submission will retry inbox=%s source=%s attempt=%s in=%ss error=%s",
                 row["id"], row["source"], attempts, delay, error)
 

@@ -23,6 +23,10 @@ ALLOWED_PLACEHOLDERS = {
 }
 
 
+class MessageInFlight(RuntimeError):
+    """Another worker is sending this message (or died doing so); retry later."""
+
+
 class TemplateError(ValueError):
     """A template breaks the confidentiality rules or is malformed."""
 
@@ -97,8 +101,12 @@ def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, v
         _mirror(ctx, key)
         return "failed"
     ctx.db.ledger_intend(record, address)
-    if not ctx.db.ledger_claim(key):
-        return ctx.db.ledger_get(key)["status"]   # already sent, or another worker has it
+    if not ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"])):
+        status = ctx.db.ledger_get(key)["status"]
+        if status == "sending":
+            # Another worker holds it, or died holding it: try again once its claim runs out.
+            raise MessageInFlight(key)
+        return status   # already sent, or failed for good
     sender = ctx.senders[tmpl.channel]
     provider_id = sender.find_sent(message_key=key, channel=tmpl.channel, to=address)
     if provider_id is None:

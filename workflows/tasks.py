@@ -74,7 +74,8 @@ def enqueue_submission(inbox_id: int, *, crisis: bool = False, delay: float | No
 
 def sweep(ctx) -> int:
     """Re-queue every inbox row the queue may have lost. Returns how many."""
-    ids = ctx.db.submissions_to_requeue(ctx.now())
+    lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
+    ids = ctx.db.submissions_to_requeue(ctx.now(), grace_seconds=min(60, lease))
     for inbox_id in ids:
         ctx.enqueue(inbox_id)
     if ids:

@@ -1,0 +1,110 @@
+"""Durability with the real worker: a huey consumer killed (SIGKILL) in the middle of its work
+and restarted still turns every submission into exactly one case with each message once.
+
+Runs the real `huey_consumer` process on each queue backend: SQLite (embedded), PostgreSQL
+(inbox and queue in one database) and Redis (queue) with PostgreSQL (inbox).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from config import settings as settings_module
+from config.settings import ROOT
+from integrations import database
+from workflows import tasks
+
+pytestmark = pytest.mark.slow
+
+SUBMISSIONS = 24
+ANSWERS = {"for_whom": "Self", "requester_name": "Test Participant", "requester_phone": "+15550100999",
+           "preferred_contact": "Text message", "institution": "RRMC", "role": "Nurse", "urgency": "Routine"}
+
+
+def start_worker(env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "huey_consumer"), "workflows.tasks.huey",
+         "--workers", "4", "--worker-type", "thread", "--delay", "0.05", "--max-delay", "0.2"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def backend_env(request, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in settings_module.DEFAULTS}
+    env.update(DATA_DIR=str(tmp_path / "var"), SECRET_KEY="durability", INBOX_LEASE_SECONDS="1",
+               RETRY_BASE_SECONDS="1")
+    if request.param in ("postgres", "redis"):
+        env["DATABASE_URL"] = request.getfixturevalue("pg_url")
+    if request.param == "redis":
+        redis = pytest.importorskip("redis")
+        url = "redis://127.0.0.1:6379/15"
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+        except Exception as exc:
+            pytest.skip(f"Redis not reachable at {url} ({type(exc).__name__}); start it (see .ci/run)")
+        env["REDIS_URL"] = url
+    return env
+
+
+def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / "config" / "sample_roster.csv"):
+    values = settings_module.load({k: backend_env.get(k) for k in settings_module.DEFAULTS if backend_env.get(k)})
+    from cli import read_roster_csv
+    from integrations import build_context
+    ctx = build_context(values)
+    ctx.store.import_roster(read_roster_csv(roster_csv)[0])
+    queue = tasks.make_huey(values)
+    courier = queue.task(name="process_submission")(lambda inbox_id: None)
+
+    ids = []
+    for n in range(SUBMISSIONS):
+        inbox_id, _ = ctx.db.record_submission(source="web", source_key=f"web:crash-{n}",
+                                               payload={"answers": ANSWERS})
+        queue.enqueue(courier.s(inbox_id))
+        ids.append(inbox_id)
+
+    rng = random.Random(4821)
+    progress = []
+    for _ in range(4):   # start, wait until it is busy, kill -9 mid-flight
+        before = ctx.db.list_inbox(("done",))
+        worker = start_worker(backend_env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(ctx.db.list_inbox(("done",))) == len(before):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.2))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        progress.append(Counter(r["status"] for r in ctx.db.list_inbox()))
+    # The kills really landed mid-flight: rows were left claimed by a dead worker.
+    assert any(p["processing"] for p in progress), progress
+    time.sleep(1.1)      # the dead workers' leases run out
+    worker = start_worker(backend_env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = ctx.db.list_inbox()
+            if all(r["status"] == "done" for r in rows):
+                break
+            time.sleep(0.3)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=20)
+
+    rows = ctx.db.list_inbox()
+    assert Counter(r["status"] for r in rows) == {"done": SUBMISSIONS}
+    cases = ctx.store.list_cases()
+    assert len(cases) == SUBMISSIONS
+    assert len({c.source_response_id for c in cases}) == SUBMISSIONS
+    # RRMC has two reviewers and there is one program lead: SMS + email each, once.
+    per_case = Counter(m["case_id"] for m in ctx.db.outbox_list())
+    assert set(per_case.values()) == {6}
+    for case in cases:
+        events = [e.event for e in ctx.store.list_events(case.case_id)]
+        assert sorted(events) == ["Case created", "Reviewers notified"]
+    database.dispose_engines()
