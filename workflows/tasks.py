@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import timedelta
 
-from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, PostgresHuey, PriorityRedisHuey, crontab
+from huey.storage import SqliteStorage
 
 from config import settings as settings_module
 
@@ -24,15 +26,28 @@ PRIORITY_CRISIS = 100
 PRIORITY_NORMAL = 0
 
 
+class QueueStorage(SqliteStorage):
+    """huey's SQLite storage in WAL mode with synchronous=NORMAL: a commit does not wait for
+    the disk. Safe from corruption; a power cut may lose the newest queue entries, which the
+    sweep re-queues from the inbox (whose commits do wait for the disk)."""
+
+    def _create_connection(self):
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+
 def make_huey(values: dict):
     if values.get("REDIS_URL"):
-        return RedisHuey("peerline", url=values["REDIS_URL"], results=False)
+        # The priority variant: plain RedisHuey refuses task priorities, and crisis work has one.
+        return PriorityRedisHuey("peerline", url=values["REDIS_URL"], results=False)
     url = values.get("DATABASE_URL")
     if url and url.startswith(("postgres://", "postgresql")):
         dsn = "postgresql://" + url.split("://", 1)[1]
         return PostgresHuey("peerline", dsn=dsn, results=False)
     os.makedirs(values["DATA_DIR"], exist_ok=True)
-    return SqliteHuey("peerline", filename=os.path.join(values["DATA_DIR"], "queue.db"), results=False)
+    return Huey("peerline", storage_class=QueueStorage, results=False,
+                filename=os.path.join(values["DATA_DIR"], "queue.db"))
 
 
 huey = make_huey(settings_module.load())
@@ -95,3 +110,20 @@ def _sweep_at_start() -> None:
         sweep(worker_context())
     except Exception:  # never keep a worker from starting
         log.exception("start-up sweep failed")
+
+
+@huey.periodic_task(crontab(minute="*"), name="deliver_messages")
+def deliver_messages() -> None:
+    """Messages whose time has come: routine SMS held past quiet hours, retries that are
+    due (crisis ones first), sends a dead worker left half done; then tell program leads of
+    messages that could not reach their person, and catch up the Messages mirror. Every
+    message goes through the ledger, so a late or doubled run sends nothing twice."""
+    from workflows import notify
+    notify.run_due(worker_context())
+
+
+@huey.periodic_task(crontab(minute="17", hour="3"), name="forget_webhook_events")
+def forget_webhook_events() -> None:
+    """Provider event ids are kept 30 days for dedupe (SendGrid retries for at most a day or so)."""
+    ctx = worker_context()
+    ctx.db.forget_webhook_events(ctx.now() - timedelta(days=30))
