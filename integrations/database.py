@@ -492,6 +492,12 @@ class Database:
         except IntegrityError:
             return False
 
+    def forget_webhook_event(self, source: str, event_id: str) -> None:
+        """Undo `remember_webhook_event` when applying the event failed, so a redelivery is applied."""
+        with self.engine.begin() as conn:
+            conn.execute(webhook_events.delete().where(webhook_events.c.source == source)
+                         .where(webhook_events.c.event_id == event_id))
+
     def forget_webhook_events(self, before: datetime) -> int:
         with self.engine.begin() as conn:
             return conn.execute(webhook_events.delete().where(webhook_events.c.received_at < before)).rowcount

@@ -1,26 +1,55 @@
 """Messages to people, sent exactly once, with texts from config/messages.toml.
 
 The ledger (integrations.database `messages`) is keyed by case, kind and recipient. The intent
-is recorded before the provider is called, one worker claims the send, and a rerun after a
-crash asks the provider whether the message already went before sending it again.
+is recorded before the provider is called, together with the template's name and values, so
+that any worker can send it later: one worker claims the send, and a rerun after a crash asks
+the provider whether the message already went before sending it again.
+
+What happens to a message (its Status in the Messages table):
+- pending → sending → sent → (delivered | read | undelivered | bounced | dropped | deferred),
+  from the providers' delivery reports; a report never moves a message backwards.
+- held: a routine SMS during quiet hours (program.toml [quiet_hours]) waits for their end;
+  crisis messages never wait.
+- retry: the provider could not take it now (timeout, 5xx, 429); tried again with backoff by
+  the periodic task (`run_due`), then failed after RETRY_MAX_ATTEMPTS.
+- failed: the provider refused it for good (invalid number, opted out, SendGrid 400). A
+  program lead is told by email, once, that a person could not be reached.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import random
+import re
 import string
 import tomllib
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from workflows.model import MessageRecord
 
 log = logging.getLogger("peerline.notify")
 
-#: What each channel's templates may say (DESIGN.md section 7).
+#: What each channel's templates may say (DESIGN.md section 7). Every value here is a
+#: reference, a time, a link, a fixed word or the program's own text: never a name, contact
+#: detail, unit or free text from a request.
 ALLOWED_PLACEHOLDERS = {
-    "sms": {"ref", "deadline", "link", "program"},
-    "email": {"ref", "deadline", "link", "program", "institution", "urgency", "role"},
+    "sms": {"ref", "deadline", "link", "program", "crisis_resources"},
+    "email": {"ref", "deadline", "link", "program", "crisis_resources", "institution", "urgency", "role",
+              "recipient_role", "channel"},
 }
+
+#: Statuses before the provider has the message.
+UNSENT = ("pending", "held", "retry", "sending")
+#: How far a message has got; delivery reports only move it forward.
+STATUS_RANK = {"sent": 1, "deferred": 2, "delivered": 3, "undelivered": 3, "failed": 3,
+               "bounced": 3, "dropped": 3, "read": 4}
+#: Final statuses meaning the person was not reached: a program lead is told.
+UNREACHED = ("failed", "undelivered", "bounced", "dropped")
+#: The kind of the message telling program leads that a person could not be reached.
+UNREACHABLE_KIND = "unreachable"
 
 
 class MessageInFlight(RuntimeError):
@@ -31,6 +60,16 @@ class TemplateError(ValueError):
     """A template breaks the confidentiality rules or is malformed."""
 
 
+class SendFailed(Exception):
+    """A provider did not take a message. `code` is ids only (e.g. "Twilio 21610",
+    "HTTP 503", "timeout"): it is stored as the message's Error and logged.
+    `permanent`: retrying cannot help. `opted_out`: the person asked to stop."""
+
+    def __init__(self, code: str, *, permanent: bool, opted_out: bool = False):
+        super().__init__(code)
+        self.code, self.permanent, self.opted_out = code, permanent, opted_out
+
+
 @dataclass(frozen=True)
 class Template:
     name: str
@@ -38,8 +77,16 @@ class Template:
     body: str
     subject: str = ""
 
+    @property
+    def fields(self) -> set[str]:
+        return _fields(self.subject) | _fields(self.body)
+
     def render(self, values: dict) -> tuple[str, str]:
         return self.subject.format(**values), self.body.format(**values)
+
+
+def _fields(text: str) -> set[str]:
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
 
 
 def load_templates(path) -> dict[str, Template]:
@@ -59,14 +106,15 @@ def load_templates(path) -> dict[str, Template]:
             errors.append(f"[{name}] is an email without a subject")
         for part in ("subject", "body"):
             try:
-                used = {f for _, f, _, _ in string.Formatter().parse(spec.get(part, "")) if f is not None}
+                used = _fields(spec.get(part, ""))
             except ValueError as exc:
                 errors.append(f"[{name}] {part}: {exc}")
                 continue
             bad = sorted(used - ALLOWED_PLACEHOLDERS[channel])
             if bad:
                 errors.append(f"[{name}] {part} uses {', '.join('{' + b + '}' for b in bad)}, "
-                              f"which a {channel} may not carry (allowed: "
+                              f"which a {channel} may not carry: messages name no person, contact "
+                              f"detail, unit or free text (allowed in {channel}: "
                               f"{', '.join(sorted(ALLOWED_PLACEHOLDERS[channel]))})")
         templates[name] = Template(name, channel, spec["body"], spec.get("subject", ""))
     if errors:
@@ -80,6 +128,61 @@ def show_time(ctx, when) -> str:
     return when.astimezone(tz).strftime("%a %d %b %H:%M %Z")
 
 
+def text(ctx, template: str, **values) -> str:
+    """A template's body filled in, for a direct reply (an SMS answered in TwiML)."""
+    return ctx.templates[template].render(_base_values(ctx) | values)[1]
+
+
+def _base_values(ctx) -> dict:
+    return {"program": ctx.program["program"]["name"], "crisis_resources": crisis_resources(ctx.program)}
+
+
+def crisis_resources(program: dict) -> str:
+    """The program's crisis text (program.toml [crisis]) as one paragraph."""
+    crisis = program.get("crisis", {})
+    parts = [crisis.get("emergency", ""), crisis.get("national", "")]
+    for r in crisis.get("resources", []):
+        hours = f" ({r['hours']})" if r.get("hours") else ""
+        parts.append(f"{r.get('name', '')}: {r.get('phone', '')}{hours}.")
+    return " ".join(p.strip() for p in parts if p and p.strip())
+
+
+def normalize_phone(phone: str) -> str:
+    """A phone number as +digits (E.164). Numbers without a country code are read as North
+    American (+1), the programs this serves."""
+    raw = (phone or "").strip()
+    digits = re.sub(r"\D", "", raw)
+    if not digits:
+        return ""
+    if raw.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    if len(digits) == 10:
+        return "+1" + digits
+    return "+" + digits
+
+
+def quiet_until(program: dict, now: datetime) -> datetime | None:
+    """When quiet hours end, if `now` is inside them (program.toml [quiet_hours], read in the
+    program's time zone); None outside them."""
+    quiet = program.get("quiet_hours") or {}
+    if not quiet.get("start") or not quiet.get("end"):
+        return None
+    try:
+        start, end = (time.fromisoformat(quiet[k]) for k in ("start", "end"))
+    except ValueError:
+        raise ValueError('program.toml [quiet_hours] start and end must be times like "21:00"') from None
+    tz = ZoneInfo(program["program"].get("timezone", "UTC"))
+    local = now.astimezone(tz)
+    t = local.time().replace(tzinfo=None)
+    inside = (start <= t < end) if start < end else (t >= start or t < end) if start != end else False
+    if not inside:
+        return None
+    day = local.date() if t < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=tz).astimezone(timezone.utc)
+
+
 @dataclass
 class Recipient:
     key: str          # stable id for the ledger key, e.g. "reviewer:rec123"
@@ -88,44 +191,189 @@ class Recipient:
     email: str = ""
 
 
-def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict) -> str:
-    """Send one message at most once. Returns the ledger status after the attempt."""
+def message_key(case_id: str, kind: str, recipient_key: str, channel: str) -> str:
+    return f"{case_id}:{kind}:{recipient_key}:{channel}"
+
+
+def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
+         crisis: bool = False) -> str:
+    """Send one message at most once. Returns the ledger status after the attempt: "sent",
+    "held" (quiet hours), "retry" (the provider could not take it now), "failed", or a
+    delivery status when it went earlier. `crisis`: ignore quiet hours, retry sooner."""
     tmpl = ctx.templates[template]
     address = recipient.phone if tmpl.channel == "sms" else recipient.email
-    key = f"{case_id}:{kind}:{recipient.key}:{tmpl.channel}"
+    key = message_key(case_id, kind, recipient.key, tmpl.channel)
     record = MessageRecord(key=key, case_id=case_id, kind=kind, channel=tmpl.channel,
                            recipient_role=recipient.role)
+    missing = tmpl.fields - set(values) - {"program", "crisis_resources"}
+    if missing:
+        raise TemplateError(f"[{template}] needs values for {', '.join(sorted(missing))}")
+    kept = {k: v for k, v in values.items() if k in tmpl.fields}
     if not address:
-        ctx.db.ledger_intend(record, "")
-        ctx.db.ledger_update(key, status="failed", error=f"no {tmpl.channel} address on file")
+        # Nobody to tell: the roster or the form lacks the address; the Messages row shows it.
+        ctx.db.ledger_intend(record, "", template=template, values=kept, crisis=crisis, now=ctx.now())
+        ctx.db.ledger_advance(key, "failed", ("pending",), error=f"no {tmpl.channel} address on file",
+                              alerted=True)
         _mirror(ctx, key)
-        return "failed"
-    ctx.db.ledger_intend(record, address)
-    if not ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"])):
+        return ctx.db.ledger_get(key)["status"]
+    ctx.db.ledger_intend(record, address, template=template, values=kept, crisis=crisis, now=ctx.now())
+    return deliver(ctx, key)
+
+
+def deliver(ctx, key: str) -> str:
+    """Hand one ledger row to its provider, at most once. Safe to call any number of times,
+    from any worker: intake, the periodic task (`run_due`), a replay."""
+    row = ctx.db.ledger_get(key)
+    if row is None:
+        raise KeyError(f"no message {key}")
+    if row["status"] not in UNSENT:
+        return row["status"]
+    channel, address = row["channel"], row["recipient"]
+    sender = ctx.senders[channel]
+    now = ctx.now()
+    if channel == "sms" and ctx.db.is_opted_out("sms", normalize_phone(address)):
+        if ctx.db.ledger_advance(key, "failed", ("pending", "held", "retry"), error="opted out (STOP)"):
+            log.warning("message not sent, opted out case=%s kind=%s channel=sms role=%s",
+                        row["case_id"], row["kind"], row["recipient_role"])
+            _mirror(ctx, key)
+            alert_unreachable(ctx, key)
+        return ctx.db.ledger_get(key)["status"]
+    if channel == "sms" and not row["crisis"] and getattr(sender, "reaches_phones", False):
+        until = quiet_until(ctx.program, now)
+        if until is not None and ctx.db.ledger_hold(key, until):
+            if row["status"] != "held":
+                log.info("message held for quiet hours case=%s kind=%s until=%s", row["case_id"], row["kind"],
+                         until.isoformat())
+                _mirror(ctx, key)
+            return "held"
+    if not ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]), now=now):
         status = ctx.db.ledger_get(key)["status"]
         if status == "sending":
             # Another worker holds it, or died holding it: try again once its claim runs out.
             raise MessageInFlight(key)
-        return status   # already sent, or failed for good
-    sender = ctx.senders[tmpl.channel]
-    provider_id = sender.find_sent(message_key=key, channel=tmpl.channel, to=address)
-    if provider_id is None:
-        subject, body = tmpl.render({"program": ctx.program["program"]["name"], **values})
-        try:
-            provider_id = sender.send(message_key=key, channel=tmpl.channel, to=address,
-                                      case_id=case_id, subject=subject, body=body)
-        except Exception:
-            ctx.db.ledger_update(key, status="pending", claimed_until=None)
-            raise
-    ctx.db.ledger_update(key, status="sent", provider_id=provider_id, sent_at=ctx.now(), error="")
-    log.info("message sent case=%s kind=%s channel=%s role=%s", case_id, kind, tmpl.channel, recipient.role)
+        return status   # sent, failed for good, or held/retrying and not yet due
+    row = ctx.db.ledger_get(key)
+    tmpl = ctx.templates.get(row["template"])
+    if tmpl is None:
+        return _attempt_failed(ctx, row, SendFailed(f"template {row['template']!r} missing", permanent=True))
+    try:
+        subject, body = tmpl.render(_base_values(ctx) | json.loads(row["values_json"] or "{}"))
+    except (KeyError, IndexError, ValueError) as exc:   # the template changed since the intent
+        return _attempt_failed(ctx, row, SendFailed(f"template {row['template']}: {type(exc).__name__}",
+                                                    permanent=True))
+    ctx.db.ledger_update(key, body_digest=hashlib.sha256(body.encode("utf-8")).hexdigest())
+    try:
+        provider_id = None
+        if row["attempts"] > 1:   # an earlier attempt may have reached the provider: look first
+            provider_id = sender.find_sent(message_key=key, channel=channel, to=address)
+        if provider_id is None:
+            provider_id = sender.send(message_key=key, channel=channel, to=address,
+                                      case_id=row["case_id"], subject=subject, body=body)
+    except SendFailed as exc:
+        return _attempt_failed(ctx, row, exc)
+    except Exception as exc:  # a provider client's own failure: its text may quote the message
+        return _attempt_failed(ctx, row, SendFailed(type(exc).__name__, permanent=False))
+    ctx.db.ledger_update(key, provider_id=provider_id, sent_at=now, error="", claimed_until=None,
+                         next_attempt_at=None)
+    ctx.db.ledger_advance(key, "sent", ("sending",))
+    log.info("message sent case=%s kind=%s channel=%s role=%s", row["case_id"], row["kind"], channel,
+             row["recipient_role"])
     _mirror(ctx, key)
-    return "sent"
+    return ctx.db.ledger_get(key)["status"]
+
+
+def _attempt_failed(ctx, row: dict, exc: SendFailed) -> str:
+    key, channel = row["key"], row["channel"]
+    if exc.opted_out and channel == "sms":
+        ctx.db.opt_out("sms", normalize_phone(row["recipient"]), source=exc.code, now=ctx.now())
+    limit = int(ctx.settings["RETRY_MAX_ATTEMPTS"])
+    if exc.permanent or row["attempts"] >= limit:
+        ctx.db.ledger_update(key, status="failed", error=exc.code, claimed_until=None, next_attempt_at=None)
+        log.warning("message failed case=%s kind=%s channel=%s role=%s attempts=%s error=%s",
+                    row["case_id"], row["kind"], channel, row["recipient_role"], row["attempts"], exc.code)
+        _mirror(ctx, key)
+        alert_unreachable(ctx, key)
+        return "failed"
+    delay = retry_delay(ctx, row["attempts"], crisis=row["crisis"])
+    ctx.db.ledger_update(key, status="retry", error=exc.code, claimed_until=None,
+                         next_attempt_at=ctx.now() + timedelta(seconds=delay))
+    log.warning("message will retry case=%s kind=%s channel=%s attempt=%s in=%ss error=%s",
+                row["case_id"], row["kind"], channel, row["attempts"], round(delay), exc.code)
+    _mirror(ctx, key)
+    return "retry"
+
+
+def retry_delay(ctx, attempts: int, *, crisis: bool = False) -> float:
+    """Exponential backoff with jitter; crisis messages retry within two minutes."""
+    base = int(ctx.settings["RETRY_BASE_SECONDS"])
+    delay = min(base * 2 ** max(attempts - 1, 0), 120 if crisis else 3600)
+    return delay * random.uniform(1.0, 1.2)
+
+
+def record_delivery(ctx, key: str, status: str, error: str = "", **values) -> bool:
+    """A provider's delivery report (status callback, event webhook). The furthest status
+    wins: late, repeated or out-of-order reports change nothing. Returns whether it moved."""
+    rank = STATUS_RANK[status]
+    allowed = UNSENT + tuple(s for s, r in STATUS_RANK.items() if r < rank)
+    moved = ctx.db.ledger_advance(key, status, allowed, **({"error": error} if error else {}), **values)
+    if moved:
+        _mirror(ctx, key)
+    return moved
+
+
+def alert_unreachable(ctx, key: str) -> None:
+    """Tell the program leads by email, once per message, that its person was not reached."""
+    row = ctx.db.ledger_get(key)
+    if row is None or row["alerted"]:
+        return
+    if row["kind"] == UNREACHABLE_KIND:
+        log.error("a program lead could not be told of an unreachable person case=%s", row["case_id"])
+        ctx.db.ledger_update(key, alerted=True)
+        return
+    from workflows.intake import coordinator_link
+    leads = [r for r in ctx.store.reviewers() if r.program_lead]
+    if not leads:
+        log.error("no program lead in the roster to tell of an unreachable person case=%s", row["case_id"])
+    about = key[len(row["case_id"]) + 1:]
+    values = {"ref": row["case_id"].rsplit("-", 1)[-1], "recipient_role": row["recipient_role"].lower(),
+              "channel": "SMS" if row["channel"] == "sms" else "email", "link": coordinator_link(ctx)}
+    for lead in leads:
+        send(ctx, case_id=row["case_id"], kind=UNREACHABLE_KIND, template="unreachable_lead_email",
+             recipient=Recipient(key=f"lead:{lead.record_id}/{about}", role="Program lead", email=lead.email),
+             values=values, crisis=bool(row["crisis"]))
+    ctx.db.ledger_update(key, alerted=True)
+
+
+def run_due(ctx) -> int:
+    """The periodic task's work: send what is due (held past quiet hours, retries, sends a
+    dead worker left), tell leads of messages that failed, and catch up the Messages mirror.
+    Returns how many messages it tried to send."""
+    keys = ctx.db.ledger_due(ctx.now())
+    for key in keys:
+        try:
+            deliver(ctx, key)
+        except MessageInFlight:
+            pass
+        except Exception as exc:  # one bad row must not stop the others
+            log.error("message delivery failed key=%s error=%s", key, type(exc).__name__)
+    for row in ctx.db.ledger_not_alerted(UNREACHED):
+        alert_unreachable(ctx, row["key"])
+    for key in ctx.db.ledger_mirror_due():
+        _mirror(ctx, key)
+    return len(keys)
 
 
 def _mirror(ctx, key: str) -> None:
+    """Show the ledger row in the Messages table; a store that is down is caught up later."""
     row = ctx.db.ledger_get(key)
-    ctx.store.mirror_messages([MessageRecord(
-        key=row["key"], case_id=row["case_id"], kind=row["kind"], channel=row["channel"],
-        recipient_role=row["recipient_role"], status=row["status"], provider_id=row["provider_id"],
-        sent_at=row["sent_at"], error=row["error"])])
+    try:
+        ctx.store.mirror_messages([MessageRecord(
+            key=row["key"], case_id=row["case_id"], kind=row["kind"], channel=row["channel"],
+            recipient_role=row["recipient_role"], status=row["status"], provider_id=row["provider_id"],
+            sent_at=row["sent_at"], error=row["error"])])
+    except Exception as exc:
+        log.warning("messages mirror failed key=%s error=%s; will retry", key, type(exc).__name__)
+        ctx.db.ledger_update(key, mirror_due=True)
+        return
+    if row["mirror_due"]:
+        ctx.db.ledger_update(key, mirror_due=False)
