@@ -1,0 +1,308 @@
+"""Twilio: SMS out through a Messaging Service, delivery reports, and supporters' replies.
+
+Connect (README "Twilio"):
+1. Set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_MESSAGING_SERVICE_SID and PUBLIC_BASE_URL
+   (the https address Twilio reaches the service at) in `.env`; SMS then goes through Twilio
+   instead of the outbox. TWILIO_API_URL (default https://api.twilio.com) points elsewhere
+   for a sandbox or a test fake.
+2. In the Twilio Console, Messaging > Services > your service > Integration: "Send a webhook",
+   Request URL = PUBLIC_BASE_URL/webhooks/twilio/sms, method HTTP POST. The status callback
+   needs no setting: every message we send names PUBLIC_BASE_URL/webhooks/twilio/status.
+3. Test: `flask --app app sms simulate "+15550101101" "HELP"` signs and posts an SMS to our
+   own webhook and prints the reply.
+
+Routes (DESIGN.md section 4), both authenticated by X-Twilio-Signature, validated with
+twilio's RequestValidator against PUBLIC_BASE_URL + path + query (behind a TLS proxy the
+URL Flask sees is not the one Twilio signed):
+- POST /webhooks/twilio/sms: YES 4821, NO 4821, DONE 4821, HELP and a bare YES, routed to
+  workflows.offers; STOP and its synonyms are recorded as an opt-out. Answers short TwiML.
+- POST /webhooks/twilio/status: a message's delivery status; the furthest one wins.
+Logs carry message SIDs and statuses only, never a number or a text.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import uuid
+from datetime import timedelta
+from xml.etree import ElementTree
+
+import click
+import requests
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.cli import AppGroup
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+
+from workflows import notify, offers
+
+log = logging.getLogger("peerline.twilio")
+
+#: twilio-python logs each request's URL and query at INFO; ours stay out of the logs.
+_http_log = logging.getLogger("peerline.twilio.http")
+_http_log.setLevel(logging.WARNING)
+
+bp = Blueprint("twilio", __name__)
+cli = AppGroup("sms", help="Two-way SMS (Twilio).")
+
+SMS_PATH = "/webhooks/twilio/sms"
+STATUS_PATH = "/webhooks/twilio/status"
+
+#: Set in the WSGI environ by `flask sms simulate` only: no HTTP request can set it.
+SIMULATION_ENVIRON_KEY = "peerline.sms_simulation"
+
+#: Twilio's default keywords (apis.md 4d). Twilio answers these itself.
+OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+OPT_IN_WORDS = {"START", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+COMMAND_WORDS = {"YES": "yes", "Y": "yes", "NO": "no", "N": "no", "DONE": "done"}
+
+#: Twilio MessageStatus -> our Status. Earlier states (queued, accepted, sending...) add nothing.
+DELIVERY_STATUS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered",
+                   "failed": "failed", "read": "read"}
+
+OPTED_OUT = 21610
+
+
+# ---------------------------------------------------------------------------- sending
+
+class TwilioSender:
+    """Sends SMS through a Messaging Service (it picks the number from its pool)."""
+
+    #: Its messages reach phones at once, so quiet hours apply (notify.deliver).
+    reaches_phones = True
+
+    def __init__(self, *, account_sid: str, auth_token: str, messaging_service_sid: str, api_url: str,
+                 status_callback: str, timeout: float, db):
+        # Credentials are passed in, and `environment` keeps twilio from reading os.environ
+        # (config/settings.py is the only reader of the environment).
+        self.client = Client(account_sid, auth_token, account_sid=account_sid,
+                             http_client=TwilioHttpClient(timeout=timeout, logger=_http_log),
+                             environment={"PEERLINE": "settings"})
+        # twilio-python has no base-URL option; the API domain keeps it as an attribute.
+        self.client.api.base_url = api_url.rstrip("/")
+        self.messaging_service_sid = messaging_service_sid
+        self.status_callback = status_callback
+        self.db = db
+
+    @classmethod
+    def from_settings(cls, values: dict, db) -> "TwilioSender":
+        return cls(account_sid=values["TWILIO_ACCOUNT_SID"], auth_token=values["TWILIO_AUTH_TOKEN"],
+                   messaging_service_sid=values["TWILIO_MESSAGING_SERVICE_SID"],
+                   api_url=values["TWILIO_API_URL"],
+                   status_callback=values["PUBLIC_BASE_URL"].rstrip("/") + STATUS_PATH,
+                   timeout=float(values["OUTSIDE_TIMEOUT_SECONDS"]), db=db)
+
+    def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
+        try:
+            message = self.client.messages.create(
+                to=notify.normalize_phone(to), messaging_service_sid=self.messaging_service_sid,
+                body=body, status_callback=self.status_callback)
+        except TwilioRestException as exc:
+            raise classify(exc) from None
+        except requests.Timeout:
+            raise notify.SendFailed("Twilio timeout", permanent=False) from None
+        except requests.RequestException as exc:
+            raise notify.SendFailed(f"Twilio {type(exc).__name__}", permanent=False) from None
+        return message.sid
+
+    def find_sent(self, *, message_key, channel, to) -> str | None:
+        """An earlier send of this message that reached Twilio before we could record it.
+
+        Twilio's create has no idempotency key, so we look in the account's Messages sent
+        since the intent was recorded (DateSent filter) for one to the same number whose
+        text has the same SHA-256 as ours. The number is compared here, not sent as the
+        list's `To` filter, so no phone number ever appears in a URL we call. A message
+        still queued at Twilio has no DateSent yet and is not found (it is then sent again)."""
+        row = self.db.ledger_get(message_key)
+        if row is None or not row["body_digest"]:
+            return None
+        since = row["created_at"] - timedelta(minutes=5)
+        number = notify.normalize_phone(to)
+        try:
+            for message in self.client.messages.stream(date_sent_after=since, page_size=200, limit=1000):
+                if (message.to == number and (message.direction or "").startswith("outbound")
+                        and hashlib.sha256((message.body or "").encode("utf-8")).hexdigest() == row["body_digest"]):
+                    return message.sid
+        except TwilioRestException as exc:
+            raise classify(exc, looking=True) from None
+        except requests.RequestException as exc:
+            raise notify.SendFailed(f"Twilio {type(exc).__name__}", permanent=False) from None
+        return None
+
+
+def classify(exc: TwilioRestException, *, looking: bool = False) -> notify.SendFailed:
+    """Transient (retry with backoff): 429, 5xx, and 401/403 (credentials being fixed).
+    Permanent: every other 4xx (invalid number 21211, opted out 21610, not a mobile...)."""
+    code = f"Twilio {exc.code}" if exc.code else f"Twilio HTTP {exc.status}"
+    status = exc.status or 0
+    if looking or status == 429 or status >= 500 or status in (401, 403):
+        if status in (401, 403):
+            log.error("twilio refused our credentials (HTTP %s): check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN",
+                      status)
+        return notify.SendFailed(code, permanent=False)
+    return notify.SendFailed(code, permanent=True, opted_out=exc.code == OPTED_OUT)
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+def simulation_key(settings: dict) -> str:
+    """The key `flask sms simulate` signs with when there is no Auth Token: derived from
+    SECRET_KEY, accepted only with the simulation environ mark."""
+    return hmac.new(settings["SECRET_KEY"].encode("utf-8"), b"peerline sms simulate",
+                    hashlib.sha256).hexdigest()
+
+
+def public_url() -> str:
+    """The URL Twilio called: PUBLIC_BASE_URL + path + query, never request.url."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    query = request.query_string.decode("latin-1")
+    return base + request.path + (f"?{query}" if query else "")
+
+
+def signature_ok() -> bool:
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:
+        return False
+    settings = current_app.extensions["peerline"].settings
+    token = settings.get("TWILIO_AUTH_TOKEN")
+    if not token:
+        if request.environ.get(SIMULATION_ENVIRON_KEY) is not True:
+            return False     # Twilio is not configured: nothing from outside can be verified
+        token = simulation_key(settings)
+    return RequestValidator(token).validate(public_url(), request.form, signature)
+
+
+def twiml(reply: str | None = None) -> Response:
+    answer = MessagingResponse()
+    if reply:
+        answer.message(reply)
+    return Response(str(answer), mimetype="application/xml")
+
+
+def parse_command(text: str) -> tuple[str, str | None]:
+    """(command, ref) from an SMS, case-insensitive, spacing and punctuation forgiven:
+    "yes 4821", "YES#4821", " Yes, PS-4821! " -> ("yes", "4821"); "yes" -> ("yes", None).
+    Commands: yes, no, done, help, stop, start; anything else is ("unknown", None)."""
+    tokens = re.findall(r"[A-Z]+|\d+", (text or "").upper())
+    if len(tokens) == 1 and tokens[0] in OPT_OUT_WORDS:
+        return "stop", None
+    if len(tokens) == 1 and tokens[0] in OPT_IN_WORDS:
+        return "start", None
+    if len(tokens) == 1 and tokens[0] in HELP_WORDS:
+        return "help", None
+    if not tokens or tokens[0] not in COMMAND_WORDS:
+        return "unknown", None
+    rest = [t for t in tokens[1:] if t not in ("REF", "PS", "CASE")]
+    if not rest:
+        return COMMAND_WORDS[tokens[0]], None
+    if len(rest) == 1 and rest[0].isdigit():
+        return COMMAND_WORDS[tokens[0]], rest[0]
+    return "unknown", None
+
+
+def handle_sms(ctx, phone: str, text: str, opt_out_type: str = "") -> tuple[str, str | None]:
+    """(command, reply) for one SMS to the program's number; reply None = no answer."""
+    command, ref = parse_command(text)
+    number = notify.normalize_phone(phone)
+    opt_out_type = (opt_out_type or "").upper()
+    if opt_out_type == "STOP" or command == "stop":
+        ctx.db.opt_out("sms", number, source="STOP", now=ctx.now())
+        return "stop", None          # Twilio confirms the opt-out itself
+    if opt_out_type == "START" or command == "start" or (
+            command == "yes" and ref is None and ctx.db.is_opted_out("sms", number)):
+        ctx.db.opt_in("sms", number)  # Twilio re-subscribes on START, UNSTOP and YES
+        return "start", None
+    if command == "yes":
+        return command, offers.accept(ctx, phone, ref) if ref else offers.accept_only_offer(ctx, phone)
+    if command == "no" and ref:
+        return command, offers.decline(ctx, phone, ref)
+    if command == "done" and ref:
+        return command, offers.contact_made(ctx, phone, ref)
+    if offers.person_for_phone(ctx, phone) is None:
+        return command, notify.text(ctx, "sms_reply_unknown_number")
+    if opt_out_type == "HELP" or command == "help":
+        return "help", notify.text(ctx, "sms_reply_help")
+    if command in ("no", "done"):
+        return command, notify.text(ctx, "sms_reply_needs_ref")
+    return command, notify.text(ctx, "sms_reply_unknown_command")
+
+
+@bp.post(SMS_PATH)
+def inbound_sms():
+    ctx = current_app.extensions["peerline"]
+    if not signature_ok():
+        log.warning("twilio sms refused: missing or wrong signature")
+        return jsonify(error="X-Twilio-Signature missing or wrong"), 403
+    for field in ("From", "Body"):
+        if field not in request.form:
+            return jsonify(error=f"{field} is missing"), 400
+    command, reply = handle_sms(ctx, request.form["From"], request.form["Body"], request.form.get("OptOutType", ""))
+    log.info("twilio sms handled message=%s command=%s", _sid(request.form.get("MessageSid")), command)
+    return twiml(reply)
+
+
+@bp.post(STATUS_PATH)
+def status_callback():
+    ctx = current_app.extensions["peerline"]
+    if not signature_ok():
+        log.warning("twilio status refused: missing or wrong signature")
+        return jsonify(error="X-Twilio-Signature missing or wrong"), 403
+    for field in ("MessageSid", "MessageStatus"):
+        if not request.form.get(field):
+            return jsonify(error=f"{field} is missing"), 400
+    sid, status = _sid(request.form["MessageSid"]), request.form["MessageStatus"]
+    row = ctx.db.ledger_by_provider_id(sid)
+    moved = False
+    if row and status in DELIVERY_STATUS:
+        code = request.form.get("ErrorCode", "")
+        error = f"Twilio {code}" if code and status in ("failed", "undelivered") else ""
+        moved = notify.record_delivery(ctx, row["key"], DELIVERY_STATUS[status], error=error)
+        if code == str(OPTED_OUT):
+            ctx.db.opt_out("sms", notify.normalize_phone(row["recipient"]), source=f"Twilio {OPTED_OUT}",
+                           now=ctx.now())
+    log.info("twilio status message=%s status=%s known=%s moved=%s", sid, _word(status), bool(row), moved)
+    return twiml()
+
+
+def _sid(value) -> str:
+    """A Twilio SID as it may be logged (two letters and hex), else a placeholder."""
+    value = str(value or "")
+    return value if re.fullmatch(r"[A-Z]{2}[0-9a-fA-F]{32}", value) else "(not a sid)"
+
+
+def _word(value) -> str:
+    value = str(value or "")
+    return value if re.fullmatch(r"[a-z_]{1,30}", value) else "(other)"
+
+
+# ---------------------------------------------------------------------------- CLI
+
+@cli.command("simulate")
+@click.argument("phone")
+@click.argument("text")
+def simulate(phone, text):
+    """Post an SMS from PHONE saying TEXT to our own webhook, correctly signed, and print
+    the reply. Works without Twilio (signed with a key derived from SECRET_KEY)."""
+    ctx = current_app.extensions["peerline"]
+    form = {"ToCountry": "US", "SmsMessageSid": "", "NumMedia": "0", "SmsSid": "", "SmsStatus": "received",
+            "Body": text, "From": phone, "To": "", "NumSegments": "1", "ApiVersion": "2010-04-01",
+            "AccountSid": ctx.settings.get("TWILIO_ACCOUNT_SID") or "AC" + "0" * 32}
+    form["MessageSid"] = form["SmsMessageSid"] = form["SmsSid"] = "SM" + uuid.uuid4().hex
+    if ctx.settings.get("TWILIO_MESSAGING_SERVICE_SID"):
+        form["MessagingServiceSid"] = ctx.settings["TWILIO_MESSAGING_SERVICE_SID"]
+    token = ctx.settings.get("TWILIO_AUTH_TOKEN") or simulation_key(ctx.settings)
+    url = ctx.settings["PUBLIC_BASE_URL"].rstrip("/") + SMS_PATH
+    signature = RequestValidator(token).compute_signature(url, form)
+    answer = current_app.test_client().post(SMS_PATH, data=form, headers={"X-Twilio-Signature": signature},
+                                            environ_base={SIMULATION_ENVIRON_KEY: True})
+    if answer.status_code != 200:
+        raise click.ClickException(f"the SMS webhook answered {answer.status_code}: "
+                                   f"{answer.get_data(as_text=True)[:200]}")
+    replies = [m.text or "" for m in ElementTree.fromstring(answer.get_data()).iter("Message")]
+    click.echo("\n".join(replies) if replies else "(no reply: Twilio answers STOP and START itself)")
