@@ -6,14 +6,14 @@ default when a system's credentials are absent. `register_all` adds every webhoo
 from __future__ import annotations
 
 from config import settings as settings_module
-from integrations import database, outbox, twilio
+from integrations import database, outbox, sendgrid, twilio
 from workflows.context import Context
 from workflows.notify import load_templates
 
 #: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
 #: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
 #: system whose inbox rows the worker turns into answers). This tuple is the only registration.
-INTEGRATIONS: tuple = (twilio,)
+INTEGRATIONS: tuple = (twilio, sendgrid)
 
 
 def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
@@ -29,6 +29,8 @@ def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
     senders = {"sms": embedded, "email": embedded}
     if values.get("TWILIO_ACCOUNT_SID") and values.get("TWILIO_AUTH_TOKEN"):
         senders["sms"] = twilio.TwilioSender.from_settings(values, db)
+    if values.get("SENDGRID_API_KEY"):
+        senders["email"] = sendgrid.SendGridSender.from_settings(values, db)
     fetchers = {m.SOURCE: m.fetch_answers for m in INTEGRATIONS if hasattr(m, "fetch_answers")}
     ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
                   senders=senders, fetchers=fetchers)

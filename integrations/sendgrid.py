@@ -1,0 +1,267 @@
+"""SendGrid: email out through the v3 mail API, and delivery events from the signed Event Webhook.
+
+Connect (README "SendGrid"):
+1. Set SENDGRID_API_KEY (a key with Mail Send permission) and SENDGRID_FROM_EMAIL (a verified
+   sender or an address on an authenticated domain) in `.env`; email then goes through
+   SendGrid instead of the outbox. SENDGRID_API_URL (default https://api.sendgrid.com; EU
+   subusers https://api.eu.sendgrid.com) points elsewhere for a test fake.
+2. In SendGrid, Settings > Mail Settings > Event Webhooks: Post URL =
+   PUBLIC_BASE_URL/webhooks/sendgrid/events, tick Delivered, Deferred, Bounced and Dropped
+   (Processed too, it helps after a crash), turn on "Signed Event Webhook", and copy the
+   verification key shown there into SENDGRID_WEBHOOK_PUBLIC_KEY.
+
+Route: POST /webhooks/sendgrid/events, authenticated by the ECDSA signature over timestamp +
+raw body (X-Twilio-Email-Event-Webhook-Signature / -Timestamp); a timestamp more than five
+minutes away from our clock is refused; events are deduplicated on sg_event_id.
+
+What SendGrid keeps of ours: the ledger key in a custom arg (case id, kind, recipient id) and
+the categories "peerline" and the message kind. No name, address or text: SendGrid treats
+categories and custom args as non-personal and keeps them for good. Open and click tracking
+are off, so no pixel or rewritten link follows a reader.
+"""
+from __future__ import annotations
+
+import binascii
+import io
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import python_http_client
+import requests
+from flask import Blueprint, current_app, jsonify, request
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sendgrid.helpers.mail import (Category, ClickTracking, CustomArg, Mail, OpenTracking,
+                                   SubscriptionTracking, TrackingSettings)
+
+from workflows import notify
+
+log = logging.getLogger("peerline.sendgrid")
+
+#: python-http-client logs whole request bodies (addresses, text) at DEBUG: never ours.
+logging.getLogger("python_http_client").setLevel(logging.WARNING)
+
+bp = Blueprint("sendgrid", __name__)
+
+EVENTS_PATH = "/webhooks/sendgrid/events"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+#: Signed timestamps further than this from our clock are refused (replays).
+TIMESTAMP_TOLERANCE = timedelta(minutes=5)
+#: Our custom arg: the message's ledger key.
+KEY_ARG = "peerline_key"
+#: SendGrid event -> our Status.
+DELIVERY_STATUS = {"delivered": "delivered", "deferred": "deferred", "bounce": "bounced", "dropped": "dropped"}
+
+
+# ---------------------------------------------------------------------------- HTTP seam
+
+class RequestsOpener:
+    """The HTTP seam of python-http-client: it builds the request (URL, headers, JSON body)
+    as a `urllib.request.Request` and hands it to an opener's `open(request, timeout)`.
+    This opener carries it with `requests` instead of urllib, so one HTTP stack (and in
+    tests the `responses` mock that blocks every outside call) covers SendGrid too.
+    Answers look like urllib's: a response with getcode/read/info, HTTPError at >= 400."""
+
+    def __init__(self, session: requests.Session | None = None):
+        self.session = session or requests.Session()
+
+    def open(self, req: urllib.request.Request, timeout=None):
+        answer = self.session.request(req.get_method(), req.full_url, data=req.data,
+                                      headers=dict(req.header_items()), timeout=timeout,
+                                      allow_redirects=False)
+        headers = _message(answer.headers)
+        if answer.status_code >= 400:
+            raise urllib.error.HTTPError(req.full_url, answer.status_code, answer.reason or "", headers,
+                                         io.BytesIO(answer.content))
+        return _Answer(answer.status_code, answer.content, headers)
+
+
+class _Answer:
+    def __init__(self, status: int, body: bytes, headers):
+        self.status, self._body, self._headers = status, body, headers
+
+    def getcode(self):
+        return self.status
+
+    def read(self):
+        return self._body
+
+    def info(self):
+        return self._headers
+
+
+def _message(headers):
+    from email.message import Message
+    out = Message()
+    for name, value in headers.items():
+        out[name] = value
+    return out
+
+
+class SeamClient(python_http_client.Client):
+    """python-http-client's Client with its opener given, kept along the fluent chain
+    (`client.mail.send.post`), which otherwise builds plain Clients."""
+
+    def __init__(self, *args, opener, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.opener = opener
+
+    def _build_client(self, name=None):
+        url_path = self._url_path + [name] if name else self._url_path
+        return SeamClient(host=self.host, version=self._version, request_headers=self.request_headers,
+                          url_path=url_path, append_slash=self.append_slash, timeout=self.timeout,
+                          opener=self.opener)
+
+    def _make_request(self, opener, request, timeout=None):
+        return super()._make_request(self.opener, request, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------- sending
+
+class SendGridSender:
+    """Sends plain-text email through POST /v3/mail/send."""
+
+    def __init__(self, *, api_key: str, from_email: str, api_url: str, timeout: float, db, opener=None):
+        self.api = SendGridAPIClient(api_key=api_key, host=api_url.rstrip("/"))
+        self.api.client = SeamClient(host=self.api.host, request_headers=self.api.client.request_headers,
+                                     version=3, timeout=timeout, opener=opener or RequestsOpener())
+        self.from_email = from_email
+        self.db = db
+
+    @classmethod
+    def from_settings(cls, values: dict, db, opener=None) -> "SendGridSender":
+        return cls(api_key=values["SENDGRID_API_KEY"], from_email=values["SENDGRID_FROM_EMAIL"],
+                   api_url=values["SENDGRID_API_URL"], timeout=float(values["OUTSIDE_TIMEOUT_SECONDS"]),
+                   db=db, opener=opener)
+
+    def mail(self, *, message_key, to, subject, body) -> Mail:
+        mail = Mail(from_email=self.from_email, to_emails=to, subject=subject, plain_text_content=body)
+        kind = message_key.split(":")[1] if message_key.count(":") >= 3 else "message"
+        mail.category = [Category("peerline"), Category(kind)]
+        # On the personalization: SendGrid's spec types it as an object there (the top-level
+        # field is typed as a string); events carry it back the same either way.
+        mail.custom_arg = CustomArg(KEY_ARG, message_key, p=0)
+        mail.tracking_settings = TrackingSettings(
+            click_tracking=ClickTracking(False, False), open_tracking=OpenTracking(False),
+            subscription_tracking=SubscriptionTracking(False))
+        return mail
+
+    def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
+        try:
+            answer = self.api.send(self.mail(message_key=message_key, to=to, subject=subject, body=body))
+        except python_http_client.exceptions.HTTPError as exc:
+            raise classify(exc.status_code) from None
+        except requests.Timeout:
+            raise notify.SendFailed("SendGrid timeout", permanent=False) from None
+        except (requests.RequestException, urllib.error.URLError, OSError) as exc:
+            raise notify.SendFailed(f"SendGrid {type(exc).__name__}", permanent=False) from None
+        message_id = answer.headers.get("X-Message-Id") if answer.headers else None
+        return message_id or f"sendgrid:{answer.status_code}"
+
+    def find_sent(self, *, message_key, channel, to) -> str | None:
+        """SendGrid's send has no idempotency key and no lookup without the paid Email
+        Activity API. Its events carry our key back, and the event webhook stores the
+        message id on the ledger row: a send that reached SendGrid before we could record
+        it is found once any event (processed, delivered...) for it came in."""
+        row = self.db.ledger_get(message_key)
+        return (row["provider_id"] or None) if row else None
+
+
+def classify(status: int) -> notify.SendFailed:
+    """Transient: 429, 5xx, and 401/403 (the key being fixed). Permanent: other 4xx (400:
+    SendGrid refuses this message as it is, 413 too large)."""
+    code = f"SendGrid {status}"
+    if status == 429 or status >= 500 or status in (401, 403):
+        if status in (401, 403):
+            log.error("sendgrid refused our API key (HTTP %s): check SENDGRID_API_KEY and its Mail Send permission",
+                      status)
+        return notify.SendFailed(code, permanent=False)
+    return notify.SendFailed(code, permanent=True)
+
+
+# ---------------------------------------------------------------------------- event webhook
+
+_verifiers: dict[str, EventWebhook] = {}
+
+
+def verifier(public_key: str) -> EventWebhook:
+    if public_key not in _verifiers:
+        _verifiers[public_key] = EventWebhook(public_key)
+    return _verifiers[public_key]
+
+
+def signature_ok(ctx, raw: bytes) -> bool:
+    public_key = ctx.settings.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+    signature, timestamp = request.headers.get(SIGNATURE_HEADER, ""), request.headers.get(TIMESTAMP_HEADER, "")
+    if not public_key:
+        log.warning("sendgrid events refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not set")
+        return False
+    if not signature or not re.fullmatch(r"\d{1,12}", timestamp):
+        return False
+    try:
+        signed = verifier(public_key).verify_signature(raw.decode("utf-8"), signature, timestamp)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False      # not base64, not DER, not UTF-8: not SendGrid's
+    if not signed:
+        return False
+    age = abs(ctx.now().timestamp() - int(timestamp))
+    if age > TIMESTAMP_TOLERANCE.total_seconds():
+        log.warning("sendgrid events refused: signed timestamp %ss away from our clock", int(age))
+        return False
+    return True
+
+
+@bp.post(EVENTS_PATH)
+def events():
+    ctx = current_app.extensions["peerline"]
+    raw = request.get_data(cache=True)
+    if not signature_ok(ctx, raw):
+        log.warning("sendgrid events refused: missing, wrong or stale signature")
+        return jsonify(error="signature or timestamp missing, wrong or stale"), 403
+    try:
+        batch = json.loads(raw)
+    except ValueError:
+        return jsonify(error="body: not JSON"), 400
+    if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
+        return jsonify(error="body: a JSON array of event objects is expected"), 400
+    applied = duplicates = 0
+    for event in batch:
+        event_id = event.get("sg_event_id")
+        if not isinstance(event_id, str) or not event_id:
+            continue
+        if not ctx.db.remember_webhook_event("sendgrid", event_id[:200], now=ctx.now()):
+            duplicates += 1
+            continue
+        try:
+            applied += apply_event(ctx, event)
+        except Exception:
+            ctx.db.forget_webhook_event("sendgrid", event_id[:200])   # so SendGrid's retry applies it
+            raise
+    log.info("sendgrid events received=%s applied=%s duplicates=%s", len(batch), applied, duplicates)
+    return jsonify(received=len(batch), applied=applied, duplicates=duplicates)
+
+
+def apply_event(ctx, event: dict) -> int:
+    """One event onto its ledger row (found by our custom arg). Returns 1 if it changed it."""
+    key = event.get(KEY_ARG)
+    row = ctx.db.ledger_get(key) if isinstance(key, str) else None
+    if row is None:
+        return 0           # not a message of ours (the account may send other mail)
+    changed = 0
+    message_id = str(event.get("sg_message_id") or "").split(".", 1)[0]
+    if message_id and not row["provider_id"] and re.fullmatch(r"[A-Za-z0-9_-]{8,100}", message_id):
+        ctx.db.ledger_update(row["key"], provider_id=message_id)
+        changed = 1
+    status = DELIVERY_STATUS.get(event.get("event"))
+    if status:
+        error = ""
+        if status in ("bounced", "dropped"):
+            smtp = str(event.get("status") or "")
+            error = f"SendGrid {event['event']}" + (f" {smtp}" if re.fullmatch(r"\d\.\d{1,3}\.\d{1,3}", smtp) else "")
+        changed = max(changed, int(notify.record_delivery(ctx, row["key"], status, error=error)))
+    return changed
