@@ -1,0 +1,624 @@
+"""Airtable: the case store on an Airtable base (pyairtable), and `flask airtable init|check`.
+
+Connect:
+1. Create a base (or use an empty one) and a personal access token at
+   https://airtable.com/create/tokens with the scopes data.records:read, data.records:write,
+   schema.bases:read and schema.bases:write, and access to that base.
+2. Set AIRTABLE_API_KEY (the token) and AIRTABLE_BASE_ID (`app...`, from the base's URL).
+   AIRTABLE_API_URL stays at https://api.airtable.com except for tests and sandboxes.
+3. Run `flask --app app airtable init` (creates the tables and fields of DESIGN.md section 6;
+   safe to run again), then `flask --app app roster import roster.csv`.
+4. `flask --app app airtable check` reports drift (a field renamed, retyped or deleted).
+
+Behaviour is the SQL store's (the contract suite runs on both). Airtable allows 5 requests a
+second per base and refuses everything for 30 s after a 429, so every request first takes a
+slot from a throttle shared by all threads and, through the service's own database, by every
+process; a 429 is waited out (30 s, a few times) rather than treated as a failure. Formulas
+are built with `pyairtable.formulas` only.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import click
+import pyairtable
+import requests
+import sqlalchemy as sa
+from flask import current_app
+from flask.cli import AppGroup
+from pyairtable.formulas import EQ, Field, FunctionCall, match
+from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
+from sqlalchemy.exc import IntegrityError
+
+from workflows.model import (CASE_FIELDS, CONTACT_CHOICES, FOR_CHOICES, MESSAGE_FIELDS, PREFERENCES,
+                             RESOURCE_FIELDS, REVIEWER_FIELDS, STATUSES, SUPPORTER_FIELDS, URGENCIES,
+                             Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter)
+
+log = logging.getLogger("peerline.airtable")
+
+#: Airtable's documented limit, per base, for every API (records and metadata).
+REQUESTS_PER_SECOND = 5
+#: Spacing between our requests: the limit's interval plus 10 %, so that network jitter cannot
+#: bunch six of our requests into one of Airtable's seconds.
+REQUEST_INTERVAL = 1.1 / REQUESTS_PER_SECOND
+#: After a 429 Airtable refuses every request to the base for 30 s.
+RATE_LIMIT_WAIT_SECONDS = 30.0
+#: 429s waited out per request before giving up (the inbox retries it later).
+RATE_LIMIT_RETRIES = 3
+#: 5xx answers and connection failures retried per request, with backoff 1, 2, 4 s.
+ERROR_RETRIES = 3
+#: Supporters, reviewers and resources are read for every case; a coordinator's edit in
+#: Airtable shows within this many seconds.
+ROSTER_CACHE_SECONDS = 60.0
+MAX_RECORDS_PER_REQUEST = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# The tables of DESIGN.md section 6, with their Airtable field types
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: str
+    options: dict | None = None
+    link_to: str = ""       # table name, for multipleRecordLinks
+
+
+def _text(name):
+    return FieldSpec(name, "singleLineText")
+
+
+def _long(name):
+    return FieldSpec(name, "multilineText")
+
+
+def _select(name, choices):
+    return FieldSpec(name, "singleSelect", {"choices": [{"name": c} for c in choices]})
+
+
+def _when(name):
+    return FieldSpec(name, "dateTime")     # options (display time zone) filled in at init
+
+
+def _check(name):
+    return FieldSpec(name, "checkbox", {"icon": "check", "color": "greenBright"})
+
+
+def _link(name, table):
+    return FieldSpec(name, "multipleRecordLinks", link_to=table)
+
+
+CASES, SUPPORTERS, REVIEWERS, RESOURCES, MESSAGES, EVENTS = (
+    "Cases", "Supporters", "Reviewers", "Resources", "Messages", "Events")
+
+#: Table name -> fields, the first being the primary field. Tables are created in this order,
+#: so a link always points at a table made before it.
+SCHEMA: dict[str, list[FieldSpec]] = {
+    SUPPORTERS: [_text("Name"), FieldSpec("Phone", "phoneNumber"), FieldSpec("Email", "email"),
+                 _text("Institution"), _text("Department"), _text("Role"), _text("Specialty"),
+                 _check("Active"), FieldSpec("Max Open Cases", "number", {"precision": 0}),
+                 _when("Paused Until"), _when("Last Assigned At")],
+    REVIEWERS: [_text("Name"), FieldSpec("Phone", "phoneNumber"), FieldSpec("Email", "email"),
+                _text("Institution"), _check("On Call"), _check("Program Lead")],
+    RESOURCES: [_text("Name"), _text("Institution"), _text("Kind"), FieldSpec("Phone", "phoneNumber"),
+                FieldSpec("URL", "url"), _text("Hours")],
+    CASES: [_text("Case ID"), _text("Source"), _text("Source Response ID"), _when("Submitted At"),
+            _select("Status", STATUSES), _select("Urgency", URGENCIES), _select("For", FOR_CHOICES),
+            _text("Requester Name"), FieldSpec("Requester Phone", "phoneNumber"),
+            FieldSpec("Requester Email", "email"), _select("Preferred Contact", CONTACT_CHOICES),
+            _text("Institution"), _text("Department"), _text("Role"), _text("Specialty"),
+            _select("Role Preference", PREFERENCES), _select("Department Preference", PREFERENCES),
+            _check("Outside My Institution"), _text("Flyer"), _when("Review Due"),
+            _long("Suggested Supporters"), _link("Assigned Supporter", SUPPORTERS),
+            _when("Offer Expires"), _when("Contact Made At"), _text("Tier 3 Referral"),
+            _when("Closed At"), _when("Survey Sent At"), _when("Purged At"), _long("Problems")],
+    MESSAGES: [_text("Key"), _link("Case", CASES), _text("Kind"), _text("Channel"),
+               _text("Recipient Role"), _text("Status"), _text("Provider ID"), _when("Sent At"),
+               _long("Error")],
+    EVENTS: [_text("Event"), _link("Case", CASES), _when("At"), _text("Actor")],
+}
+SPECS = {table: {spec.name: spec for spec in specs} for table, specs in SCHEMA.items()}
+#: Upsert keys: Airtable merges only on text, number, select or date fields, never email/phone.
+CASE_KEY = "Source Response ID"
+ROSTER_KEYS = ["Name", "Institution"]
+MESSAGE_KEY = "Key"
+EVENT_FIELDS = {"event": "Event", "case_id": "Case", "at": "At", "actor": "Actor"}
+
+
+def _to_cell(spec: FieldSpec, value):
+    """A Python value as Airtable wants it in that field; None clears the cell."""
+    if spec.type == "dateTime":
+        return datetime_to_iso_str(value.astimezone(timezone.utc)) if value else None
+    if spec.type == "checkbox":
+        return bool(value)
+    if spec.type == "number":
+        return value
+    if spec.type == "multipleRecordLinks":
+        return [value] if value else []
+    return value if value not in (None, "") else None
+
+
+def _from_cell(spec: FieldSpec, raw):
+    """Airtable leaves empty cells out of a record; read them as the SQL store's defaults."""
+    if spec.type == "dateTime":
+        return datetime_from_iso_str(raw).astimezone(timezone.utc) if raw else None
+    if spec.type == "checkbox":
+        return bool(raw)
+    if spec.type == "number":
+        return int(raw) if raw is not None else 0
+    if spec.type == "multipleRecordLinks":
+        return raw[0] if raw else ""
+    return raw if raw is not None else ""
+
+
+def _fields_of(obj, names: dict, table: str) -> dict:
+    specs = SPECS[table]
+    return {display: _to_cell(specs[display], getattr(obj, attr)) for attr, display in names.items()}
+
+
+def _object_from(record: dict, cls, names: dict, table: str):
+    specs, cells = SPECS[table], record.get("fields", {})
+    values = {attr: _from_cell(specs[display], cells.get(display)) for attr, display in names.items()}
+    return cls(**values, record_id=record["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pacing and retries
+# ---------------------------------------------------------------------------------------------
+
+_throttle_metadata = sa.MetaData()
+throttle_slots = sa.Table(
+    "airtable_throttle", _throttle_metadata,
+    sa.Column("base_id", sa.String(40), primary_key=True),
+    sa.Column("next_at", sa.Float, nullable=False),     # Unix time of the next free slot
+)
+
+
+class Throttle:
+    """Hands out request slots REQUEST_INTERVAL apart, per base.
+
+    With an `engine` (the service's own database) the next free slot lives in a table, so
+    every thread of every process sharing that database keeps to one pace; without one it
+    lives in this object (all threads using it). `clock` and `sleep` are injectable so
+    tests can run 30-second waits in no time."""
+
+    def __init__(self, interval: float = REQUEST_INTERVAL, *, engine: sa.Engine | None = None,
+                 clock=time.time, sleep=time.sleep):
+        self.interval, self.engine, self.clock, self.sleep = interval, engine, clock, sleep
+        self._lock = threading.Lock()
+        self._next_at: dict[str, float] = {}
+        self._rows: set[str] = set()
+        if engine is not None:
+            _throttle_metadata.create_all(engine)
+
+    def wait(self, base_id: str) -> float:
+        """Block until this caller may send one request to the base; returns the wait."""
+        now = self.clock()
+        slot = self._reserve(base_id, now)
+        delay = slot - now
+        if delay > 0:
+            self.sleep(delay)
+        return max(delay, 0.0)
+
+    def penalize(self, base_id: str, seconds: float) -> None:
+        """After a 429: nobody sends to this base for `seconds`."""
+        until = self.clock() + seconds
+        if self.engine is None:
+            with self._lock:
+                self._next_at[base_id] = max(self._next_at.get(base_id, 0.0), until)
+            return
+        self._ensure_row(base_id)
+        t = throttle_slots
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.base_id == base_id).where(t.c.next_at < until)
+                         .values(next_at=until))
+
+    def _reserve(self, base_id: str, now: float) -> float:
+        if self.engine is None:
+            with self._lock:
+                slot = max(self._next_at.get(base_id, 0.0), now)
+                self._next_at[base_id] = slot + self.interval
+            return slot
+        self._ensure_row(base_id)
+        t = throttle_slots
+        with self.engine.begin() as conn:   # SQLite: BEGIN IMMEDIATE; PostgreSQL: row lock
+            stored = conn.execute(sa.select(t.c.next_at).where(t.c.base_id == base_id)
+                                  .with_for_update()).scalar_one()
+            slot = max(stored, now)
+            conn.execute(t.update().where(t.c.base_id == base_id).values(next_at=slot + self.interval))
+        return slot
+
+    def _ensure_row(self, base_id: str) -> None:
+        if base_id in self._rows:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(throttle_slots.insert().values(base_id=base_id, next_at=0.0))
+        except IntegrityError:
+            pass    # another process made it
+        self._rows.add(base_id)
+
+
+class ThrottledSession(requests.Session):
+    """The HTTP session pyairtable uses, with our pacing and retry policy in place of its own
+    (which retries a 429 for about 3 s in all, far short of Airtable's 30 s penalty)."""
+
+    def __init__(self, base_id: str, throttle: Throttle, *, rate_limit_retries: int = RATE_LIMIT_RETRIES,
+                 error_retries: int = ERROR_RETRIES):
+        super().__init__()
+        self.base_id, self.throttle = base_id, throttle
+        self.rate_limit_retries, self.error_retries = rate_limit_retries, error_retries
+
+    def request(self, method, url, *args, **kwargs):
+        limited = failed = 0
+        while True:
+            self.throttle.wait(self.base_id)
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if failed < self.error_retries and _may_repeat(method, url, exc):
+                    failed += 1
+                    self._back_off(failed, type(exc).__name__)
+                    continue
+                raise
+            if response.status_code == 429 and limited < self.rate_limit_retries:
+                limited += 1
+                response.close()
+                log.warning("airtable 429 base=%s: waiting %ss before retry %d",
+                            self.base_id, int(RATE_LIMIT_WAIT_SECONDS), limited)
+                self.throttle.penalize(self.base_id, RATE_LIMIT_WAIT_SECONDS)
+                continue
+            if response.status_code in (500, 502, 503, 504) and failed < self.error_retries \
+                    and _may_repeat(method, url, None):
+                failed += 1
+                response.close()
+                self._back_off(failed, f"HTTP {response.status_code}")
+                continue
+            return response
+
+    def _back_off(self, attempt: int, what: str) -> None:
+        delay = 2 ** (attempt - 1) * (1 + random.random() / 4)
+        log.warning("airtable %s base=%s: retry %d in %.1fs", what, self.base_id, attempt, delay)
+        self.throttle.sleep(delay)
+
+
+def _may_repeat(method: str, url: str, exc: Exception | None) -> bool:
+    """Reads and upserts are safe to send twice; a plain create (POST) only when it surely
+    never reached Airtable, so an event is not written twice."""
+    if method.upper() != "POST" or str(url).split("?", 1)[0].endswith("/listRecords"):
+        return True
+    return isinstance(exc, requests.ConnectTimeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# The case store
+# ---------------------------------------------------------------------------------------------
+
+class AirtableCaseStore:
+    """The CaseStore of workflows/model.py on an Airtable base. Keeps SqlCaseStore's behaviour;
+    callers that create cases hold the per-case lock (as intake does), because Airtable upserts
+    are not atomic between two processes."""
+
+    def __init__(self, api_key: str, base_id: str, *, api_url: str = "https://api.airtable.com",
+                 timeout: float = 10.0, throttle: Throttle | None = None,
+                 roster_cache_seconds: float = ROSTER_CACHE_SECONDS):
+        self.base_id = base_id
+        self.throttle = throttle or Throttle()
+        self.api = pyairtable.Api(api_key, timeout=(timeout, timeout), retry_strategy=None,
+                                  endpoint_url=api_url)
+        self.api.session = ThrottledSession(base_id, self.throttle)
+        self.api.api_key = api_key          # puts the token on our session
+        self.roster_cache_seconds = roster_cache_seconds
+        self.monotonic = time.monotonic        # injectable, for the roster cache's age
+        self._roster_cache: dict[str, tuple[float, list]] = {}
+        self._case_records: dict[str, str] = {}     # Case ID -> rec id; a record's id never changes
+        self._lock = threading.Lock()
+        self._last_miss = threading.local()
+
+    @classmethod
+    def from_settings(cls, values: dict) -> "AirtableCaseStore":
+        from config import settings as settings_module
+        from integrations.database import Database
+        db = Database(settings_module.database_url(values))
+        return cls(values["AIRTABLE_API_KEY"], values["AIRTABLE_BASE_ID"],
+                   api_url=values.get("AIRTABLE_API_URL") or "https://api.airtable.com",
+                   timeout=float(values.get("OUTSIDE_TIMEOUT_SECONDS") or 10),
+                   throttle=Throttle(engine=db.engine))
+
+    def table(self, name: str) -> pyairtable.Table:
+        return self.api.table(self.base_id, name)
+
+    # ---- cases ----
+    def find_case(self, *, case_id=None, source_response_id=None) -> Case | None:
+        record = self._find_case_record(case_id=case_id, source_response_id=source_response_id)
+        # Remember a miss for create_case, which the caller (holding the case lock) is about
+        # to call: it then need not ask Airtable the same question again.
+        self._last_miss.value = (source_response_id, self.monotonic()) \
+            if record is None and case_id is None else None
+        return self._case(record) if record else None
+
+    def _find_case_record(self, *, case_id=None, source_response_id=None) -> dict | None:
+        if case_id is not None:
+            formula = match({"Case ID": case_id})
+        elif source_response_id is not None:
+            formula = match({CASE_KEY: source_response_id})
+        else:
+            raise ValueError("find_case needs case_id or source_response_id")
+        return self.table(CASES).first(formula=formula)
+
+    def create_case(self, case: Case) -> Case:
+        """Upsert on Source Response ID; an existing case is returned unchanged."""
+        missed = getattr(self._last_miss, "value", None)
+        self._last_miss.value = None
+        if not (missed and missed[0] == case.source_response_id and self.monotonic() - missed[1] < 5):
+            existing = self._find_case_record(source_response_id=case.source_response_id)
+            if existing:
+                return self._case(existing)
+        fields = _fields_of(case, CASE_FIELDS, CASES)
+        result = self.table(CASES).batch_upsert([{"fields": fields}], key_fields=[CASE_KEY])
+        return self._case(result["records"][0])
+
+    def update_case(self, case_id: str, **changes) -> Case:
+        try:
+            fields = {CASE_FIELDS[k]: _to_cell(SPECS[CASES][CASE_FIELDS[k]], v) for k, v in changes.items()}
+        except KeyError as exc:
+            raise TypeError(f"update_case() got an unknown field {exc.args[0]!r}") from None
+        cached = case_id in self._case_records
+        try:
+            record = self.table(CASES).update(self._case_record_id(case_id), fields)
+        except requests.HTTPError as exc:
+            if not cached or getattr(exc.response, "status_code", None) not in (403, 404):
+                raise
+            self._case_records.pop(case_id, None)       # deleted in Airtable since we saw it?
+            record = self.table(CASES).update(self._case_record_id(case_id), fields)
+        return self._case(record)
+
+    def list_cases(self, status=None) -> list[Case]:
+        options = {"formula": match({"Status": status})} if status else {}
+        cases = [self._case(r) for r in self.table(CASES).all(page_size=100, **options)]
+        return sorted(cases, key=lambda c: (c.submitted_at is None, c.submitted_at or datetime.min))
+
+    def _case(self, record: dict) -> Case:
+        case = _object_from(record, Case, CASE_FIELDS, CASES)
+        if case.case_id:
+            self._case_records[case.case_id] = record["id"]
+        return case
+
+    def _case_record_id(self, case_id: str, *, required: bool = True) -> str:
+        rec_id = self._case_records.get(case_id)
+        if rec_id is None:
+            record = self._find_case_record(case_id=case_id)
+            if record is None:
+                if required:
+                    raise KeyError(f"no case {case_id}")
+                return ""
+            rec_id = self._case(record).record_id
+        return rec_id
+
+    # ---- events ----
+    def add_events(self, new_events: list[Event]) -> None:
+        if not new_events:
+            return
+        self.table(EVENTS).batch_create([{
+            "Event": e.event, "Case": [self._case_record_id(e.case_id)],
+            "At": _to_cell(SPECS[EVENTS]["At"], e.at), "Actor": e.actor} for e in new_events])
+
+    def list_events(self, case_id: str) -> list[Event]:
+        # A link field reads in a formula as its linked records' primary values (Case IDs).
+        formula = EQ(FunctionCall("ARRAYJOIN", Field("Case")), case_id)
+        records = self.table(EVENTS).all(formula=formula, page_size=100)
+        found = [Event(case_id=case_id, event=r["fields"].get("Event", ""),
+                       at=_from_cell(SPECS[EVENTS]["At"], r["fields"].get("At")),
+                       actor=r["fields"].get("Actor", "")) for r in records]
+        return sorted(found, key=lambda e: e.at)
+
+    # ---- roster ----
+    def supporters(self) -> list[Supporter]:
+        return self._roster(SUPPORTERS, Supporter, SUPPORTER_FIELDS)
+
+    def reviewers(self) -> list[Reviewer]:
+        return self._roster(REVIEWERS, Reviewer, REVIEWER_FIELDS)
+
+    def resources(self) -> list[Resource]:
+        return self._roster(RESOURCES, Resource, RESOURCE_FIELDS)
+
+    def _roster(self, table: str, cls, names: dict) -> list:
+        now = self.monotonic()
+        with self._lock:
+            cached = self._roster_cache.get(table)
+        if cached and now - cached[0] < self.roster_cache_seconds:
+            return list(cached[1])
+        items = [_object_from(r, cls, names, table) for r in self.table(table).all(page_size=100)]
+        with self._lock:
+            self._roster_cache[table] = (now, items)
+        return list(items)
+
+    def import_roster(self, roster: Roster) -> dict:
+        """Upsert on Name + Institution. Airtable merges only on cells that have a value, so
+        people and resources of the whole program (no Institution) are matched by a read."""
+        counts = {}
+        for table, items, names, label in (
+                (SUPPORTERS, roster.supporters, SUPPORTER_FIELDS, "supporters"),
+                (REVIEWERS, roster.reviewers, REVIEWER_FIELDS, "reviewers"),
+                (RESOURCES, roster.resources, RESOURCE_FIELDS, "resources")):
+            latest = {(i.name, i.institution): i for i in items}     # a repeated row: the last wins
+            keyed = [_fields_of(i, names, table) for (n, inst), i in latest.items() if inst]
+            unkeyed = {n: _fields_of(i, names, table) for (n, inst), i in latest.items() if not inst}
+            if keyed:
+                self.table(table).batch_upsert([{"fields": f} for f in keyed], key_fields=ROSTER_KEYS)
+            if unkeyed:
+                existing = {r["fields"].get("Name"): r["id"]
+                            for r in self.table(table).all(formula=match({"Institution": ""}), page_size=100)}
+                updates = [{"id": existing[n], "fields": f} for n, f in unkeyed.items() if n in existing]
+                creates = [f for n, f in unkeyed.items() if n not in existing]
+                if updates:
+                    self.table(table).batch_update(updates)
+                if creates:
+                    self.table(table).batch_create(creates)
+            counts[label] = len(items)
+        with self._lock:
+            self._roster_cache.clear()
+        return counts
+
+    def roster_is_empty(self) -> bool:
+        return self.table(SUPPORTERS).first() is None and self.table(REVIEWERS).first() is None
+
+    # ---- messages ----
+    def mirror_messages(self, records: list[MessageRecord]) -> None:
+        """Show ledger rows in the Messages table (upsert on Key); no message text."""
+        if not records:
+            return
+        rows = []
+        for r in records:
+            fields = _fields_of(r, {k: v for k, v in MESSAGE_FIELDS.items() if k != "case_id"}, MESSAGES)
+            case_rec = self._case_record_id(r.case_id, required=False)
+            fields["Case"] = [case_rec] if case_rec else []
+            rows.append({"fields": fields})
+        self.table(MESSAGES).batch_upsert(rows, key_fields=[MESSAGE_KEY])
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: `flask airtable init` and `flask airtable check`
+# ---------------------------------------------------------------------------------------------
+
+def _field_json(spec: FieldSpec, tables: dict, time_zone: str) -> dict:
+    body: dict = {"name": spec.name, "type": spec.type}
+    if spec.type == "dateTime":
+        body["options"] = {"dateFormat": {"name": "iso"}, "timeFormat": {"name": "24hour"},
+                           "timeZone": time_zone}
+    elif spec.type == "multipleRecordLinks":
+        body["options"] = {"linkedTableId": tables[spec.link_to]["id"]}
+    elif spec.options:
+        body["options"] = spec.options
+    return body
+
+
+def _field_problem(table: str, spec: FieldSpec, have: dict, tables: dict) -> str | None:
+    where = f"{table}.{spec.name}"
+    if have["type"] != spec.type:
+        return f"{where} is a {have['type']} field; Peerline needs {spec.type}"
+    options = have.get("options") or {}
+    if spec.type == "singleSelect":
+        missing = [c["name"] for c in spec.options["choices"]
+                   if c["name"] not in {x.get("name") for x in options.get("choices", [])}]
+        if missing:
+            return f"{where} lacks the choices {', '.join(missing)}"
+    if spec.type == "multipleRecordLinks":
+        target = tables.get(spec.link_to)
+        if target and options.get("linkedTableId") != target["id"]:
+            return f"{where} links to another table; Peerline needs links to {spec.link_to}"
+    return None
+
+
+def base_tables(store: AirtableCaseStore) -> dict:
+    """The base's tables by name, as the Metadata API describes them."""
+    data = store.api.get(store.api.base(store.base_id).urls.tables)
+    return {t["name"]: t for t in data.get("tables", [])}
+
+
+def check_base(store: AirtableCaseStore) -> list[str]:
+    """What differs from DESIGN.md section 6: missing tables and fields, wrong types. Fields
+    Peerline does not know (coordinators' own) are fine."""
+    tables, drift = base_tables(store), []
+    for table, specs in SCHEMA.items():
+        have = tables.get(table)
+        if have is None:
+            drift.append(f"missing table {table}")
+            continue
+        by_name = {f["name"]: f for f in have.get("fields", [])}
+        primary = next((f["name"] for f in have.get("fields", []) if f["id"] == have.get("primaryFieldId")), None)
+        if primary != specs[0].name:
+            drift.append(f"{table}: the primary field is {primary}; Peerline expects {specs[0].name}")
+        for spec in specs:
+            if spec.name not in by_name:
+                drift.append(f"missing field {table}.{spec.name} ({spec.type})")
+            elif problem := _field_problem(table, spec, by_name[spec.name], tables):
+                drift.append(problem)
+    return drift
+
+
+def init_base(store: AirtableCaseStore, time_zone: str = "utc") -> tuple[list[str], list[str]]:
+    """Create the missing tables and fields. Returns (what was created, what could not be)."""
+    tables, created, refused = base_tables(store), [], []
+    for table, specs in SCHEMA.items():
+        have = tables.get(table)
+        if have is None:
+            fields = [_field_json(s, tables, time_zone) for s in specs]
+            tables[table] = store.api.post(store.api.base(store.base_id).urls.tables,
+                                           json={"name": table, "fields": fields})
+            created.append(f"table {table} ({len(fields)} fields)")
+            continue
+        by_name = {f["name"]: f for f in have.get("fields", [])}
+        for spec in specs:
+            if spec.name in by_name:
+                if problem := _field_problem(table, spec, by_name[spec.name], tables):
+                    refused.append(problem)
+                continue
+            if spec.link_to and spec.link_to not in tables:
+                refused.append(f"{table}.{spec.name}: table {spec.link_to} is missing")
+                continue
+            url = store.api.table(store.base_id, have["id"]).urls.fields
+            have.setdefault("fields", []).append(
+                store.api.post(url, json=_field_json(spec, tables, time_zone)))
+            created.append(f"field {table}.{spec.name}")
+    return created, refused
+
+
+cli = AppGroup("airtable", help="The Airtable base that holds the cases (DESIGN.md section 6).")
+
+
+def _configured_store() -> AirtableCaseStore:
+    store = current_app.extensions["peerline"].store
+    if not isinstance(store, AirtableCaseStore):
+        raise click.ClickException("Airtable is not configured: set AIRTABLE_API_KEY and AIRTABLE_BASE_ID "
+                                   "(see .env.example).")
+    return store
+
+
+def _refusal(exc: requests.HTTPError) -> click.ClickException:
+    status = getattr(exc.response, "status_code", None)
+    hint = {401: "the token is wrong or revoked", 403: "the token lacks a scope "
+            "(schema.bases:read / schema.bases:write) or access to this base",
+            404: "no base with this AIRTABLE_BASE_ID"}.get(status, "see the Airtable API documentation")
+    return click.ClickException(f"Airtable refused the request (HTTP {status}): {hint}.")
+
+
+@cli.command("init")
+def init_cmd():
+    """Create the missing tables and fields (safe to run again)."""
+    store = _configured_store()
+    time_zone = current_app.extensions["peerline"].program["program"].get("timezone", "utc")
+    try:
+        created, refused = init_base(store, time_zone)
+    except requests.HTTPError as exc:
+        raise _refusal(exc) from None
+    for line in created:
+        click.echo(f"created {line}")
+    if not created:
+        click.echo("Nothing to create: the base has every table and field Peerline needs.")
+    for line in refused:
+        click.echo(f"could not create: {line} (change it in Airtable, then run init again)", err=True)
+    if refused:
+        raise SystemExit(1)
+
+
+@cli.command("check")
+def check_cmd():
+    """Report drift from the expected tables and fields; exit 1 when there is any."""
+    store = _configured_store()
+    try:
+        drift = check_base(store)
+    except requests.HTTPError as exc:
+        raise _refusal(exc) from None
+    for line in drift:
+        click.echo(line)
+    if drift:
+        click.echo(f"{len(drift)} difference(s); `flask airtable init` adds what is missing.", err=True)
+        raise SystemExit(1)
+    click.echo("The base matches: every table and field is in place.")
