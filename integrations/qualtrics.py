@@ -1,0 +1,345 @@
+"""Qualtrics: a completed survey response becomes a case.
+
+Connect it (README, "Qualtrics"):
+1. Build the survey from the question list in the README, or point `config/forms/qualtrics.toml`
+   at your own question ids; put the survey's SV_ id in its `[survey] ids`.
+2. Set QUALTRICS_API_URL (your datacenter, e.g. https://iad1.qualtrics.com),
+   QUALTRICS_API_TOKEN, QUALTRICS_WEBHOOK_TOKEN (a long random string) and PUBLIC_BASE_URL.
+3. Run `flask --app app qualtrics subscribe --survey SV_...` (a brand administrator's token).
+
+Wire format (shared/reference/apis.md 1a, 1b): the event subscription POSTs a form-encoded
+notice holding ids only, either as plain fields (Topic, Status, SurveyID, ResponseID, ...) or,
+when the subscription has a shared key, as Topic + HMAC + MSG (MSG a JSON string). Topic is
+prefixed with the brand id. We authenticate the notice by the secret `token` query parameter
+only: how Qualtrics computes HMAC is not documented anywhere we could confirm, so it is not
+checked. The notice is only a hint: the worker fetches the response with our own API token,
+so a forged notice can at most ask us to read a response that exists in our own survey.
+
+An unconfigured route (no QUALTRICS_WEBHOOK_TOKEN) answers 404; a wrong token 403.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import re
+import tomllib
+
+import click
+import requests
+from flask import Blueprint, current_app, jsonify, request
+from flask.cli import AppGroup
+
+from config.settings import ROOT
+from workflows import notify
+from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+from workflows.model import CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Request
+
+log = logging.getLogger("peerline.qualtrics")
+
+SOURCE = "qualtrics"
+FORM_FILE = ROOT / "config" / "forms" / "qualtrics.toml"
+COMPLETED_TOPIC = re.compile(r"(?:^|\.)surveyengine\.completedResponse\.(SV_[A-Za-z0-9]{1,40})$")
+RESPONSE_ID = re.compile(r"R_[A-Za-z0-9]{1,40}")
+SURVEY_ID = re.compile(r"SV_[A-Za-z0-9]{1,40}")
+CODE = re.compile(r"-?\d{1,9}")
+
+bp = Blueprint("qualtrics", __name__, url_prefix="/webhooks")
+
+
+# ---- the webhook (web process: verify, record, enqueue, answer) ----
+
+def _bad(field: str, why: str):
+    return jsonify(error=f"{field}: {why}", field=field), 400
+
+
+@bp.route("/qualtrics", methods=["GET", "POST"])
+def notice():
+    ctx = current_app.extensions["peerline"]
+    expected = ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN")
+    if not expected:
+        return jsonify(error="Qualtrics is not configured on this server"), 404
+    if not hmac.compare_digest(request.args.get("token", "").encode(), expected.encode()):
+        log.warning("qualtrics notice refused: wrong or missing token")
+        return jsonify(error="forbidden"), 403
+    if request.method == "GET":   # some Qualtrics set-ups probe the URL with a GET
+        return jsonify(status="ok")
+
+    form = request.form
+    topic = form.get("Topic", "")
+    if not topic:
+        return _bad("Topic", "missing")
+    fields = form
+    if "MSG" in form:   # the shared-key shape: Topic + HMAC + MSG
+        try:
+            fields = json.loads(form["MSG"])
+        except ValueError:
+            return _bad("MSG", "not JSON")
+        if not isinstance(fields, dict):
+            return _bad("MSG", "not a JSON object")
+    completed = COMPLETED_TOPIC.search(topic)
+    if completed is None:   # partial responses and every other topic
+        log.info("qualtrics notice ignored: not a completed response")
+        return jsonify(status="ignored")
+    topic_survey = completed.group(1)
+    response_id, survey_id = fields.get("ResponseID"), fields.get("SurveyID", topic_survey)
+    if not response_id:
+        return _bad("ResponseID", "missing")
+    if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
+        return _bad("ResponseID", "not a Qualtrics response id")
+    if not isinstance(survey_id, str) or not SURVEY_ID.fullmatch(survey_id):
+        return _bad("SurveyID", "not a Qualtrics survey id")
+    if survey_id != topic_survey:
+        return _bad("SurveyID", "does not match Topic")
+    if survey_id not in survey_ids():
+        log.warning("qualtrics notice refused: survey %s is not in %s", survey_id, FORM_FILE.name)
+        return jsonify(error="unknown survey"), 403
+
+    try:
+        inbox_id, new = ctx.db.record_submission(
+            source=SOURCE, source_key=f"qualtrics:{response_id}",
+            payload={"survey_id": survey_id, "response_id": response_id})
+    except Exception:
+        log.exception("qualtrics notice not recorded response=%s", response_id)
+        return jsonify(error="could not record the notice; please retry"), 503, {"Retry-After": "60"}
+    if new:
+        try:
+            ctx.enqueue(inbox_id)
+        except Exception:  # the inbox row is the truth; the sweep will queue it
+            log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
+    log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
+    return jsonify(status="received")
+
+
+# ---- the mapping (config/forms/qualtrics.toml) ----
+
+class FormConfigError(ValueError):
+    """config/forms/qualtrics.toml is unreadable or does not fit config/program.toml."""
+
+
+@functools.cache
+def _read_form() -> dict:
+    try:
+        with open(FORM_FILE, "rb") as fh:
+            return tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise FormConfigError(f"{FORM_FILE}: {exc}") from None
+
+
+def survey_ids() -> list[str]:
+    return list(_read_form().get("survey", {}).get("ids", []))
+
+
+def allowed_values(field: str, program: dict) -> tuple | None:
+    """Peerline's values for a request field (None: any text)."""
+    return {
+        "for_whom": FOR_CHOICES, "preferred_contact": CONTACT_CHOICES, "urgency": URGENCIES,
+        "role_preference": PREFERENCES, "department_preference": PREFERENCES,
+        "institution": tuple(program.get("institutions", {})),
+        "role": tuple(program.get("roles", {}).get("choices", [])),
+        "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
+    }.get(field)
+
+
+def load_form(program: dict) -> dict:
+    """The answer mapping, checked against Peerline's fields and the program's choices."""
+    form = _read_form()
+    answers, errors = form.get("answers"), []
+    request_fields = set(vars(Request())) | {"crisis"}
+    if not isinstance(answers, dict) or not answers:
+        errors.append("[answers] is empty")
+        answers = {}
+    for name, spec in answers.items():
+        if name not in request_fields:
+            errors.append(f"[answers.{name}] is not a request field ({', '.join(sorted(request_fields))})")
+            continue
+        if not isinstance(spec, dict) or not isinstance(spec.get("question"), str):
+            errors.append(f"[answers.{name}] needs question = \"QID...\"")
+            continue
+        allowed = allowed_values(name, program)
+        for code, value in (spec.get("choices") or {}).items():
+            if allowed is not None and value not in allowed:
+                errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")
+    if not survey_ids():
+        errors.append("[survey] ids is empty: no survey's notices would be accepted")
+    if errors:
+        raise FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
+    return form
+
+
+def _code(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def map_values(form: dict, values: dict) -> tuple[dict, list[str]]:
+    """Response `values` -> answers keyed by request field, and what could not be read.
+    Problems name the question and, for a choice, its code: never the answer's text."""
+    answers, problems = {}, []
+    for name, spec in form["answers"].items():
+        key, choices = spec["question"], spec.get("choices")
+        raw = values.get(key)
+        if raw is None or raw == "" or raw == []:
+            continue
+        label = FIELD_LABELS.get(name, name.replace("_", " ").title())
+        if not choices:
+            if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+                answers[name] = raw if isinstance(raw, str) else _code(raw)
+            else:
+                problems.append(f"{label}: unreadable answer ({key} is not text)")
+            continue
+        codes = [_code(c) for c in (raw if isinstance(raw, list) else [raw])]
+        if len(codes) > 1:
+            problems.append(f"{label}: several answers ({key})")
+        elif codes[0] not in choices:
+            shown = codes[0] if CODE.fullmatch(codes[0]) else "not a choice code"
+            problems.append(f"{label}: unreadable answer ({key} = {shown})")
+        else:
+            answers[name] = choices[codes[0]]
+    return answers, problems
+
+
+# ---- the worker: fetch the response and map it ----
+
+def api_base(settings: dict) -> str:
+    base = (settings.get("QUALTRICS_API_URL") or "").rstrip("/")
+    return base[: -len("/API/v3")] if base.endswith("/API/v3") else base
+
+
+def _headers(settings: dict) -> dict:
+    return {"X-API-TOKEN": settings["QUALTRICS_API_TOKEN"], "Accept": "application/json"}
+
+
+def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+    """GET /API/v3/surveys/{SurveyID}/responses/{ResponseID}, then map its values."""
+    survey_id, response_id = row["payload"]["survey_id"], row["payload"]["response_id"]
+    if not (ctx.settings.get("QUALTRICS_API_URL") and ctx.settings.get("QUALTRICS_API_TOKEN")):
+        raise PermanentError("qualtrics is not configured (QUALTRICS_API_URL, QUALTRICS_API_TOKEN)")
+    try:
+        form = load_form(ctx.program)
+    except FormConfigError as exc:
+        raise PermanentError(str(exc)) from None
+    answer = requests.get(f"{api_base(ctx.settings)}/API/v3/surveys/{survey_id}/responses/{response_id}",
+                          headers=_headers(ctx.settings),
+                          timeout=float(ctx.settings["OUTSIDE_TIMEOUT_SECONDS"]))
+    status = answer.status_code
+    if status == 404:
+        raise TransientError(f"qualtrics response not yet visible: {response_id}")
+    if status == 429 or status >= 500:
+        raise TransientError(f"qualtrics answered HTTP {status} for {response_id}")
+    if status in (401, 403):
+        alert_leads(ctx, row, "qualtrics_token_refused_email", "qualtrics_token")
+        raise PermanentError(f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
+                             f"fix the token, then flask inbox replay {row['id']}")
+    if status != 200:
+        raise PermanentError(f"qualtrics answered HTTP {status} for {response_id}")
+    try:
+        values = answer.json()["result"]["values"]
+        if not isinstance(values, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise TransientError(f"qualtrics answer for {response_id} was not the documented JSON") from None
+    return map_values(form, values)
+
+
+def alert_leads(ctx, row: dict, template: str, kind: str) -> None:
+    """Email the program leads once per parked submission (the ledger key holds the inbox id,
+    so retries and replays of the same row send nothing more). Never stops the parking."""
+    try:
+        leads = [r for r in ctx.store.reviewers() if r.program_lead]
+        for lead in leads:
+            notify.send(ctx, case_id="", kind=kind, template=template,
+                        recipient=notify.Recipient(key=f"lead:{lead.record_id}/inbox-{row['id']}",
+                                                   role="Program lead", email=lead.email),
+                        values={"ref": str(row["id"])})
+        if not leads:
+            log.error("no program lead to tell that a token was refused inbox=%s", row["id"])
+    except Exception:
+        log.exception("could not email the program leads inbox=%s", row["id"])
+
+
+# ---- CLI: flask qualtrics subscribe | list | delete ----
+
+cli = AppGroup("qualtrics", help="Qualtrics event subscriptions (the survey's webhook).")
+
+
+def _cli_settings(*needed: str) -> dict:
+    settings = current_app.extensions["peerline"].settings
+    missing = [k for k in needed if not settings.get(k)]
+    if missing:
+        raise click.ClickException(f"Set {', '.join(missing)} first (environment or .env).")
+    return settings
+
+
+def _masked(url: str) -> str:
+    return re.sub(r"(token=)[^&]*", r"\1****", url or "")
+
+
+def _call(method: str, path: str, settings: dict, **kwargs) -> dict:
+    try:
+        answer = requests.request(method, f"{api_base(settings)}/API/v3/{path}", headers=_headers(settings),
+                                  timeout=float(settings["OUTSIDE_TIMEOUT_SECONDS"]), **kwargs)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"Could not reach Qualtrics at {api_base(settings)} ({type(exc).__name__}).")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if not answer.ok:
+        error = ((body.get("meta") or {}).get("error") or {}).get("errorMessage", "") if isinstance(body, dict) else ""
+        raise click.ClickException(f"Qualtrics answered HTTP {answer.status_code}" + (f": {error}" if error else "")
+                                   + (" (check QUALTRICS_API_TOKEN and that its user is a brand administrator)"
+                                      if answer.status_code in (401, 403) else ""))
+    return body if isinstance(body, dict) else {}
+
+
+@cli.command("subscribe")
+@click.option("--survey", required=True, help="The survey id, SV_...")
+def subscribe(survey):
+    """Ask Qualtrics to tell this server about every completed response of a survey."""
+    settings = _cli_settings("QUALTRICS_API_URL", "QUALTRICS_API_TOKEN", "QUALTRICS_WEBHOOK_TOKEN", "PUBLIC_BASE_URL")
+    if not SURVEY_ID.fullmatch(survey):
+        raise click.BadParameter("a survey id looks like SV_ followed by letters and digits", param_hint="--survey")
+    if survey not in survey_ids():
+        click.echo(f"warning: {survey} is not in {FORM_FILE.relative_to(ROOT)} [survey] ids: its notices "
+                   "will be refused (403) until you add it and restart.", err=True)
+    if not settings["PUBLIC_BASE_URL"].startswith("https://"):
+        click.echo("warning: PUBLIC_BASE_URL is not https; the webhook token would travel in clear.", err=True)
+    url = f"{settings['PUBLIC_BASE_URL']}/webhooks/qualtrics?token={settings['QUALTRICS_WEBHOOK_TOKEN']}"
+    body = {"topics": f"surveyengine.completedResponse.{survey}", "publicationUrl": url, "encrypt": False}
+    if settings.get("QUALTRICS_SHARED_KEY"):
+        body["sharedKey"] = settings["QUALTRICS_SHARED_KEY"]
+    result = _call("POST", "eventsubscriptions/", settings, json=body).get("result") or {}
+    click.echo(f"Subscribed {result.get('id', '(no id returned)')}: completed responses of {survey} "
+               f"are sent to {_masked(url)}")
+
+
+@cli.command("list")
+def list_subscriptions():
+    """Event subscriptions of the token's brand."""
+    settings = _cli_settings("QUALTRICS_API_URL", "QUALTRICS_API_TOKEN")
+    result = _call("GET", "eventsubscriptions/", settings).get("result") or {}
+    elements = result.get("elements", []) if isinstance(result, dict) else result
+    if not elements:
+        click.echo("No event subscriptions.")
+    for sub in elements:
+        click.echo(f"{sub.get('id', '?')}  {sub.get('topics', '')}  {_masked(sub.get('publicationUrl', ''))}")
+
+
+@cli.command("delete")
+@click.argument("subscription_id")
+def delete_subscription(subscription_id):
+    """Remove an event subscription (see `list` for ids)."""
+    settings = _cli_settings("QUALTRICS_API_URL", "QUALTRICS_API_TOKEN")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", subscription_id):
+        raise click.BadParameter("not a subscription id", param_hint="SUBSCRIPTION_ID")
+    _call("DELETE", f"eventsubscriptions/{subscription_id}", settings)
+    click.echo(f"Deleted {subscription_id}.")
+
+
+def init_app(app) -> None:
+    """A configured Qualtrics form must have a mapping that fits the program: stop the start if not."""
+    if app.config.get("QUALTRICS_WEBHOOK_TOKEN") or app.config.get("QUALTRICS_API_TOKEN"):
+        load_form(app.extensions["peerline"].program)
