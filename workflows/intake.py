@@ -137,9 +137,53 @@ def notify_reviewers(ctx, case: Case) -> int:
                                      phone=reviewer.phone, email=reviewer.email)
         for template in ("new_case_reviewer_sms", "new_case_reviewer_email"):
             if notify.send(ctx, case_id=case.case_id, kind="new_case", template=template,
-                           recipient=recipient, values=values) == "sent":
+                           recipient=recipient, values=values, crisis=case.urgency == "Crisis") == "sent":
                 sent += 1
     return sent
+
+
+def escalate_crisis(ctx, case: Case) -> None:
+    """A request in crisis, at once and whatever the hour: an SMS to every on-call reviewer,
+    an email to the program leads (a reference and an instruction, no detail), and the
+    crisis resources (988 and the program's own) to the requester through their preferred
+    channel, or the other one when that fails. An Event for each message. Safe to repeat:
+    every message goes through the ledger, every Event is written once."""
+    values = {"ref": case.ref, "link": coordinator_link(ctx)}
+    reviewers = ctx.store.reviewers()
+    for reviewer in [r for r in reviewers if r.on_call]:
+        status = notify.send(ctx, case_id=case.case_id, kind="crisis", template="crisis_reviewer_sms",
+                             recipient=notify.Recipient(key=f"reviewer:{reviewer.record_id}",
+                                                        role="On-call reviewer", phone=reviewer.phone),
+                             values=values, crisis=True)
+        add_event_once(ctx, case, f"Crisis alert by SMS to on-call reviewer {reviewer.name}: {status}")
+    for lead in [r for r in reviewers if r.program_lead]:
+        status = notify.send(ctx, case_id=case.case_id, kind="crisis", template="crisis_lead_email",
+                             recipient=notify.Recipient(key=f"reviewer:{lead.record_id}", role="Program lead",
+                                                        email=lead.email),
+                             values=values, crisis=True)
+        add_event_once(ctx, case, f"Crisis alert by email to program lead {lead.name}: {status}")
+    send_crisis_resources(ctx, case)
+    log.warning("crisis escalated case=%s", case.case_id)
+
+
+def send_crisis_resources(ctx, case: Case) -> str:
+    """The crisis resources to the requester's own contact: no detail of the request."""
+    requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
+                                 email=case.requester_email)
+    preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
+    channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
+    if not channels:
+        add_event_once(ctx, case, "Crisis resources not sent: no phone or email on the request")
+        return "failed"
+    for channel in channels:
+        status = notify.send(ctx, case_id=case.case_id, kind="crisis_resources",
+                             template=f"crisis_requester_{channel}", recipient=requester,
+                             values={"ref": case.ref}, crisis=True)
+        add_event_once(ctx, case, f"Crisis resources to the requester by {'SMS' if channel == 'sms' else 'email'}: "
+                                  f"{status}")
+        if status != "failed":
+            break   # the preferred channel carries it; the other is only a fallback
+    return status
 
 
 def coordinator_link(ctx) -> str:
@@ -167,6 +211,8 @@ def process_submission(ctx, inbox_id: int) -> str | None:
             if case is None:
                 case = ctx.store.create_case(build_case(ctx, row, req, problems, case_id))
         add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
+        if case.urgency == "Crisis":
+            escalate_crisis(ctx, case)
         notify_reviewers(ctx, case)
         add_event_once(ctx, case, "Reviewers notified")
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
