@@ -385,3 +385,47 @@ def test_property_generators_reach_every_rule():
     collect()
     assert set(seen) >= set(matching.LEFT_OUT_ORDER), seen
 
+
+# ---- at intake ----
+
+def suggested_names(case):
+    return [re.match(r"\d+\. (.+?) \(", line).group(1) for line in case.suggested_supporters.splitlines()]
+
+
+def test_intake_writes_suggestions_that_keep_the_rules(client, ctx, roster, run_worker):
+    from tests.test_intake import submit
+    submit(client, outside_my_institution="y", department_preference="Different")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.outside_my_institution and case.role_preference == "Same"
+    by_name = {s.name: s for s in ctx.store.supporters()}
+    chosen = [by_name[n] for n in suggested_names(case)]
+    assert len(chosen) == 3
+    assert all(s.institution != "NCH" and s.role == "Nurse" and s.active for s in chosen)
+    for line in case.suggested_supporters.splitlines():
+        assert "outside requester's hospital; same role; 0 open cases; never assigned" in line
+    for secret in ("Zebulon", "Surgery", "Perioperative", "0123"):
+        assert secret not in case.suggested_supporters
+
+
+def test_intake_never_suggests_the_requester_or_a_full_supporter(client, ctx, roster, run_worker):
+    from tests.test_intake import submit
+    drew = next(s for s in ctx.store.supporters() if s.name == "Drew Kim")   # NCH nurse, Emergency Nursing
+    # Control: asked for his specialty by someone else, Drew is the first suggestion.
+    submit(client, requester_phone="+1 555 010 0999", specialty="Emergency Nursing")
+    # The same request from Drew himself (his number written another way) must not suggest him.
+    submit(client, requester_phone="(555) 010-1108", specialty="Emergency Nursing")
+    run_worker()
+    [control] = [c for c in ctx.store.list_cases() if c.requester_phone.endswith("0999")]
+    [own] = [c for c in ctx.store.list_cases() if c.requester_phone.endswith("1108")]
+    assert suggested_names(control)[0] == "Drew Kim"
+    assert "Drew Kim" not in own.suggested_supporters and len(suggested_names(own)) == 3
+
+    # Drew now carries his Max Open Cases: a new request does not suggest him either.
+    for n in range(drew.max_open_cases):
+        ctx.store.create_case(Case(case_id=f"PS-90{n}", source="web", source_response_id=f"web:full-{n}",
+                                   submitted_at=NOW, status="Assigned", assigned_supporter=drew.record_id))
+    submit(client, requester_phone="+1 555 010 0998", specialty="Emergency Nursing")
+    run_worker()
+    [third] = [c for c in ctx.store.list_cases() if c.requester_phone.endswith("0998")]
+    assert "Drew Kim" not in third.suggested_supporters and len(suggested_names(third)) == 3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from workflows import notify
+from workflows import matching, notify
 from workflows.model import (CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Case, Event,
                              Request)
 
@@ -209,7 +209,12 @@ def process_submission(ctx, inbox_id: int) -> str | None:
         with ctx.db.lock(f"case:{row['source_key']}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row["source_key"])
             if case is None:
-                case = ctx.store.create_case(build_case(ctx, row, req, problems, case_id))
+                new_case = build_case(ctx, row, req, problems, case_id)
+                # Suggestions go in with the case: one write, and a coordinator sees them at once.
+                new_case.suggested_supporters = matching.suggested_supporters(
+                    new_case, ctx.store.supporters(), ctx.program, ctx.now(),
+                    open_cases=matching.open_case_counts(ctx.store.list_cases()))
+                case = ctx.store.create_case(new_case)
         add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
         if case.urgency == "Crisis":
             escalate_crisis(ctx, case)
