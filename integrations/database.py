@@ -408,7 +408,8 @@ class Database:
                 .where(sa.or_(
                     sa.and_(messages.c.status.in_(("pending", "held", "retry")),
                             sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now)),
-                    sa.and_(messages.c.status == "sending", messages.c.claimed_until < now)))
+                    sa.and_(messages.c.status == "sending",
+                            sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < now))))
                 .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds),
                         attempts=messages.c.attempts + 1))
         with self.engine.begin() as conn:
@@ -436,7 +437,8 @@ class Database:
         stmt = sa.select(messages.c.key).where(sa.or_(
             sa.and_(messages.c.status.in_(("held", "retry")), messages.c.next_attempt_at <= now),
             sa.and_(messages.c.status == "pending", messages.c.created_at < now - timedelta(seconds=stale_seconds)),
-            sa.and_(messages.c.status == "sending", messages.c.claimed_until < now),
+            sa.and_(messages.c.status == "sending",
+                    sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < now)),
         )).order_by(messages.c.crisis.desc(), messages.c.created_at).limit(limit)
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(stmt)]

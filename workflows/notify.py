@@ -273,9 +273,10 @@ def deliver(ctx, key: str) -> str:
         return _attempt_failed(ctx, row, exc)
     except Exception as exc:  # a provider client's own failure: its text may quote the message
         return _attempt_failed(ctx, row, SendFailed(type(exc).__name__, permanent=False))
-    ctx.db.ledger_update(key, provider_id=provider_id, sent_at=now, error="", claimed_until=None,
-                         next_attempt_at=None)
-    ctx.db.ledger_advance(key, "sent", ("sending",))
+    # One statement: a worker killed here leaves either a claim that runs out or a sent row.
+    recorded = dict(provider_id=provider_id, sent_at=now, error="", claimed_until=None, next_attempt_at=None)
+    if not ctx.db.ledger_advance(key, "sent", ("sending",), **recorded):
+        ctx.db.ledger_update(key, **recorded)    # a delivery report got there first
     log.info("message sent case=%s kind=%s channel=%s role=%s", row["case_id"], row["kind"], channel,
              row["recipient_role"])
     _mirror(ctx, key)
