@@ -55,7 +55,6 @@ ERROR_RETRIES = 3
 #: Supporters, reviewers and resources are read for every case; a coordinator's edit in
 #: Airtable shows within this many seconds.
 ROSTER_CACHE_SECONDS = 60.0
-MAX_RECORDS_PER_REQUEST = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +127,6 @@ SPECS = {table: {spec.name: spec for spec in specs} for table, specs in SCHEMA.i
 CASE_KEY = "Source Response ID"
 ROSTER_KEYS = ["Name", "Institution"]
 MESSAGE_KEY = "Key"
-EVENT_FIELDS = {"event": "Event", "case_id": "Case", "at": "At", "actor": "Actor"}
 
 
 def _to_cell(spec: FieldSpec, value):
@@ -317,8 +315,8 @@ class AirtableCaseStore:
         self.roster_cache_seconds = roster_cache_seconds
         self.monotonic = time.monotonic        # injectable, for the roster cache's age
         self._roster_cache: dict[str, tuple[float, list]] = {}
+        self._roster_locks = {t: threading.Lock() for t in (SUPPORTERS, REVIEWERS, RESOURCES)}
         self._case_records: dict[str, str] = {}     # Case ID -> rec id; a record's id never changes
-        self._lock = threading.Lock()
         self._last_miss = threading.local()
 
     @classmethod
@@ -429,15 +427,13 @@ class AirtableCaseStore:
         return self._roster(RESOURCES, Resource, RESOURCE_FIELDS)
 
     def _roster(self, table: str, cls, names: dict) -> list:
-        now = self.monotonic()
-        with self._lock:
+        with self._roster_locks[table]:     # one reader per table; the other threads wait for it
+            now = self.monotonic()
             cached = self._roster_cache.get(table)
-        if cached and now - cached[0] < self.roster_cache_seconds:
+            if cached is None or now - cached[0] >= self.roster_cache_seconds:
+                items = [_object_from(r, cls, names, table) for r in self.table(table).all(page_size=100)]
+                cached = self._roster_cache[table] = (now, items)
             return list(cached[1])
-        items = [_object_from(r, cls, names, table) for r in self.table(table).all(page_size=100)]
-        with self._lock:
-            self._roster_cache[table] = (now, items)
-        return list(items)
 
     def import_roster(self, roster: Roster) -> dict:
         """Upsert on Name + Institution. Airtable merges only on cells that have a value, so
@@ -462,8 +458,8 @@ class AirtableCaseStore:
                 if creates:
                     self.table(table).batch_create(creates)
             counts[label] = len(items)
-        with self._lock:
-            self._roster_cache.clear()
+            with self._roster_locks[table]:
+                self._roster_cache.pop(table, None)
         return counts
 
     def roster_is_empty(self) -> bool:
