@@ -394,3 +394,11 @@ def test_the_form_to_a_case_in_airtable_with_reviewers_told(fake, client, ctx, r
     # find, upsert, 2 x (events read + write), a mirror per message, and the first reads of
     # supporters and reviewers (then cached) and of the open cases (for matching).
     assert used <= 2 + 2 * 2 + len(mirrored) + 3
+
+
+def test_airtable_commands_say_when_airtable_is_not_configured(tmp_path):
+    from app import create_app
+    app = create_app({"DATA_DIR": str(tmp_path / "plain"), "SECRET_KEY": "test-secret"})
+    result = app.test_cli_runner().invoke(args=["airtable", "check"])
+    assert result.exit_code != 0 and "Airtable is not configured" in result.output
+    database.dispose_engines()
