@@ -29,6 +29,7 @@ import re
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from email.message import Message
 
 import python_http_client
 import requests
@@ -95,8 +96,8 @@ class _Answer:
         return self._headers
 
 
-def _message(headers):
-    from email.message import Message
+def _message(headers) -> Message:
+    """Response headers as urllib hands them over (an email.message.Message)."""
     out = Message()
     for name, value in headers.items():
         out[name] = value

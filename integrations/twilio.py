@@ -305,4 +305,4 @@ def simulate(phone, text):
         raise click.ClickException(f"the SMS webhook answered {answer.status_code}: "
                                    f"{answer.get_data(as_text=True)[:200]}")
     replies = [m.text or "" for m in ElementTree.fromstring(answer.get_data()).iter("Message")]
-    click.echo("\n".join(replies) if replies else "(no reply: Twilio answers STOP and START itself)")
+    click.echo("\n".join(replies) if replies else "(no reply from Peerline: STOP and START get Twilio's own answer)")
