@@ -288,11 +288,14 @@ class Database:
         return out
 
     def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
-        """Take a row for processing; only one worker wins, and a dead worker's lease runs out."""
+        """Take a row for processing; only one worker wins, a dead worker's lease runs out, and
+        a retry waits for its time (extra copies of the task in the queue are no-ops)."""
         now = utcnow()
         stmt = (inbox.update()
                 .where(inbox.c.id == inbox_id)
-                .where(sa.or_(inbox.c.status.in_(("new", "retry")),
+                .where(sa.or_(inbox.c.status == "new",
+                              sa.and_(inbox.c.status == "retry",
+                                      sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= now)),
                               sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now)))
                 .values(status="processing", lease_until=now + timedelta(seconds=lease_seconds),
                         attempts=inbox.c.attempts + 1, updated_at=now))

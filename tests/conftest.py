@@ -100,6 +100,7 @@ def drain(ctx, *, advance=timedelta(hours=2), rounds=20) -> None:
             return
         from workflows import intake
         for inbox_id in ids:
+            ctx.db._set_inbox(inbox_id, next_attempt_at=None)   # skip the backoff wait
             intake.process_submission(ctx, inbox_id)
 
 

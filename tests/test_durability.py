@@ -19,7 +19,6 @@ import pytest
 from config import settings as settings_module
 from config.settings import ROOT
 from integrations import database
-from workflows import tasks
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +37,8 @@ def start_worker(env) -> subprocess.Popen:
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
 def backend_env(request, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in settings_module.DEFAULTS}
-    env.update(DATA_DIR=str(tmp_path / "var"), SECRET_KEY="durability", INBOX_LEASE_SECONDS="1",
-               RETRY_BASE_SECONDS="1")
+    env.update(DATA_DIR=str(tmp_path / "var"), SECRET_KEY="durability", INBOX_LEASE_SECONDS="2",
+               RETRY_BASE_SECONDS="1", RETRY_MAX_ATTEMPTS="20")
     if request.param in ("postgres", "redis"):
         env["DATABASE_URL"] = request.getfixturevalue("pg_url")
     if request.param == "redis":
@@ -59,15 +58,12 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
     from integrations import build_context
     ctx = build_context(values)
     ctx.store.import_roster(read_roster_csv(roster_csv)[0])
-    queue = tasks.make_huey(values)
-    courier = queue.task(name="process_submission")(lambda inbox_id: None)
-
-    ids = []
-    for n in range(SUBMISSIONS):
-        inbox_id, _ = ctx.db.record_submission(source="web", source_key=f"web:crash-{n}",
-                                               payload={"answers": ANSWERS})
-        queue.enqueue(courier.s(inbox_id))
-        ids.append(inbox_id)
+    ids = [ctx.db.record_submission(source="web", source_key=f"web:crash-{n}", payload={"answers": ANSWERS})[0]
+           for n in range(SUBMISSIONS)]
+    # Queue them as the web process does, through the same code and settings.
+    subprocess.run([sys.executable, "-c", "import sys; from workflows import tasks; "
+                    "[tasks.enqueue_submission(int(i)) for i in sys.argv[1:]]", *map(str, ids)],
+                   cwd=ROOT, env=backend_env, check=True)
 
     rng = random.Random(4821)
     progress = []
@@ -83,7 +79,7 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         progress.append(Counter(r["status"] for r in ctx.db.list_inbox()))
     # The kills really landed mid-flight: rows were left claimed by a dead worker.
     assert any(p["processing"] for p in progress), progress
-    time.sleep(1.1)      # the dead workers' leases run out
+    time.sleep(2.1)      # the dead workers' leases run out
     worker = start_worker(backend_env)
     try:
         deadline = time.monotonic() + 60
@@ -97,7 +93,8 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         worker.wait(timeout=20)
 
     rows = ctx.db.list_inbox()
-    assert Counter(r["status"] for r in rows) == {"done": SUBMISSIONS}
+    assert Counter(r["status"] for r in rows) == {"done": SUBMISSIONS}, [(r["status"], r["attempts"], r["last_error"]) for r in rows if r["status"] != "done"] + [
+        (m["key"], m["status"], m["claimed_until"]) for m in ctx.db.ledger_rows() if m["status"] != "sent"] + [str(ctx.now())]
     cases = ctx.store.list_cases()
     assert len(cases) == SUBMISSIONS
     assert len({c.source_response_id for c in cases}) == SUBMISSIONS

@@ -239,6 +239,13 @@ def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
 def _fail(ctx, row: dict, exc: Exception) -> None:
     error = describe_error(exc)
     attempts, limit = row["attempts"], int(ctx.settings["RETRY_MAX_ATTEMPTS"])
+    if isinstance(exc, notify.MessageInFlight):
+        # Not a failure of anything outside: another worker holds a message (or died
+        # holding it). Try again when its claim runs out, without growing the backoff.
+        delay = int(ctx.settings["INBOX_LEASE_SECONDS"])
+        ctx.db.retry_submission(row["id"], error, ctx.now() + timedelta(seconds=delay))
+        _schedule(ctx, row["id"], delay)
+        return
     if attempts >= limit or isinstance(exc, PermanentError):
         ctx.db.park_submission(row["id"], error)
         log.error("submission parked inbox=%s source=%s attempts=%s error=%s",
@@ -246,12 +253,16 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
         return
     delay = min(int(ctx.settings["RETRY_BASE_SECONDS"]) * 2 ** (attempts - 1), 3600)
     ctx.db.retry_submission(row["id"], error, ctx.now() + timedelta(seconds=delay))
-    try:
-        ctx.enqueue(row["id"], delay=delay)
-    except Exception:  # the sweep will find the row when it is due
-        log.warning("could not schedule retry inbox=%s; the sweep will", row["id"])
+    _schedule(ctx, row["id"], delay)
     log.warning("submission will retry inbox=%s source=%s attempt=%s in=%ss error=%s",
                 row["id"], row["source"], attempts, delay, error)
+
+
+def _schedule(ctx, inbox_id: int, delay: int) -> None:
+    try:
+        ctx.enqueue(inbox_id, delay=delay)
+    except Exception:  # the sweep will find the row when it is due
+        log.warning("could not schedule retry inbox=%s; the sweep will", inbox_id)
 
 
 def describe_error(exc: Exception) -> str:
