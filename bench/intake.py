@@ -125,7 +125,7 @@ def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="peerline-bench-")
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
     env.update(DATA_DIR=data_dir, SECRET_KEY="bench", RATELIMIT_ENABLED="false",
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), **WEBHOOK_SETTINGS)
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
 
@@ -166,9 +166,36 @@ def main() -> None:
               f"{r['rps'] / base['rps']:>9.2f} {r['p99'] / base['p99']:>9.2f}  {r['statuses']}")
 
 
+WEBHOOK_TOKEN = "bench-webhook-token"
+FORM_ENCODED = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
 def extra_routes():
-    """Webhook routes measured beside /request (none until those integrations exist)."""
-    return []
+    """The form systems' webhook routes, each notice with a fresh id (a repeated id would
+    measure only the duplicate path). Bodies are the test fixtures, in the real formats."""
+    from urllib.parse import parse_qsl
+    fixtures = ROOT / "tests" / "fixtures"
+    qualtrics = dict(parse_qsl((fixtures / "qualtrics" / "completed_response__plain.txt").read_text().strip()))
+    redcap = dict(parse_qsl((fixtures / "redcap" / "det__survey_complete.txt").read_text().strip()))
+
+    def qualtrics_notice():
+        body = urlencode({**qualtrics, "ResponseID": "R_" + uuid.uuid4().hex[:15]})
+        return "POST", f"/webhooks/qualtrics?token={WEBHOOK_TOKEN}", body, FORM_ENCODED
+
+    def redcap_trigger():
+        body = urlencode({**redcap, "record": str(uuid.uuid4().int % 10**9)})
+        return "POST", f"/webhooks/redcap?token={WEBHOOK_TOKEN}", body, FORM_ENCODED
+
+    return [("POST /webhooks/qualtrics", qualtrics_notice), ("POST /webhooks/redcap", redcap_trigger)]
+
+
+#: Form systems configured for the run; their APIs are never called (no worker runs).
+WEBHOOK_SETTINGS = {
+    "QUALTRICS_API_URL": "http://127.0.0.1:9", "QUALTRICS_API_TOKEN": "unused",
+    "QUALTRICS_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+    "REDCAP_API_URL": "http://127.0.0.1:9/api/", "REDCAP_API_TOKEN": "unused",
+    "REDCAP_PROJECT_ID": "12", "REDCAP_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+}
 
 
 if __name__ == "__main__":
