@@ -20,7 +20,6 @@ An unconfigured route (no QUALTRICS_WEBHOOK_TOKEN) answers 404; a wrong token 40
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import logging
 import re
@@ -32,6 +31,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
 from config.settings import ROOT
+from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 from workflows.model import CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Request
@@ -50,34 +50,27 @@ bp = Blueprint("qualtrics", __name__, url_prefix="/webhooks")
 
 # ---- the webhook (web process: verify, record, enqueue, answer) ----
 
-def _bad(field: str, why: str):
-    return jsonify(error=f"{field}: {why}", field=field), 400
-
-
 @bp.route("/qualtrics", methods=["GET", "POST"])
 def notice():
     ctx = current_app.extensions["peerline"]
-    expected = ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN")
-    if not expected:
-        return jsonify(error="Qualtrics is not configured on this server"), 404
-    if not hmac.compare_digest(request.args.get("token", "").encode(), expected.encode()):
-        log.warning("qualtrics notice refused: wrong or missing token")
-        return jsonify(error="forbidden"), 403
+    refused = refuse_without_token(ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN"), "Qualtrics")
+    if refused:
+        return refused
     if request.method == "GET":   # some Qualtrics set-ups probe the URL with a GET
         return jsonify(status="ok")
 
     form = request.form
     topic = form.get("Topic", "")
     if not topic:
-        return _bad("Topic", "missing")
+        return bad_request("Topic", "missing")
     fields = form
     if "MSG" in form:   # the shared-key shape: Topic + HMAC + MSG
         try:
             fields = json.loads(form["MSG"])
         except ValueError:
-            return _bad("MSG", "not JSON")
+            return bad_request("MSG", "not JSON")
         if not isinstance(fields, dict):
-            return _bad("MSG", "not a JSON object")
+            return bad_request("MSG", "not a JSON object")
     completed = COMPLETED_TOPIC.search(topic)
     if completed is None:   # partial responses and every other topic
         log.info("qualtrics notice ignored: not a completed response")
@@ -85,29 +78,23 @@ def notice():
     topic_survey = completed.group(1)
     response_id, survey_id = fields.get("ResponseID"), fields.get("SurveyID", topic_survey)
     if not response_id:
-        return _bad("ResponseID", "missing")
+        return bad_request("ResponseID", "missing")
     if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
-        return _bad("ResponseID", "not a Qualtrics response id")
+        return bad_request("ResponseID", "not a Qualtrics response id")
     if not isinstance(survey_id, str) or not SURVEY_ID.fullmatch(survey_id):
-        return _bad("SurveyID", "not a Qualtrics survey id")
+        return bad_request("SurveyID", "not a Qualtrics survey id")
     if survey_id != topic_survey:
-        return _bad("SurveyID", "does not match Topic")
+        return bad_request("SurveyID", "does not match Topic")
     if survey_id not in survey_ids():
         log.warning("qualtrics notice refused: survey %s is not in %s", survey_id, FORM_FILE.name)
         return jsonify(error="unknown survey"), 403
 
     try:
-        inbox_id, new = ctx.db.record_submission(
-            source=SOURCE, source_key=f"qualtrics:{response_id}",
-            payload={"survey_id": survey_id, "response_id": response_id})
+        inbox_id, new = record_and_enqueue(ctx, source=SOURCE, source_key=f"qualtrics:{response_id}",
+                                           payload={"survey_id": survey_id, "response_id": response_id})
     except Exception:
         log.exception("qualtrics notice not recorded response=%s", response_id)
         return jsonify(error="could not record the notice; please retry"), 503, {"Retry-After": "60"}
-    if new:
-        try:
-            ctx.enqueue(inbox_id)
-        except Exception:  # the inbox row is the truth; the sweep will queue it
-            log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
     log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
     return jsonify(status="received")
 

@@ -22,7 +22,6 @@ An unconfigured route (no REDCAP_WEBHOOK_TOKEN) answers 404; a wrong token 403.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import re
 import tomllib
@@ -34,6 +33,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
 from config.settings import ROOT
+from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 # The same program vocabulary and the same lead alert as the Qualtrics form.
 from integrations.qualtrics import alert_leads, allowed_values
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
@@ -54,40 +54,33 @@ bp = Blueprint("redcap", __name__, url_prefix="/webhooks")
 
 # ---- the webhook (web process: verify, record, enqueue, answer) ----
 
-def _bad(field: str, why: str):
-    return jsonify(error=f"{field}: {why}", field=field), 400
-
-
 @bp.post("/redcap")
 def data_entry_trigger():
     ctx = current_app.extensions["peerline"]
-    expected = ctx.settings.get("REDCAP_WEBHOOK_TOKEN")
-    if not expected:
-        return jsonify(error="REDCap is not configured on this server"), 404
-    if not hmac.compare_digest(request.args.get("token", "").encode(), expected.encode()):
-        log.warning("redcap trigger refused: wrong or missing token")
-        return jsonify(error="forbidden"), 403
+    refused = refuse_without_token(ctx.settings.get("REDCAP_WEBHOOK_TOKEN"), "REDCap")
+    if refused:
+        return refused
 
     form = request.form
     project_id = form.get("project_id", "")
     if not project_id:
-        return _bad("project_id", "missing")
+        return bad_request("project_id", "missing")
     if project_id != str(ctx.settings.get("REDCAP_PROJECT_ID") or ""):
         log.warning("redcap trigger refused: project is not REDCAP_PROJECT_ID")
         return jsonify(error="unknown project"), 403
     for name in ("instrument", "record"):
         if not form.get(name):
-            return _bad(name, "missing")
+            return bad_request(name, "missing")
     instrument, record = form["instrument"], form["record"]
     if not NAME.fullmatch(instrument):
-        return _bad("instrument", "not a REDCap instrument name")
+        return bad_request("instrument", "not a REDCap instrument name")
     if not RECORD.fullmatch(record):
-        return _bad("record", "not a REDCap record name")
+        return bad_request("record", "not a REDCap record name")
     if instrument != request_instrument():
         return jsonify(status="ignored")   # another instrument of the project
     complete_field = f"{instrument}_complete"
     if complete_field not in form:
-        return _bad(complete_field, "missing")
+        return bad_request(complete_field, "missing")
     if form[complete_field] != "2":
         return jsonify(status="ignored")   # a page save, or saved Incomplete/Unverified
     event = form.get("redcap_event_name", "")
@@ -96,23 +89,18 @@ def data_entry_trigger():
     for name, value, pattern in (("redcap_event_name", event, NAME), ("redcap_repeat_instance", instance, INSTANCE),
                                  ("redcap_repeat_instrument", repeat_instrument, NAME)):
         if value and not pattern.fullmatch(value):
-            return _bad(name, "not a REDCap name or number")
+            return bad_request(name, "not a REDCap name or number")
     if _host(form.get("redcap_url", "")) not in ("", _host(ctx.settings.get("REDCAP_API_URL") or "")):
         log.warning("redcap trigger names another REDCap server in redcap_url; it is not called")
 
     key = f"redcap:{project_id}:{record}" + (f":{event}:{instance or 1}" if event or instance else "")
     try:
-        inbox_id, new = ctx.db.record_submission(source=SOURCE, source_key=key, payload={
+        inbox_id, new = record_and_enqueue(ctx, source=SOURCE, source_key=key, payload={
             "project_id": project_id, "record": record, "instrument": instrument, "event": event,
             "repeat_instance": instance, "repeat_instrument": repeat_instrument})
     except Exception:
         log.exception("redcap trigger not recorded project=%s", project_id)
         return jsonify(error="could not record the trigger; please save again"), 503, {"Retry-After": "60"}
-    if new:
-        try:
-            ctx.enqueue(inbox_id)
-        except Exception:  # the inbox row is the truth; the sweep will queue it
-            log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
     log.info("redcap trigger received inbox=%s project=%s new=%s", inbox_id, project_id, new)
     return jsonify(status="received")
 

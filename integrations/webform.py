@@ -19,6 +19,7 @@ from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
 
+from integrations._webhooks import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
 
 log = logging.getLogger("peerline.webform")
@@ -98,13 +99,8 @@ def request_form():
             "department_preference", "outside_my_institution", "urgency", "flyer")}
         submission = form.submission_id.data if re.fullmatch(r"[0-9a-f]{32}", form.submission_id.data or "") \
             else uuid.uuid4().hex
-        inbox_id, new = ctx.db.record_submission(source="web", source_key=f"web:{submission}",
-                                                 payload={"answers": answers})
-        if new:
-            try:
-                ctx.enqueue(inbox_id, crisis=answers["urgency"] == "Crisis")
-            except Exception:  # the inbox row is the truth; the sweep will queue it
-                log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
+        inbox_id, new = record_and_enqueue(ctx, source="web", source_key=f"web:{submission}",
+                                           payload={"answers": answers}, crisis=answers["urgency"] == "Crisis")
         log.info("request received inbox=%s new=%s", inbox_id, new)
         return redirect(url_for("webform.thanks", urgent=1 if answers["urgency"] == "Crisis" else None), 303)
     status = 400 if request.method == "POST" else 200
