@@ -221,7 +221,8 @@ def _make_engine(url: str) -> sa.Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: a database error's message must not quote a request's answers.
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
@@ -242,7 +243,7 @@ def _make_engine(url: str) -> sa.Engine:
             dbapi_conn.isolation_level = None
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
 def _owner() -> str:

@@ -148,3 +148,18 @@ def test_request_from_answers_never_raises_on_junk():
     assert req.urgency == "Crisis"
     assert any(p.startswith("Institution") for p in problems)
 
+
+
+def test_a_database_error_does_not_quote_the_answers(ctx):
+    """Errors are logged with tracebacks; SQL errors must not carry the request's text."""
+    import sqlalchemy as sa
+    from integrations import database
+    with ctx.db.engine.begin() as conn:
+        conn.execute(database.inbox.insert().values(
+            source="web", source_key="web:dup", received_at=ctx.now(), payload="{}", status="new"))
+    with pytest.raises(sa.exc.IntegrityError) as err:
+        with ctx.db.engine.begin() as conn:
+            conn.execute(database.inbox.insert().values(
+                source="web", source_key="web:dup", received_at=ctx.now(),
+                payload='{"requester_name": "Zebulon Canary"}', status="new"))
+    assert "Zebulon" not in str(err.value)
