@@ -85,6 +85,10 @@ class FakeAirtable:
         """Answer the next `count` requests to the base with `status` (e.g. 503)."""
         self._refusals.setdefault(base_id, []).extend([status] * count)
 
+    def stop_refusing(self, base_id: str) -> None:
+        """Answer normally again (the outage is over)."""
+        self._refusals.pop(base_id, None)
+
     def penalize(self, base_id: str) -> None:
         """Act as if someone else just exceeded the base's rate limit."""
         self._blocked_until[base_id] = self.clock() + self.penalty_seconds
