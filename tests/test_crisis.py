@@ -179,3 +179,18 @@ def test_crisis_work_jumps_the_queue_backlog_on_every_queue_backend(tmp_path):
         queue.enqueue(courier.s(99, priority=tasks.PRIORITY_CRISIS))
         assert queue.dequeue().args == (99,), name
         queue.flush()
+
+
+
+def test_a_crisis_request_for_a_colleague_alerts_reviewers_but_does_not_contact_the_colleague(
+        client, ctx, roster, providers, run_worker):
+    """The colleague has not agreed to be contacted yet: only the reviewers act."""
+    submit(client, for_whom="Colleague", urgency="Crisis", requester_email="colleague@example.org")
+    run_worker()
+    case = crisis_case(ctx)
+    texted = {m["To"] for m in sms_sent(providers)}
+    mailed = {p["to"][0]["email"] for m in mails_sent(providers) for p in m["personalizations"]}
+    assert {r.phone for r in roster.reviewers if r.on_call} <= texted
+    assert "+15550100123" not in texted and "colleague@example.org" not in mailed
+    assert "Crisis resources not sent: request made for a colleague; on-call reviewers decide" in \
+        [e.event for e in ctx.store.list_events(case.case_id)]

@@ -167,7 +167,14 @@ def escalate_crisis(ctx, case: Case) -> None:
 
 
 def send_crisis_resources(ctx, case: Case) -> str:
-    """The crisis resources to the requester's own contact: no detail of the request."""
+    """The crisis resources to the requester's own contact: no detail of the request.
+
+    Not for a request made on a colleague's behalf: the contact on file is the colleague's,
+    who has not yet agreed to be contacted (a reviewer checks that first); the person who
+    referred them saw the crisis resources on the form and its confirmation page."""
+    if case.for_whom == "Colleague":
+        add_event_once(ctx, case, "Crisis resources not sent: request made for a colleague; on-call reviewers decide")
+        return "skipped"
     requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
                                  email=case.requester_email)
     preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
@@ -192,7 +199,7 @@ def coordinator_link(ctx) -> str:
         return configured
     if ctx.settings.get("AIRTABLE_BASE_ID"):
         return f"https://airtable.com/{ctx.settings['AIRTABLE_BASE_ID']}"
-    return "the case list on the Peerline server (flask --app app cases list)"
+    return "flask cases list"
 
 
 def process_submission(ctx, inbox_id: int) -> str | None:
