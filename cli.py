@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from workflows import tasks
 from workflows.model import Resource, Reviewer, Roster, Supporter
@@ -103,6 +103,7 @@ def _fmt(value) -> str:
 
 
 @click.command("outbox")
+@with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def outbox_cmd(as_json):
     """Messages the embedded SMS and email provider has 'sent'."""
@@ -155,6 +156,7 @@ def cases_list(status):
 
 
 @click.command("sweep")
+@with_appcontext
 def sweep_cmd():
     """Queue every unfinished submission now (the worker also does this every minute)."""
     click.echo(f"Queued {tasks.sweep(_ctx())} submissions.")
