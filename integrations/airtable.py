@@ -197,9 +197,8 @@ class Throttle:
 
     def wait(self, base_id: str) -> float:
         """Block until this caller may send one request to the base; returns the wait."""
-        now = self.clock()
-        slot = self._reserve(base_id, now)
-        delay = slot - now
+        slot = self._reserve(base_id)
+        delay = slot - self.clock()
         if delay > 0:
             self.sleep(delay)
         return max(delay, 0.0)
@@ -217,10 +216,12 @@ class Throttle:
             conn.execute(t.update().where(t.c.base_id == base_id).where(t.c.next_at < until)
                          .values(next_at=until))
 
-    def _reserve(self, base_id: str, now: float) -> float:
+    def _reserve(self, base_id: str) -> float:
+        """The next free slot. The clock is read once the slot is ours (inside the lock or
+        transaction): a caller that waited for the lock must not book a slot in the past."""
         if self.engine is None:
             with self._lock:
-                slot = max(self._next_at.get(base_id, 0.0), now)
+                slot = max(self._next_at.get(base_id, 0.0), self.clock())
                 self._next_at[base_id] = slot + self.interval
             return slot
         self._ensure_row(base_id)
@@ -228,7 +229,7 @@ class Throttle:
         with self.engine.begin() as conn:   # SQLite: BEGIN IMMEDIATE; PostgreSQL: row lock
             stored = conn.execute(sa.select(t.c.next_at).where(t.c.base_id == base_id)
                                   .with_for_update()).scalar_one()
-            slot = max(stored, now)
+            slot = max(stored, self.clock())
             conn.execute(t.update().where(t.c.base_id == base_id).values(next_at=slot + self.interval))
         return slot
 
