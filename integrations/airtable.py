@@ -427,6 +427,22 @@ class AirtableCaseStore:
     def resources(self) -> list[Resource]:
         return self._roster(RESOURCES, Resource, RESOURCE_FIELDS)
 
+    def update_supporter(self, record_id: str, **changes) -> Supporter:
+        try:
+            fields = {SUPPORTER_FIELDS[k]: _to_cell(SPECS[SUPPORTERS][SUPPORTER_FIELDS[k]], v)
+                      for k, v in changes.items()}
+        except KeyError as exc:
+            raise TypeError(f"update_supporter() got an unknown field {exc.args[0]!r}") from None
+        try:
+            record = self.table(SUPPORTERS).update(record_id, fields)
+        except requests.HTTPError as exc:
+            if getattr(exc.response, "status_code", None) in (403, 404, 422):
+                raise KeyError(f"no supporter {record_id}") from None
+            raise
+        with self._roster_locks[SUPPORTERS]:
+            self._roster_cache.pop(SUPPORTERS, None)     # our own change shows at once
+        return _object_from(record, Supporter, SUPPORTER_FIELDS, SUPPORTERS)
+
     def _roster(self, table: str, cls, names: dict) -> list:
         with self._roster_locks[table]:     # one reader per table; the other threads wait for it
             now = self.monotonic()

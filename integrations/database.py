@@ -614,6 +614,18 @@ class SqlCaseStore:
     def resources(self) -> list[Resource]:
         return self._all(resources, Resource)
 
+    def update_supporter(self, record_id: str, **changes) -> Supporter:
+        unknown = set(changes) - {c.name for c in supporters.columns}
+        if unknown or not str(record_id).isdigit():
+            raise (TypeError(f"update_supporter() got unknown fields {sorted(unknown)}") if unknown
+                   else KeyError(f"no supporter {record_id}"))
+        with self.engine.begin() as conn:
+            if conn.execute(supporters.update().where(supporters.c.id == int(record_id))
+                            .values(**changes)).rowcount != 1:
+                raise KeyError(f"no supporter {record_id}")
+            row = conn.execute(sa.select(supporters).where(supporters.c.id == int(record_id))).mappings().one()
+        return _row_to(Supporter, row)
+
     def import_roster(self, roster: Roster) -> dict:
         counts = {}
         with self.engine.begin() as conn:

@@ -119,6 +119,20 @@ def test_update_changes_what_is_given_and_links_a_supporter(backend):
     assert cleared.assigned_supporter == "" and cleared.offer_expires is None
 
 
+def test_update_supporter_changes_what_is_given_and_shows_at_once(backend):
+    store = backend.store
+    store.import_roster(Roster(supporters=[Supporter("Avery Chen", institution="RRMC", max_open_cases=3),
+                                           Supporter("Jordan Patel", institution="RRMC")]))
+    avery, jordan = store.supporters()
+    assigned = T0 + timedelta(hours=2)
+    updated = store.update_supporter(avery.record_id, last_assigned_at=assigned)
+    assert updated == dataclasses.replace(avery, last_assigned_at=assigned)
+    assert store.supporters() == [updated, jordan]
+    with pytest.raises(KeyError):
+        store.update_supporter("recNoSuchPerson00" if backend.name == "airtable" else "9999",
+                               last_assigned_at=assigned)
+
+
 def test_update_of_an_unknown_case_is_a_key_error(backend):
     with pytest.raises(KeyError):
         backend.store.update_case("PS-9999", status="Closed")

@@ -202,6 +202,9 @@ class CaseStore(Protocol):
 
     def resources(self) -> list[Resource]: ...
 
+    def update_supporter(self, record_id: str, **changes) -> Supporter:
+        """Change a supporter's fields (e.g. Last Assigned At when they accept a case)."""
+
     def import_roster(self, roster: Roster) -> dict:
         """Upsert people and resources (key: Name + Institution); return counts."""
 
