@@ -149,10 +149,82 @@ def inbox_replay(inbox_id):
 @click.option("--status", help="Only cases with this Status.")
 def cases_list(status):
     """Cases and their state (no personal details)."""
-    for c in _ctx().store.list_cases(status):
-        click.echo(f"{c.case_id:<8}  {c.status:<16}  {c.urgency:<8}  {c.institution or '-':<6}  "
-                   f"submitted={_fmt(c.submitted_at)}  review_due={_fmt(c.review_due)}"
+    ctx = _ctx()
+    names = {s.record_id: s.name for s in ctx.store.supporters()}
+    for c in ctx.store.list_cases(status):
+        supporter = names.get(c.assigned_supporter, c.assigned_supporter)
+        click.echo(f"{c.case_id:<8}  {c.status:<16}  {c.urgency:<8}  {c.for_whom or '-':<9}  "
+                   f"{c.institution or '-':<6}  submitted={_fmt(c.submitted_at)}  review_due={_fmt(c.review_due)}"
+                   + (f"  supporter={supporter}" if supporter else "")
+                   + (f"  offer_expires={_fmt(c.offer_expires)}" if c.offer_expires else "")
                    + (f"  problems: {c.problems}" if c.problems else ""))
+
+
+def _case_id(ctx, given: str) -> str:
+    """PS-4821, ps-4821 or 4821 -> PS-4821."""
+    prefix = ctx.program["program"].get("case_prefix", "PS")
+    given = given.strip().upper()
+    return given if given.startswith(prefix.upper() + "-") else f"{prefix}-{given}"
+
+
+def _supporter_named(ctx, name: str) -> Supporter:
+    wanted = " ".join(name.split()).casefold()
+    found = [s for s in ctx.store.supporters() if " ".join(s.name.split()).casefold() == wanted]
+    if not found:
+        raise click.ClickException(f"No supporter named {name!r} in the roster.")
+    if len(found) > 1:
+        raise click.ClickException(f"More than one supporter is named {name!r} (at "
+                                   f"{', '.join(s.institution or 'no institution' for s in found)}); "
+                                   "choose them in Airtable's Assigned Supporter instead.")
+    return found[0]
+
+
+@cases_cli.command("approve")
+@click.argument("case_id")
+@click.option("--supporter", "supporter_name", metavar="NAME",
+              help="Offer it to this supporter (by name) instead of the best candidate.")
+@click.option("--colleague-agreed", is_flag=True,
+              help="For a request made for a colleague: you checked that they agreed to be contacted.")
+def cases_approve(case_id, supporter_name, colleague_agreed):
+    """Approve a case (as a reviewer does in Airtable) and offer it to a supporter by SMS."""
+    from workflows import offers
+    ctx = _ctx()
+    case_id = _case_id(ctx, case_id)
+    case = ctx.store.find_case(case_id=case_id)
+    if case is None:
+        raise click.ClickException(f"No case {case_id}. See `flask cases list`.")
+    if case.for_whom == "Colleague" and not colleague_agreed:
+        raise click.ClickException(f"{case_id} was asked for by a colleague on someone's behalf. Approve it "
+                                   "only once that person agreed to be contacted, with --colleague-agreed.")
+    supporter = _supporter_named(ctx, supporter_name) if supporter_name else None
+    try:
+        result = offers.approve(ctx, case_id, supporter=supporter, actor="cli")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    case = ctx.store.find_case(case_id=case_id)
+    if result == "offered":
+        who = next((s.name for s in ctx.store.supporters() if s.record_id == case.assigned_supporter), "?")
+        click.echo(f"{case_id} approved and offered to {who} by SMS; the offer runs out at "
+                   f"{_fmt(case.offer_expires)}. Their YES or NO arrives by SMS (try `flask sms simulate`).")
+    elif result == "needs a person":
+        click.echo(f"{case_id} approved, but no supporter fits it: it is back in Needs attention and the "
+                   "reviewers were told. Choose someone with --supporter NAME.")
+    else:
+        click.echo(f"{case_id} is {case.status}.")
+
+
+@cases_cli.command("close")
+@click.argument("case_id")
+def cases_close(case_id):
+    """Close a case: an open offer is withdrawn and the supporter's link stops working."""
+    from workflows import offers
+    ctx = _ctx()
+    case_id = _case_id(ctx, case_id)
+    try:
+        case = offers.close(ctx, case_id, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"No case {case_id}. See `flask cases list`.") from None
+    click.echo(f"{case_id} is Closed (at {_fmt(case.closed_at)}).")
 
 
 @click.command("sweep")

@@ -125,6 +125,33 @@ webhook_events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
+#: Each offer of a case to a supporter (workflows/offers.py): the truth for who may still be
+#: offered a case, and for races between answers. Ids only. `round` counts a case's offers.
+#: status: open, accepted, declined, expired, unreachable (the SMS could not go), withdrawn
+#: (a coordinator changed the case meanwhile).
+offers = sa.Table(
+    "offers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.String(20), nullable=False, index=True),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("supporter_id", sa.String(40), nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("offered_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("answered_at", UTCDateTime),
+    sa.UniqueConstraint("case_id", "round"),
+)
+
+#: Steps of a case that happen once (a reminder, an escalation, "nobody left"): written after
+#: the step's messages and Event, so a crash repeats the step (the ledger keeps the messages
+#: to one each) rather than losing it.
+case_milestones = sa.Table(
+    "case_milestones", metadata,
+    sa.Column("case_id", sa.String(20), primary_key=True),
+    sa.Column("name", sa.String(60), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+)
+
 outbox = sa.Table(
     "outbox", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -518,6 +545,71 @@ class Database:
             stmt = stmt.where(messages.c.case_id == case_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ---- offers ----
+    def offer_create(self, *, case_id: str, supporter_id: str, offered_at: datetime,
+                     expires_at: datetime) -> dict:
+        """A new open offer, numbered after the case's earlier ones. Callers hold the case's
+        offer lock; the unique (case, round) keeps two offers from sharing a number anyway."""
+        with self.engine.begin() as conn:
+            last = conn.execute(sa.select(sa.func.max(offers.c.round))
+                                .where(offers.c.case_id == case_id)).scalar() or 0
+            offer_id = conn.execute(offers.insert().values(
+                case_id=case_id, round=last + 1, supporter_id=supporter_id, status="open",
+                offered_at=offered_at, expires_at=expires_at)).inserted_primary_key[0]
+        return self.offer_get(int(offer_id))
+
+    def offer_get(self, offer_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(offers).where(offers.c.id == offer_id)).mappings().first()
+        return dict(row) if row else None
+
+    def offers_for_case(self, case_id: str) -> list[dict]:
+        """Every offer of the case, first to last."""
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
+                                                  .order_by(offers.c.round)).mappings()]
+
+    def offers_open_for(self, supporter_id: str, now: datetime) -> list[dict]:
+        """The supporter's offers that are open and not past their expiry."""
+        stmt = (sa.select(offers).where(offers.c.supporter_id == supporter_id)
+                .where(offers.c.status == "open").where(offers.c.expires_at > now).order_by(offers.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def offers_expired(self, now: datetime, limit: int = 200) -> list[dict]:
+        """Open offers whose time is up (the periodic task moves each case on)."""
+        stmt = (sa.select(offers).where(offers.c.status == "open").where(offers.c.expires_at <= now)
+                .order_by(offers.c.expires_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def offer_close(self, offer_id: int, status: str, at: datetime) -> bool:
+        """Move an open offer to `status`; False when it was no longer open (someone else
+        answered it first), so only one answer ever wins."""
+        stmt = (offers.update().where(offers.c.id == offer_id).where(offers.c.status == "open")
+                .values(status=status, answered_at=at))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def offer_update(self, offer_id: int, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(offers.update().where(offers.c.id == offer_id).values(**values))
+
+    # ---- case milestones ----
+    def milestone_done(self, case_id: str, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(case_milestones.c.at).where(case_milestones.c.case_id == case_id)
+                                .where(case_milestones.c.name == name)).first() is not None
+
+    def milestone_mark(self, case_id: str, name: str, at: datetime) -> bool:
+        """Record that a once-only step is done. Returns whether it is new."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(case_milestones.insert().values(case_id=case_id, name=name, at=at))
+            return True
+        except IntegrityError:
+            return False
 
     # ---- outbox (the embedded SMS and email provider) ----
     def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,

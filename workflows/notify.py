@@ -183,6 +183,15 @@ def quiet_until(program: dict, now: datetime) -> datetime | None:
     return datetime.combine(day, end, tzinfo=tz).astimezone(timezone.utc)
 
 
+def sms_held_until(ctx, *, crisis: bool = False, now: datetime | None = None) -> datetime | None:
+    """When a routine SMS sent now would go out, if quiet hours hold it; None when it goes at
+    once. Crisis messages never wait, and only a provider that reaches phones keeps quiet hours
+    (the embedded outbox is read by people at a desk)."""
+    if crisis or not getattr(ctx.senders.get("sms"), "reaches_phones", False):
+        return None
+    return quiet_until(ctx.program, now or ctx.now())
+
+
 @dataclass
 class Recipient:
     key: str          # stable id for the ledger key, e.g. "reviewer:rec123"
@@ -238,8 +247,8 @@ def deliver(ctx, key: str) -> str:
             _mirror(ctx, key)
             alert_unreachable(ctx, key)
         return ctx.db.ledger_get(key)["status"]
-    if channel == "sms" and not row["crisis"] and getattr(sender, "reaches_phones", False):
-        until = quiet_until(ctx.program, now)
+    if channel == "sms":
+        until = sms_held_until(ctx, crisis=bool(row["crisis"]), now=now)
         if until is not None and ctx.db.ledger_hold(key, until):
             if row["status"] != "held":
                 log.info("message held for quiet hours case=%s kind=%s until=%s", row["case_id"], row["kind"],

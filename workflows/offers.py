@@ -1,19 +1,238 @@
-"""Offers of a case to a supporter, and their answers by SMS.
+"""Approved cases offered to a supporter by SMS, their answers, and the supporter's private link.
 
-`integrations.twilio` parses a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES)
-and calls the function here for it; each returns the short reply to send back. A number that
-is not in the roster gets the same generic reply whatever it asks, so a stranger learns
-nothing. The replies are texts from config/messages.toml.
+    Approved ─> offer to the best candidate (or the supporter a coordinator chose) by SMS
+            ─> YES: Assigned; the supporter gets a private link, the requester is told
+            ─> NO, silence past the expiry, or an SMS that cannot go: the next candidate
+            ─> nobody left: Needs attention, and the reviewers are told once
 
-Making offers (who is offered what, expiry, the next candidate) is built by the matching and
-offers work. Until offers are made nobody has an open offer, and YES and NO say so truthfully;
-DONE records contact on a case a coordinator assigned to the sender.
+Approval has one code path, `start_approved`, reached three ways: `poll_approvals` (the
+periodic task every minute, and at once when an Airtable webhook pings), and `approve`
+(`flask cases approve`). Nothing is offered before a reviewer sets Approved, so a request made
+for a colleague waits for the reviewer who checked that the colleague agreed to be contacted.
+
+What coordinators see lives in the case store: Status, Assigned Supporter (while Offered: the
+supporter the case is offered to; then the one who has it), Offer Expires, Events, Messages.
+Each offer (who, which round, and how it ended) lives in the service's own database: it is
+what rules out the supporters who declined or let the offer run out, and what settles races.
+Every change to one case's offers happens under the lock `offer:<Case ID>`, so two YES replies,
+a YES racing the expiry task and a coordinator's CLI all see one order: exactly one wins.
+
+`integrations.twilio` parses a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
+calls `accept`, `accept_only_offer`, `decline` or `contact_made`; each returns the short reply.
+A number that is not in the roster gets the same generic reply whatever it asks.
 """
 from __future__ import annotations
 
-from workflows import notify
+import logging
+from datetime import datetime, timedelta, timezone
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from workflows import matching, notify
 from workflows.model import Case, Event, Reviewer, Supporter
 
+log = logging.getLogger("peerline.offers")
+
+#: Offer states in the database that keep a supporter from being offered the case again.
+RULED_OUT = ("declined", "expired", "unreachable")
+#: Case statuses in which the assigned supporter's link shows the requester's details.
+LINK_STATUSES = ("Assigned", "Contacted", "Referred")
+LINK_SALT = "peerline supporter link"
+
+
+# ---------------------------------------------------------------------------- approval
+
+def approve(ctx, case_id: str, *, supporter: Supporter | None = None, actor: str = "cli") -> str | None:
+    """`flask cases approve`: what a reviewer does in Airtable (Status Approved, optionally an
+    Assigned Supporter), then the same path as the poll. Returns what `start_approved` did."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None:
+            raise KeyError(f"no case {case_id}")
+        if case.status not in ("New", "Needs attention", "Approved"):
+            raise ValueError(f"{case_id} is {case.status}: only a New, Needs attention or Approved case "
+                             "can be approved")
+        changes = {"status": "Approved"}
+        if supporter is not None:
+            changes["assigned_supporter"] = supporter.record_id
+        ctx.store.update_case(case_id, **changes)
+        chosen = f", supporter chosen: {supporter.name}" if supporter else ""
+        ctx.store.add_events([Event(case_id, f"Approved{chosen}", at=ctx.now(), actor=actor)])
+    return start_approved(ctx, case_id, seen=False)
+
+
+def poll_approvals(ctx) -> int:
+    """Start every Approved case not yet offered (the periodic task, and an Airtable ping).
+    Returns how many were started. One case that fails does not stop the others."""
+    started = 0
+    for case in ctx.store.list_cases("Approved"):
+        try:
+            if start_approved(ctx, case.case_id):
+                started += 1
+        except Exception as exc:
+            log.error("offer could not start case=%s error=%s", case.case_id, _describe(exc))
+    return started
+
+
+def start_approved(ctx, case_id: str, *, seen: bool = True) -> str | None:
+    """Offer an Approved case: to the supporter a coordinator chose in Assigned Supporter, else
+    to the best candidate. Returns "offered", "needs a person", or None when the case is not
+    Approved (any more). Safe to run any number of times, from any process: an offer left half
+    made by a crash is finished, never made twice."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None or case.status != "Approved":
+            return None
+        current = _open_offer(ctx, case_id)
+        if current is not None:
+            if case.assigned_supporter in ("", current["supporter_id"]):
+                # Made before a crash: finish it (its SMS goes once), or move on if it cannot go.
+                if _finish_offer(ctx, case, current) == "offered":
+                    return "offered"
+                return _offer_next(ctx, case)
+            _withdraw(ctx, current, "a coordinator chose another supporter")
+        if seen:
+            ctx.store.add_events([Event(case_id, "Approval seen (Status set to Approved)", at=ctx.now(),
+                                        actor="reviewer")])
+        return _offer_next(ctx, case, chosen=case.assigned_supporter)
+
+
+# ---------------------------------------------------------------------------- making offers
+
+def _offer_next(ctx, case: Case, *, chosen: str = "") -> str:
+    """Offer the case to the chosen supporter, else the best candidate not ruled out; an SMS
+    that cannot go rules its supporter out and the next one is tried."""
+    supporters = ctx.store.supporters()
+    by_id = {s.record_id: s for s in supporters}
+    if chosen and chosen not in by_id:
+        ctx.store.add_events([Event(case.case_id, "The chosen supporter is not in the roster: offering "
+                                    "the best candidate instead", at=ctx.now())])
+        chosen = ""
+    while True:
+        ruled_out = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id) if o["status"] in RULED_OUT}
+        if chosen:
+            supporter, chosen = by_id[chosen], ""
+        else:
+            best = matching.rank(case, supporters, ctx.program, ctx.now(),
+                                 open_cases=matching.open_case_counts(ctx.store.list_cases()),
+                                 excluded=ruled_out, limit=1)
+            if not best:
+                return _nobody_left(ctx, case, supporters, ruled_out)
+            supporter = best[0].supporter
+        offer = ctx.db.offer_create(case_id=case.case_id, supporter_id=supporter.record_id,
+                                    offered_at=ctx.now(), expires_at=offer_expiry(ctx, case))
+        if _finish_offer(ctx, case, offer, supporter) == "offered":
+            return "offered"
+
+
+def _finish_offer(ctx, case: Case, offer: dict, supporter: Supporter | None = None) -> str:
+    """Send the offer's SMS (once, through the ledger) and show the case as Offered."""
+    supporter = supporter or _supporter(ctx, offer["supporter_id"])
+    status = "failed" if supporter is None else notify.send(
+        ctx, case_id=case.case_id, kind=f"offer-{offer['round']}", template="offer_supporter_sms",
+        recipient=_supporter_recipient(supporter),
+        values={"ref": case.ref, "deadline": notify.show_time(ctx, offer["expires_at"])},
+        crisis=_urgent(case))
+    name = supporter.name if supporter else "a supporter no longer in the roster"
+    if status == "failed":
+        if ctx.db.offer_close(offer["id"], "unreachable", ctx.now()):
+            ctx.store.add_events([Event(case.case_id, f"Offer to {name} could not be sent by SMS (offer "
+                                        f"{offer['round']}): trying the next supporter", at=ctx.now())])
+        return "unreachable"
+    ctx.store.update_case(case.case_id, status="Offered", assigned_supporter=offer["supporter_id"],
+                          offer_expires=offer["expires_at"])
+    _event_once(ctx, case.case_id, f"offer-{offer['round']}",
+                f"Offered to {name} by SMS (offer {offer['round']}), answer due "
+                f"{notify.show_time(ctx, offer['expires_at'])}")
+    log.info("offer made case=%s round=%s supporter=%s sms=%s", case.case_id, offer["round"],
+             offer["supporter_id"], status)
+    return "offered"
+
+
+def offer_expiry(ctx, case: Case) -> datetime:
+    """When an offer made now runs out: program.toml [offers] (4 h; 30 min for Urgent and
+    Crisis), counted from when the SMS can go (a routine SMS waits out quiet hours)."""
+    cfg = ctx.program.get("offers", {})
+    window = timedelta(minutes=cfg.get("urgent_expiry_minutes", 30)) if _urgent(case) \
+        else timedelta(hours=cfg.get("expiry_hours", 4))
+    return (notify.sms_held_until(ctx, crisis=_urgent(case)) or ctx.now()) + window
+
+
+def _nobody_left(ctx, case: Case, supporters: list[Supporter], ruled_out: set) -> str:
+    """No candidate is left: the case goes back to a coordinator, who chooses; the reviewers
+    are told once."""
+    suggestions = matching.suggested_supporters(
+        case, supporters, ctx.program, ctx.now(),
+        open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out)
+    ctx.store.update_case(case.case_id, status="Needs attention", assigned_supporter="", offer_expires=None,
+                          suggested_supporters=suggestions)
+    tell_reviewers_once(ctx, case, "needs_person", ("needs_person_reviewer_sms", "needs_person_reviewer_email"),
+                        event="No supporter left to offer: reviewers told the case needs a person chosen")
+    log.warning("no supporter left to offer case=%s", case.case_id)
+    return "needs a person"
+
+
+def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], *, event: str,
+                        reviewers: list | None = None, deadline: datetime | None = None) -> bool:
+    """Tell the case's reviewers (its institution's and the program leads, unless `reviewers`
+    says who) by each template, and write `event`: all once per case and kind, whoever runs it
+    and however often. Returns whether it happened now."""
+    if ctx.db.milestone_done(case.case_id, kind):
+        return False
+    from workflows.intake import coordinator_link, reviewers_for
+    people = reviewers if reviewers is not None else reviewers_for(ctx, case.institution)
+    values = {"ref": case.ref, "link": coordinator_link(ctx),
+              "deadline": notify.show_time(ctx, deadline or case.review_due or ctx.now()),
+              "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
+              "urgency": case.urgency, "role": case.role or "not given"}
+    for person in people:
+        recipient = notify.Recipient(key=f"reviewer:{person.record_id}",
+                                     role="Program lead" if person.program_lead else "Reviewer",
+                                     phone=person.phone, email=person.email)
+        for template in templates:
+            notify.send(ctx, case_id=case.case_id, kind=kind, template=template, recipient=recipient,
+                        values=values, crisis=case.urgency == "Crisis")
+    if not people:
+        log.error("nobody to tell case=%s kind=%s: the roster has no reviewer or program lead", case.case_id, kind)
+    ctx.store.add_events([Event(case.case_id, event, at=ctx.now())])
+    ctx.db.milestone_mark(case.case_id, kind, ctx.now())
+    return True
+
+
+# ---------------------------------------------------------------------------- expiry
+
+def expire_due(ctx) -> int:
+    """The periodic task: every open offer past its expiry ends, and its case goes to the next
+    candidate. Safe to run twice or late: an offer ends once, under its case's lock."""
+    ended = 0
+    for offer in ctx.db.offers_expired(ctx.now()):
+        try:
+            with _case_lock(ctx, offer["case_id"]):
+                current = ctx.db.offer_get(offer["id"])
+                if current["status"] == "open" and current["expires_at"] <= ctx.now():
+                    _expire(ctx, current)
+                    ended += 1
+        except Exception as exc:
+            log.error("offer expiry failed case=%s offer=%s error=%s", offer["case_id"], offer["id"],
+                      _describe(exc))
+    return ended
+
+
+def _expire(ctx, offer: dict) -> None:
+    """End an open offer whose time is up (the caller holds the case lock), and move on."""
+    case = ctx.store.find_case(case_id=offer["case_id"])
+    if not _still_offered(case, offer):
+        _withdraw(ctx, offer, "the case changed meanwhile")
+        return
+    if not ctx.db.offer_close(offer["id"], "expired", ctx.now()):
+        return
+    supporter = _supporter(ctx, offer["supporter_id"])
+    ctx.store.add_events([Event(case.case_id, f"Offer to {supporter.name if supporter else 'a supporter'} "
+                                f"ran out without an answer (offer {offer['round']})", at=ctx.now())])
+    _offer_next(ctx, case)
+
+
+# ---------------------------------------------------------------------------- answers by SMS
 
 def person_for_phone(ctx, phone: str) -> Supporter | Reviewer | None:
     """The supporter (or else reviewer) whose roster phone is `phone`."""
@@ -27,19 +246,54 @@ def person_for_phone(ctx, phone: str) -> Supporter | Reviewer | None:
 
 
 def open_offers(ctx, supporter: Supporter) -> list[Case]:
-    """Cases currently offered to this supporter and not yet answered. No offers are made
-    yet (see the module docstring), so there are none."""
-    return []
+    """Cases offered to this supporter, not yet answered and not past their expiry."""
+    found = []
+    for offer in ctx.db.offers_open_for(supporter.record_id, ctx.now()):
+        case = ctx.store.find_case(case_id=offer["case_id"])
+        if _still_offered(case, offer):
+            found.append(case)
+    return found
 
 
 def accept(ctx, phone: str, ref: str) -> str:
-    """YES <ref>: the supporter takes the case offered to them."""
+    """YES <ref>: the supporter takes the case offered to them. Exactly one YES wins; a late
+    one (after the expiry, after a NO, after someone else took it) is thanked and told the
+    case is covered."""
     person = person_for_phone(ctx, phone)
     if person is None:
         return notify.text(ctx, "sms_reply_unknown_number")
-    if not isinstance(person, Supporter) or not _offer(ctx, person, ref):
+    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
+    if case is None:
         return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
-    raise NotImplementedError("accepting an offer is built with the offers workflow")
+    with _case_lock(ctx, case.case_id):
+        case = ctx.store.find_case(case_id=case.case_id)
+        mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
+        if not mine:
+            return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)     # never offered to them
+        offer = mine[-1]
+        if offer["status"] == "accepted" and case.status in LINK_STATUSES \
+                and case.assigned_supporter == person.record_id:
+            after_accept(ctx, case, person, offer)     # a repeated YES: finish anything left undone
+            return notify.text(ctx, "sms_reply_accepted", ref=ref)
+        if offer["status"] == "open" and offer["expires_at"] <= ctx.now():
+            _expire(ctx, offer)
+            return notify.text(ctx, "sms_reply_covered", ref=ref)
+        if offer["status"] != "open":
+            return notify.text(ctx, "sms_reply_covered", ref=ref)
+        if not _still_offered(case, offer):
+            _withdraw(ctx, offer, "the case changed meanwhile")
+            return notify.text(ctx, "sms_reply_covered", ref=ref)
+        now = ctx.now()
+        ctx.db.offer_close(offer["id"], "accepted", now)
+        offer = ctx.db.offer_get(offer["id"])
+        case = ctx.store.update_case(case.case_id, status="Assigned", assigned_supporter=person.record_id,
+                                     offer_expires=None)
+        ctx.store.update_supporter(person.record_id, last_assigned_at=now)
+        ctx.store.add_events([Event(case.case_id, f"Accepted by {person.name} (offer {offer['round']})", at=now,
+                                    actor=f"supporter:{person.record_id}")])
+        log.info("offer accepted case=%s round=%s supporter=%s", case.case_id, offer["round"], person.record_id)
+        after_accept(ctx, case, person, offer)
+    return notify.text(ctx, "sms_reply_accepted", ref=ref)
 
 
 def accept_only_offer(ctx, phone: str) -> str:
@@ -56,13 +310,30 @@ def accept_only_offer(ctx, phone: str) -> str:
 
 
 def decline(ctx, phone: str, ref: str) -> str:
-    """NO <ref>: the supporter cannot take the case; it goes to the next candidate."""
+    """NO <ref>: the supporter cannot take the case; it goes to the next candidate at once."""
     person = person_for_phone(ctx, phone)
     if person is None:
         return notify.text(ctx, "sms_reply_unknown_number")
-    if not isinstance(person, Supporter) or not _offer(ctx, person, ref):
+    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
+    if case is None:
         return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
-    raise NotImplementedError("declining an offer is built with the offers workflow")
+    with _case_lock(ctx, case.case_id):
+        case = ctx.store.find_case(case_id=case.case_id)
+        mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
+        offer = mine[-1] if mine else None
+        if offer is None or offer["status"] != "open":
+            return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
+        if offer["expires_at"] <= ctx.now():
+            _expire(ctx, offer)
+            return notify.text(ctx, "sms_reply_covered", ref=ref)
+        if not _still_offered(case, offer):
+            _withdraw(ctx, offer, "the case changed meanwhile")
+            return notify.text(ctx, "sms_reply_covered", ref=ref)
+        ctx.db.offer_close(offer["id"], "declined", ctx.now())
+        ctx.store.add_events([Event(case.case_id, f"Declined by {person.name} (offer {offer['round']})",
+                                    at=ctx.now(), actor=f"supporter:{person.record_id}")])
+        _offer_next(ctx, case)
+    return notify.text(ctx, "sms_reply_declined", ref=ref)
 
 
 def contact_made(ctx, phone: str, ref: str) -> str:
@@ -81,10 +352,161 @@ def contact_made(ctx, phone: str, ref: str) -> str:
     return notify.text(ctx, "sms_reply_contact_recorded", ref=ref)
 
 
-def _offer(ctx, supporter: Supporter, ref: str) -> Case | None:
-    return next((c for c in open_offers(ctx, supporter) if c.ref == ref), None)
+# ---------------------------------------------------------------------------- after YES
+
+def after_accept(ctx, case: Case, supporter: Supporter, offer: dict) -> None:
+    """The supporter's private link by SMS and email, and the requester told someone will
+    reach out and by when. Each message once (the ledger); safe to repeat."""
+    deadline = notify.show_time(ctx, contact_due(ctx, offer["answered_at"]))
+    values = {"ref": case.ref, "link": supporter_link(ctx, offer), "deadline": deadline}
+    for template in ("supporter_link_sms", "supporter_link_email"):
+        # The supporter has just texted us: the link goes now, whatever the hour.
+        notify.send(ctx, case_id=case.case_id, kind="supporter_link", template=template,
+                    recipient=_supporter_recipient(supporter), values=values, crisis=True)
+    _event_once(ctx, case.case_id, "supporter_link", f"Private link sent to {supporter.name} by SMS and email")
+    tell_requester(ctx, case, deadline)
+
+
+def tell_requester(ctx, case: Case, deadline: str) -> str:
+    """"A peer supporter will reach out by ..." through the requester's preferred channel, the
+    other one when that is missing or fails. Names no supporter."""
+    requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
+                                 email=case.requester_email)
+    preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
+    channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
+    status = "failed"
+    for channel in channels:
+        status = notify.send(ctx, case_id=case.case_id, kind="requester_told",
+                             template=f"requester_told_{channel}", recipient=requester,
+                             values={"ref": case.ref, "deadline": deadline}, crisis=case.urgency == "Crisis")
+        if status != "failed":
+            _event_once(ctx, case.case_id, "requester_told",
+                        f"Requester told by {'SMS' if channel == 'sms' else 'email'} that a supporter will reach out")
+            break
+    else:
+        _event_once(ctx, case.case_id, "requester_told", "Requester could not be told: no phone or email that works")
+    return status
+
+
+def contact_due(ctx, accepted_at: datetime) -> datetime:
+    """When the supporter is asked to have reached out: program.toml [offers] contact_window_hours."""
+    return accepted_at + timedelta(hours=ctx.program.get("offers", {}).get("contact_window_hours", 48))
+
+
+def accepted_offer(ctx, case: Case) -> dict | None:
+    """The offer through which the case's assigned supporter took it."""
+    found = [o for o in ctx.db.offers_for_case(case.case_id)
+             if o["status"] == "accepted" and o["supporter_id"] == case.assigned_supporter]
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------- the private link
+
+def supporter_link(ctx, offer: dict, *, now: datetime | None = None) -> str:
+    """`PUBLIC_BASE_URL/s/<token>`: signed with SECRET_KEY, naming one accepted offer (so one
+    case and one supporter, ids only) and when it stops working (program.toml [offers]
+    link_valid_hours from now)."""
+    hours = ctx.program.get("offers", {}).get("link_valid_hours", 72)
+    until = (now or ctx.now()) + timedelta(hours=hours)
+    token = _serializer(ctx).dumps([offer["id"], int(until.timestamp())])
+    return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/s/{token}"
+
+
+def open_link(ctx, token: str) -> tuple[Case | None, dict | None]:
+    """What a link shows: (case, offer) while it is genuine, unexpired, and its supporter
+    still has the case; (None, offer-or-None) otherwise. A genuine opening, and a genuine
+    link opened too late, are recorded as Events."""
+    try:
+        offer_id, until = _serializer(ctx).loads(token)
+        offer = ctx.db.offer_get(int(offer_id))
+    except (BadSignature, TypeError, ValueError):
+        log.warning("supporter link refused: not genuine")
+        return None, None
+    if offer is None or offer["status"] != "accepted":
+        return None, None
+    case = ctx.store.find_case(case_id=offer["case_id"])
+    if case is None:
+        return None, offer
+    expired = datetime.fromtimestamp(until, timezone.utc) <= ctx.now()
+    if expired or case.status not in LINK_STATUSES or case.assigned_supporter != offer["supporter_id"] \
+            or case.purged_at is not None:
+        ctx.store.add_events([Event(case.case_id, "Supporter link opened after it stopped working", at=ctx.now(),
+                                    actor=f"supporter:{offer['supporter_id']}")])
+        return None, offer
+    ctx.store.add_events([Event(case.case_id, "Supporter link opened", at=ctx.now(),
+                                actor=f"supporter:{offer['supporter_id']}")])
+    return case, offer
+
+
+def _serializer(ctx) -> URLSafeSerializer:
+    return URLSafeSerializer(ctx.settings["SECRET_KEY"], salt=LINK_SALT)
+
+
+# ---------------------------------------------------------------------------- closing
+
+def close(ctx, case_id: str, *, actor: str = "cli") -> Case:
+    """`flask cases close`: the case is Closed; an open offer is withdrawn (a late YES is
+    told the case is covered) and the supporter's link stops working."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None:
+            raise KeyError(f"no case {case_id}")
+        if case.status == "Closed":
+            return case
+        current = _open_offer(ctx, case_id)
+        if current is not None:
+            _withdraw(ctx, current, "the case was closed")
+        case = ctx.store.update_case(case_id, status="Closed", closed_at=ctx.now(), offer_expires=None)
+        ctx.store.add_events([Event(case_id, "Closed", at=ctx.now(), actor=actor)])
+    return case
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _case_lock(ctx, case_id: str):
+    return ctx.db.lock(f"offer:{case_id}", ttl_seconds=int(ctx.settings.get("INBOX_LEASE_SECONDS") or 300),
+                       wait_seconds=30)
+
+
+def _open_offer(ctx, case_id: str) -> dict | None:
+    return next((o for o in ctx.db.offers_for_case(case_id) if o["status"] == "open"), None)
+
+
+def _still_offered(case: Case | None, offer: dict) -> bool:
+    """The case still waits for this offer's answer (a coordinator may have changed it)."""
+    return case is not None and case.status == "Offered" and case.assigned_supporter == offer["supporter_id"]
+
+
+def _withdraw(ctx, offer: dict, why: str) -> None:
+    if ctx.db.offer_close(offer["id"], "withdrawn", ctx.now()):
+        ctx.store.add_events([Event(offer["case_id"], f"Offer {offer['round']} withdrawn: {why}", at=ctx.now())])
+
+
+def _event_once(ctx, case_id: str, milestone: str, text: str) -> None:
+    if ctx.db.milestone_done(case_id, milestone):
+        return
+    ctx.store.add_events([Event(case_id, text, at=ctx.now())])
+    ctx.db.milestone_mark(case_id, milestone, ctx.now())
+
+
+def _supporter(ctx, record_id: str) -> Supporter | None:
+    return next((s for s in ctx.store.supporters() if s.record_id == record_id), None)
+
+
+def _supporter_recipient(supporter: Supporter) -> notify.Recipient:
+    return notify.Recipient(key=f"supporter:{supporter.record_id}", role="Supporter", phone=supporter.phone,
+                            email=supporter.email)
+
+
+def _urgent(case: Case) -> bool:
+    return case.urgency in ("Urgent", "Crisis")
 
 
 def _case_by_ref(ctx, ref: str) -> Case | None:
     prefix = ctx.program["program"].get("case_prefix", "PS")
     return ctx.store.find_case(case_id=f"{prefix}-{ref}")
+
+
+def _describe(exc: Exception) -> str:
+    from workflows.intake import describe_error
+    return describe_error(exc)

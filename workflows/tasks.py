@@ -127,3 +127,28 @@ def forget_webhook_events() -> None:
     """Provider event ids are kept 30 days for dedupe (SendGrid retries for at most a day or so)."""
     ctx = worker_context()
     ctx.db.forget_webhook_events(ctx.now() - timedelta(days=30))
+
+
+# ---- approvals, offers and the review clock (workflows/offers.py, workflows/deadlines.py) ----
+# Each is safe to run twice, late, or on two workers at once: offers change under a per-case
+# lock, every message goes through the ledger, and each reminder's Event is written once.
+
+@huey.periodic_task(crontab(minute="*"), name="poll_approvals")
+def poll_approvals() -> None:
+    """The safety net: every minute, Approved cases not yet offered are offered (an Airtable
+    webhook ping usually gets there first, through `poll_approvals_now`)."""
+    from workflows import offers
+    offers.poll_approvals(worker_context())
+
+
+@huey.task(name="poll_approvals_now")
+def poll_approvals_now() -> None:
+    from workflows import offers
+    offers.poll_approvals(worker_context())
+
+
+@huey.periodic_task(crontab(minute="*"), name="expire_offers")
+def expire_offers() -> None:
+    """Offers past their expiry go to the next candidate."""
+    from workflows import offers
+    offers.expire_due(worker_context())

@@ -1,0 +1,55 @@
+"""The supporter's private page, `GET /s/<signed-token>`: how to reach the person whose request
+they accepted. Not an outside system: the service's own page, registered beside them.
+
+The link reaches only the supporter who accepted (by SMS and email, workflows/offers.py). The
+token is signed with SECRET_KEY and names one accepted offer, so one case, and when it stops
+working (program.toml [offers] link_valid_hours). It also stops when the case is closed, purged
+or given to someone else. Every opening is an Event on the case. The page is never cached and
+sends no referrer; it works without JavaScript. Logs carry no token and no case detail.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, make_response, render_template
+
+from workflows import notify, offers
+
+bp = Blueprint("supporter_page", __name__)
+
+PREFERENCE_TEXT = {
+    "role_preference": {"Same": "someone in the same role as them", "Different": "someone in a different role"},
+    "department_preference": {"Same": "someone from their own department",
+                              "Different": "someone from another department"},
+}
+
+
+@bp.get("/s/<token>")
+def supporter_page(token):
+    ctx = current_app.extensions["peerline"]
+    case, offer = offers.open_link(ctx, token)
+    common = {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"]}
+    if case is None:
+        answer = make_response(render_template("link_expired.html", **common), 410)
+    else:
+        answer = make_response(render_template("supporter.html", **common, **details(ctx, case, offer)))
+    answer.headers["Cache-Control"] = "no-store"
+    answer.headers["Referrer-Policy"] = "no-referrer"
+    answer.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return answer
+
+
+def details(ctx, case, offer) -> dict:
+    """What the supporter needs to reach the person, and nothing more."""
+    phone = notify.normalize_phone(case.requester_phone) if case.requester_phone else ""
+    wishes = [PREFERENCE_TEXT[name][getattr(case, name)] for name in PREFERENCE_TEXT
+              if getattr(case, name) in PREFERENCE_TEXT[name]]
+    if case.outside_my_institution:
+        wishes.append("someone from outside their hospital")
+    return {
+        "ref": case.ref, "first_name": case.requester_name or "(no name given)",
+        "preferred": case.preferred_contact or "not given", "phone": case.requester_phone, "phone_link": phone,
+        "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
+        "role": case.role, "institution": ctx.program.get("institutions", {}).get(case.institution, ""),
+        "wishes": wishes, "urgency": case.urgency,
+        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"])),
+        "contacted": case.contact_made_at is not None,
+    }
