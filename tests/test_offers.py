@@ -232,7 +232,7 @@ def test_a_colleague_request_is_offered_only_once_a_reviewer_approves_it(client,
                                                                         clock, worker):
     case = new_case(client, ctx, run_worker, for_whom="Colleague")
     clock.advance(hours=80)
-    for task in (worker.poll_approvals, worker.expire_offers):
+    for task in (worker.poll_approvals, worker.expire_offers, worker.review_clock):
         task.call_local()
     supporters = {s.phone for s in ctx.store.supporters()} | {s.email for s in ctx.store.supporters()}
     assert not [m for m in ctx.db.outbox_list() if m["recipient"] in supporters]

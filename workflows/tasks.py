@@ -152,3 +152,10 @@ def expire_offers() -> None:
     """Offers past their expiry go to the next candidate."""
     from workflows import offers
     offers.expire_due(worker_context())
+
+
+@huey.periodic_task(crontab(minute="*/5"), name="review_clock")
+def review_clock() -> None:
+    """Reminders and escalations: reviews due soon or overdue, contact not yet made."""
+    from workflows import deadlines
+    deadlines.run(worker_context())
