@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from workflows import tasks
+from workflows.notify import normalize_phone
 from workflows.model import Resource, Reviewer, Roster, Supporter
 
 roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
@@ -39,6 +40,8 @@ def read_roster_csv(path) -> tuple[Roster, list[str]]:
         for line, row in enumerate(reader, start=2):
             get = lambda k: (row.get(k) or "").strip()  # noqa: E731
             kind, name = get("Type").lower(), get("Name")
+            if get("Phone") and kind in ("supporter", "reviewer"):
+                row["Phone"] = normalize_phone(get("Phone"))   # E.164, as SMS providers want
             if not name:
                 errors.append(f"line {line}: Name is empty; row skipped")
                 continue

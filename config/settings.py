@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: operational knobs below the blank line.
 DEFAULTS: dict[str, object] = {
     "SECRET_KEY": None,
-    "PUBLIC_BASE_URL": "http://localhost:5000",
+    "PUBLIC_BASE_URL": None,   # default: http://localhost:<PORT>
     "DATA_DIR": "./var",
     "DATABASE_URL": None,
     "REDIS_URL": None,
@@ -92,7 +92,7 @@ def load(overrides: dict | None = None) -> dict:
     values.update(overrides or {})
     values["DATA_DIR"] = str(_resolve(values["DATA_DIR"]))
     values["PROGRAM_FILE"] = str(_resolve(values["PROGRAM_FILE"]))
-    values["PUBLIC_BASE_URL"] = str(values["PUBLIC_BASE_URL"]).rstrip("/")
+    values["PUBLIC_BASE_URL"] = str(values["PUBLIC_BASE_URL"] or f"http://localhost:{values['PORT']}").rstrip("/")
     check(values)
     if not values.get("SECRET_KEY"):
         values["SECRET_KEY"] = _embedded_secret_key(Path(values["DATA_DIR"]))

@@ -163,3 +163,19 @@ def test_a_database_error_does_not_quote_the_answers(ctx):
                 source="web", source_key="web:dup", received_at=ctx.now(),
                 payload='{"requester_name": "Zebulon Canary"}', status="new"))
     assert "Zebulon" not in str(err.value)
+
+
+def test_phone_numbers_are_kept_in_the_form_sms_providers_take(client, ctx, roster, run_worker):
+    submit(client, requester_phone="(555) 010-0777")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.requester_phone == "+15550100777" and case.problems == ""
+
+
+def test_a_phone_number_that_cannot_be_texted_is_named_as_a_problem(ctx, roster, run_worker):
+    ctx.db.record_submission(source="web", source_key="web:short", payload={"answers": {
+        **GOOD, "requester_phone": "12345", "requester_email": "z@example.org"}})
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.status == "Needs attention" and "Phone: not a phone number" in case.problems
+    assert "12345" not in case.problems

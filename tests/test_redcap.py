@@ -85,7 +85,7 @@ def test_complete_survey_becomes_one_case_with_mapped_answers(client, ctx, roste
     assert case.status == "New" and case.problems == ""
     assert case.source == "redcap" and case.source_response_id == "redcap:12:104"
     assert (case.for_whom, case.requester_name, case.requester_phone, case.preferred_contact) == \
-        ("Self", "Zebulon", "+1 555 010 0123", "Text message")
+        ("Self", "Zebulon", "+15550100123", "Text message")
     assert (case.institution, case.department, case.role, case.specialty) == \
         ("NCH", "Surgery", "Nurse", "Perioperative")
     assert (case.role_preference, case.department_preference, case.urgency, case.flyer) == \

@@ -159,6 +159,7 @@ def test_twilio_api_url_setting_points_the_client_elsewhere(overrides, mocked, t
     from app import create_app
     app = create_app({**overrides, "TWILIO_API_URL": "https://twilio-fake.test:8443/"})
     ctx = app.extensions["peerline"]
+    ctx.clock = lambda: DAYTIME          # outside quiet hours, whatever the time of the run
     twilio_created(mocked, url=f"https://twilio-fake.test:8443/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
     status = notify.send(ctx, case_id="PS-1000", kind="k", template="new_case_reviewer_sms",
                          recipient=notify.Recipient(key="reviewer:1", role="Reviewer", phone="555 010 1125"),

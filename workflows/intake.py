@@ -55,6 +55,12 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
     for name in ("requester_name", "requester_phone", "requester_email", "department",
                  "specialty", "flyer"):
         setattr(req, name, str(answers.get(name) or "").strip())
+    if req.requester_phone:
+        phone = notify.normalize_phone(req.requester_phone)
+        if 11 <= len(phone) <= 16:      # + and 10 to 15 digits: E.164, what SMS providers take
+            req.requester_phone = phone
+        else:
+            problems.append("Phone: not a phone number we can call or text")
     for name, choices in CHOICE_FIELDS.items():
         raw = str(answers.get(name) or "").strip()
         if not raw:
