@@ -373,10 +373,15 @@ def test_longer_rest_is_never_below_a_shorter_one(req, base, roster, longer_minu
 
 
 def test_property_generators_reach_every_rule():
-    """The generated situations do exercise each exclusion (else the properties prove little)."""
+    """The generated situations do exercise each exclusion (else the properties prove little).
+
+    The rarest rule (the requester's own department) turns up about 4 times in 400 examples,
+    and hypothesis also draws numbers from the constants of every local module loaded, so
+    which examples come depends on what else the run imported: 1,000 examples keep the
+    chance of missing it negligible whatever is loaded."""
     seen = Counter()
 
-    @settings(max_examples=400, deadline=None, database=None, derandomize=True)
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=True)
     @given(situations())
     def collect(situation):
         req, roster, program, open_cases, excluded = situation
