@@ -9,6 +9,20 @@ Connect:
 3. Run `flask --app app airtable init` (creates the tables and fields of DESIGN.md section 6;
    safe to run again), then `flask --app app roster import roster.csv`.
 4. `flask --app app airtable check` reports drift (a field renamed, retyped or deleted).
+5. So that an approval in Airtable is acted on within seconds (not only by the poll every
+   minute): give the token the webhook:manage scope too, set PUBLIC_BASE_URL to the https
+   address Airtable can reach, run `flask --app app airtable webhook create`, and set the
+   AIRTABLE_WEBHOOK_SECRET it prints (shown once) on the web processes. The worker refreshes
+   the webhook before Airtable's 7-day expiry; `flask airtable webhook list|refresh` show
+   and do it by hand.
+
+The webhook (`POST /webhooks/airtable`) is only a nudge: Airtable's ping names no record and
+no change. Its X-Airtable-Content-MAC (HMAC-SHA256 of the raw body, keyed with the
+base64-decoded secret) is checked in constant time, then a poll of the Approved cases is
+queued; nothing is fetched while Airtable waits. The poll, not the ping, is the truth, so
+Peerline keeps no payload cursor: reading the payloads would cost a request and still need
+the poll (what matters is the case's state now, not the list of edits), and a missed ping
+costs at most a minute, when the periodic poll runs anyway.
 
 Behaviour is the SQL store's (the contract suite runs on both). Airtable allows 5 requests a
 second per base and refuses everything for 30 s after a 429, so every request first takes a
@@ -18,8 +32,14 @@ are built with `pyairtable.formulas` only.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
 import logging
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +49,7 @@ import click
 import pyairtable
 import requests
 import sqlalchemy as sa
-from flask import current_app
+from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 from pyairtable.formulas import EQ, Field, FunctionCall, match
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
@@ -594,10 +614,10 @@ def _configured_store() -> AirtableCaseStore:
     return store
 
 
-def _refusal(exc: requests.HTTPError) -> click.ClickException:
+def _refusal(exc: requests.HTTPError, scopes: str = "schema.bases:read / schema.bases:write") -> click.ClickException:
     status = getattr(exc.response, "status_code", None)
-    hint = {401: "the token is wrong or revoked", 403: "the token lacks a scope "
-            "(schema.bases:read / schema.bases:write) or access to this base",
+    hint = {401: "the token is wrong or revoked", 403: f"the token lacks a scope "
+            f"({scopes}) or access to this base",
             404: "no base with this AIRTABLE_BASE_ID"}.get(status, "see the Airtable API documentation")
     return click.ClickException(f"Airtable refused the request (HTTP {status}): {hint}.")
 
@@ -635,3 +655,173 @@ def check_cmd():
         click.echo(f"{len(drift)} difference(s); `flask airtable init` adds what is missing.", err=True)
         raise SystemExit(1)
     click.echo("The base matches: every table and field is in place.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhook: POST /webhooks/airtable, and `flask airtable webhook create|list|refresh`
+# ---------------------------------------------------------------------------------------------
+
+bp = Blueprint("airtable", __name__)
+WEBHOOK_PATH = "/webhooks/airtable"
+#: Whose edits ping us: people in the Airtable app and Airtable automations. Our own API
+#: writes (publicApi) do not, or every offer we record would ping us back.
+WEBHOOK_SOURCES = ["client", "automation"]
+WEBHOOK_SCOPES = "webhook:manage and data.records:read, plus schema.bases:read to find the Cases table"
+
+
+def mac_ok(secret_base64: str | None, body: bytes, header: str) -> bool:
+    """X-Airtable-Content-MAC is "hmac-sha256=" + hex HMAC-SHA256 of the raw body, keyed with
+    the base64-decoded macSecretBase64; compared in constant time."""
+    if not secret_base64 or not header:
+        return False
+    try:
+        key = base64.b64decode(secret_base64, validate=True)
+    except (binascii.Error, ValueError):
+        log.error("AIRTABLE_WEBHOOK_SECRET is not base64: set it to the macSecretBase64 `flask airtable "
+                  "webhook create` printed")
+        return False
+    expected = "hmac-sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode("ascii"), header.strip().encode("utf-8", "replace"))
+
+
+@bp.post(WEBHOOK_PATH)
+def webhook_ping():
+    ctx = current_app.extensions["peerline"]
+    body = request.get_data(cache=False)
+    if not mac_ok(ctx.settings.get("AIRTABLE_WEBHOOK_SECRET"), body, request.headers.get("X-Airtable-Content-MAC", "")):
+        log.warning("airtable ping refused: missing or wrong X-Airtable-Content-MAC")
+        return jsonify(error="X-Airtable-Content-MAC missing or wrong"), 403
+    try:
+        ping = json.loads(body)
+    except ValueError:
+        return jsonify(error="body is not JSON"), 400
+    for name in ("base", "webhook"):
+        part = ping.get(name) if isinstance(ping, dict) else None
+        if not isinstance(part, dict) or not isinstance(part.get("id"), str) or not part["id"]:
+            return jsonify(error=f"{name}.id is missing"), 400
+    webhook_id = _airtable_id(ping["webhook"]["id"])
+    if ping["base"]["id"] != ctx.settings.get("AIRTABLE_BASE_ID"):
+        log.warning("airtable ping for another base ignored webhook=%s", webhook_id)
+        return "", 200
+    try:
+        ctx.run_soon("poll_approvals")
+    except Exception as exc:   # the poll every minute still runs
+        log.warning("airtable ping: could not queue the poll (%s); the minute poll will", type(exc).__name__)
+    log.info("airtable ping webhook=%s: poll queued", webhook_id)
+    return "", 200
+
+
+def _airtable_id(value: str) -> str:
+    """An Airtable id as it may be logged, else a placeholder."""
+    return value if re.fullmatch(r"[a-z]{3}[A-Za-z0-9]{14}", value) else "(not an id)"
+
+
+def webhook_url(public_base_url: str) -> str:
+    return public_base_url.rstrip("/") + WEBHOOK_PATH
+
+
+def our_webhooks(store: AirtableCaseStore, public_base_url: str) -> list:
+    """The base's webhooks that notify this service (pyairtable Webhook objects)."""
+    url = webhook_url(public_base_url)
+    return [w for w in store.api.base(store.base_id).webhooks() if w.notification_url == url]
+
+
+def create_webhook(store: AirtableCaseStore, public_base_url: str):
+    """Watch the Cases table's Status, edited by people or automations (not by our own API
+    writes). Returns pyairtable's CreateWebhookResponse (id, mac_secret_base64, expiration_time)."""
+    cases = base_tables(store).get(CASES)
+    if cases is None:
+        raise LookupError("the base has no Cases table: run `flask airtable init` first")
+    status = next((f["id"] for f in cases.get("fields", []) if f["name"] == "Status"), None)
+    if status is None:
+        raise LookupError("the Cases table has no Status field: run `flask airtable init` first")
+    spec = {"options": {"filters": {"dataTypes": ["tableData"], "recordChangeScope": cases["id"],
+                                    "watchDataInFieldIds": [status], "fromSources": WEBHOOK_SOURCES}}}
+    return store.api.base(store.base_id).add_webhook(webhook_url(public_base_url), spec)
+
+
+def refresh_webhooks(store: AirtableCaseStore, public_base_url: str) -> list:
+    """Extend our webhooks by Airtable's 7 days and turn their notifications back on if Airtable
+    turned them off. Safe to run any number of times. Returns the webhooks refreshed."""
+    hooks = our_webhooks(store, public_base_url)
+    for hook in hooks:
+        hook.extend_expiration()
+        if not hook.are_notifications_enabled:
+            hook.enable_notifications()
+            log.warning("airtable webhook=%s had notifications off; turned them on", _airtable_id(hook.id))
+        log.info("airtable webhook=%s refreshed", _airtable_id(hook.id))
+    if not hooks:
+        log.warning("no Airtable webhook notifies %s: approvals wait for the minute poll "
+                    "(see `flask airtable webhook create`)", WEBHOOK_PATH)
+    return hooks
+
+
+webhook_cli = AppGroup("webhook", help="The webhook that tells Peerline of approvals at once.")
+cli.add_command(webhook_cli)
+
+
+def _public_base_url() -> str:
+    url = current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"]
+    if not url.startswith("https://"):
+        raise click.ClickException(f"PUBLIC_BASE_URL is {url}: set it to the https address Airtable can "
+                                   "reach this service at (Airtable calls PUBLIC_BASE_URL/webhooks/airtable).")
+    return url
+
+
+@webhook_cli.command("create")
+@click.option("--replace", is_flag=True, help="Delete this service's existing webhook first.")
+def webhook_create_cmd(replace):
+    """Register the webhook; prints its secret once (set it as AIRTABLE_WEBHOOK_SECRET)."""
+    store, url = _configured_store(), _public_base_url()
+    try:
+        existing = our_webhooks(store, url)
+        if existing and not replace:
+            raise click.ClickException(
+                f"A webhook already notifies {webhook_url(url)} ({existing[0].id}). Its secret was shown when it "
+                "was made; to make a new one (and a new secret), run again with --replace.")
+        for hook in existing:
+            hook.delete()
+            click.echo(f"deleted webhook {hook.id}")
+        created = create_webhook(store, url)
+    except requests.HTTPError as exc:
+        raise _refusal(exc, WEBHOOK_SCOPES) from None
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created webhook {created.id}: Airtable will POST to {webhook_url(url)} when a person or an "
+               f"automation changes a case's Status (expires {created.expiration_time}; the worker refreshes it).")
+    click.echo("Set this on every web process (in .env or the platform's settings), then restart them. "
+               "Airtable shows it only now:")
+    click.echo(f"AIRTABLE_WEBHOOK_SECRET={created.mac_secret_base64}")
+
+
+@webhook_cli.command("list")
+def webhook_list_cmd():
+    """The base's webhooks, marking the one that notifies this service."""
+    store = _configured_store()
+    ours = webhook_url(current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"])
+    try:
+        hooks = store.api.base(store.base_id).webhooks()
+    except requests.HTTPError as exc:
+        raise _refusal(exc, WEBHOOK_SCOPES) from None
+    if not hooks:
+        click.echo("The base has no webhooks. `flask airtable webhook create` makes Peerline's.")
+    for hook in hooks:
+        last = hook.last_notification_result
+        click.echo(f"{hook.id}  {'ours ' if hook.notification_url == ours else 'other'}  "
+                   f"expires={hook.expiration_time}  enabled={hook.is_hook_enabled and hook.are_notifications_enabled}"
+                   f"  last_notification={'ok' if last and last.success else ('failed' if last else '-')}"
+                   f"  {hook.notification_url or ''}")
+
+
+@webhook_cli.command("refresh")
+def webhook_refresh_cmd():
+    """Extend this service's webhook by 7 days now (the worker does it four times a day)."""
+    store = _configured_store()
+    try:
+        hooks = refresh_webhooks(store, current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"])
+    except requests.HTTPError as exc:
+        raise _refusal(exc, WEBHOOK_SCOPES) from None
+    if not hooks:
+        raise click.ClickException("No webhook notifies this service: run `flask airtable webhook create`.")
+    for hook in hooks:
+        click.echo(f"refreshed {hook.id}: expires {hook.expiration_time}")

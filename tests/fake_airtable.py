@@ -11,7 +11,9 @@ listRecords fallback for long URLs, create, PATCH/PUT of records by id, performU
 (1-3 merge fields of mergeable types; zero matches create, one updates, more fail) with
 createdRecords/updatedRecords, at most 10 records per write (422 past it), empty cells left
 out of records, select choices enforced without typecast, links to existing records only,
-Metadata API tables list/create and field create. With `rate_limit` set it refuses a base's
+Metadata API tables list/create and field create, and webhooks (create, list, refresh, enable
+notifications, delete; 7-day expiry, after which Airtable drops them; at most 10 per base;
+`ping_body` and `mac` build the notification Airtable POSTs). With `rate_limit` set it refuses a base's
 requests past that many per second with 429, and everything for `penalty_seconds` after.
 It records every request (base, method, path, time, status) for tests to measure.
 Error bodies follow Airtable's usual `{"error": {"type", "message"}}`; the exact types are
@@ -19,7 +21,10 @@ not all confirmed from a primary source, and Peerline's code depends only on the
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import random
 import re
@@ -27,7 +32,7 @@ import string
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -65,6 +70,8 @@ class FakeAirtable:
         self._refusals: dict[str, list[int]] = {}
         self._lock = threading.RLock()
         self._random = random.Random(seed)
+        self.webhooks: dict[str, list[dict]] = {}
+        self.now = lambda: datetime.now(timezone.utc)       # for webhook expiry; tests may move it
 
     # ---- set-up and inspection helpers for tests ----
     def add_base(self, base_id: str) -> None:
@@ -176,7 +183,12 @@ class FakeAirtable:
         parts = urlsplit(url)
         path = [unquote(p) for p in parts.path.split("/") if p]
         query = parse_qsl(parts.query, keep_blank_values=True)
-        base_id = path[3] if path[1:3] == ["meta", "bases"] and len(path) > 3 else (path[1] if len(path) > 1 else "")
+        if path[1:3] == ["meta", "bases"] and len(path) > 3:
+            base_id = path[3]
+        elif path[1:2] == ["bases"] and len(path) > 2:
+            base_id = path[2]
+        else:
+            base_id = path[1] if len(path) > 1 else ""
         with self._lock:
             status, payload = self._admit(base_id, authorization, len(url))
             if status == 200:
@@ -230,6 +242,8 @@ class FakeAirtable:
                 if len(path) == 7 and path[6] == "fields" and method == "POST":
                     return self._create_field(path[3], self.table(path[3], path[5]), body)
             raise ApiError(404, "NOT_FOUND")
+        if path[1] == "bases" and len(path) >= 4 and path[3] == "webhooks":
+            return self._webhooks(method, path[2], path[4:], body)
         base_id = path[1]
         self._base(base_id)
         if len(path) < 3:
@@ -463,6 +477,76 @@ class FakeAirtable:
             return bool(value)
         return "" if value is None else value
 
+    # ---- webhooks ----
+    WEBHOOK_LIFETIME_DAYS = 7
+    MAX_WEBHOOKS_PER_BASE = 10
+
+    def _webhooks(self, method: str, base_id: str, rest: list[str], body: dict) -> dict:
+        self._base(base_id)
+        hooks = self.webhooks.setdefault(base_id, [])
+        now = self.now()
+        hooks[:] = [h for h in hooks if datetime.fromisoformat(h["expirationTime"].replace("Z", "+00:00")) > now]
+        if not rest:
+            if method == "GET":
+                return {"webhooks": [self._webhook_json(h) for h in hooks]}
+            if method == "POST":
+                return self._create_webhook(base_id, hooks, body)
+            raise ApiError(404, "NOT_FOUND")
+        hook = next((h for h in hooks if h["id"] == rest[0]), None)
+        if hook is None:
+            raise ApiError(404, "NOT_FOUND", "Could not find what you are looking for")
+        if len(rest) == 1 and method == "DELETE":
+            hooks.remove(hook)
+            return {}
+        if rest[1:] == ["refresh"] and method == "POST":
+            hook["expirationTime"] = _iso(now + timedelta(days=self.WEBHOOK_LIFETIME_DAYS))
+            return {"expirationTime": hook["expirationTime"]}
+        if rest[1:] == ["enableNotifications"] and method == "POST":
+            if not isinstance(body.get("enable"), bool):
+                raise ApiError(422, "INVALID_REQUEST_UNKNOWN", "enable must be true or false")
+            hook["areNotificationsEnabled"] = body["enable"]
+            return {}
+        raise ApiError(404, "NOT_FOUND")
+
+    def _create_webhook(self, base_id: str, hooks: list, body: dict) -> dict:
+        if len(hooks) >= self.MAX_WEBHOOKS_PER_BASE:
+            raise ApiError(422, "TOO_MANY_WEBHOOKS", "This base has the most webhooks it may have")
+        filters = ((body.get("specification") or {}).get("options") or {}).get("filters") or {}
+        kinds = filters.get("dataTypes")
+        if not kinds or not set(kinds) <= {"tableData", "tableFields", "tableMetadata"}:
+            raise ApiError(422, "INVALID_WEBHOOK_SPECIFICATION", "filters.dataTypes is required")
+        if not isinstance(body.get("notificationUrl"), str):
+            raise ApiError(422, "INVALID_REQUEST_UNKNOWN", "notificationUrl must be a URL")
+        scope = filters.get("recordChangeScope")
+        if scope is not None:
+            table = self.table(base_id, scope)
+            unknown = set(filters.get("watchDataInFieldIds") or []) - {f["id"] for f in table["fields"]}
+            if unknown:
+                raise ApiError(422, "INVALID_WEBHOOK_SPECIFICATION", f"unknown field ids {sorted(unknown)}")
+        secret = base64.b64encode(bytes(self._random.getrandbits(8) for _ in range(32))).decode()
+        hook = {"id": self._id("ach"), "macSecretBase64": secret, "areNotificationsEnabled": True,
+                "cursorForNextPayload": 1, "isHookEnabled": True, "lastSuccessfulNotificationTime": None,
+                "notificationUrl": body["notificationUrl"], "lastNotificationResult": None,
+                "expirationTime": _iso(self.now() + timedelta(days=self.WEBHOOK_LIFETIME_DAYS)),
+                "specification": json.loads(json.dumps(body["specification"]))}
+        hooks.append(hook)
+        return {"id": hook["id"], "macSecretBase64": secret, "expirationTime": hook["expirationTime"]}
+
+    @staticmethod
+    def _webhook_json(hook: dict) -> dict:
+        return json.loads(json.dumps({k: v for k, v in hook.items() if k != "macSecretBase64"}))
+
+    def ping_body(self, base_id: str, webhook_id: str) -> bytes:
+        """The notification Airtable POSTs when a watched change happens: ids only."""
+        return json.dumps({"base": {"id": base_id}, "webhook": {"id": webhook_id},
+                           "timestamp": _iso(self.now())}, separators=(",", ":")).encode()
+
+    def mac(self, base_id: str, webhook_id: str, body: bytes) -> str:
+        """X-Airtable-Content-MAC for `body`, keyed with the webhook's decoded secret."""
+        hook = next(h for h in self.webhooks[base_id] if h["id"] == webhook_id)
+        key = base64.b64decode(hook["macSecretBase64"])
+        return "hmac-sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
     # ---- metadata ----
     def _create_table(self, base_id: str, body: dict) -> dict:
         name, fields = body.get("name"), body.get("fields") or []
@@ -543,7 +627,11 @@ class FakeAirtable:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(timezone.utc))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _comparable(value):

@@ -33,7 +33,15 @@ class Context:
     senders: dict          # channel -> Sender
     enqueue: Callable[..., None] = lambda inbox_id, **_: None
     fetchers: dict = field(default_factory=dict)   # source -> callable(ctx, row) -> answers
+    #: Queue a named worker job now (workflows.tasks.run_soon), e.g. "poll_approvals" when an
+    #: Airtable webhook pings. Tests replace it to see what was queued.
+    run_soon: Callable[[str], None] = lambda name: _run_soon(name)
     clock: Callable[[], datetime] = utcnow
 
     def now(self) -> datetime:
         return self.clock()
+
+
+def _run_soon(name: str) -> None:
+    from workflows import tasks
+    tasks.run_soon(name)

@@ -159,3 +159,21 @@ def review_clock() -> None:
     """Reminders and escalations: reviews due soon or overdue, contact not yet made."""
     from workflows import deadlines
     deadlines.run(worker_context())
+
+
+@huey.periodic_task(crontab(minute="41", hour="*/6"), name="refresh_airtable_webhooks")
+def refresh_airtable_webhooks() -> None:
+    """Airtable deletes a webhook 7 days after its creation or last refresh: refresh ours
+    four times a day, so a few failed runs cannot lose it."""
+    ctx = worker_context()
+    from integrations import airtable
+    if isinstance(ctx.store, airtable.AirtableCaseStore):
+        airtable.refresh_webhooks(ctx.store, ctx.settings["PUBLIC_BASE_URL"])
+
+
+#: Jobs the web process may queue by name (Context.run_soon).
+JOBS = {"poll_approvals": poll_approvals_now}
+
+
+def run_soon(name: str) -> None:
+    huey.enqueue(JOBS[name].s())
