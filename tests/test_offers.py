@@ -442,3 +442,106 @@ def test_done_from_the_supporter_records_contact(client, ctx, roster, run_worker
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Contacted" and case.contact_made_at == clock.t
     assert "Contact is recorded" in client.get(path).get_data(as_text=True)
+
+
+# ---------------------------------------------------------------------------- the whole loop
+
+def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker, runner, clock, worker):
+    """Flyer form to contact made, on SQLite and the outbox, answers by signed SMS, the clock
+    moved through an offer's expiry, a review reminder and its escalation, and the contact check."""
+    # Two requests come in through /request; only the first is approved.
+    case = new_case(client, ctx, run_worker)
+    waiting = new_case(client, ctx, run_worker, requester_name="Yolanda", requester_phone="+1 555 010 0456")
+    assert "offered to Avery Chen" in approve(runner, case)
+    [offer] = sent(ctx, to=AVERY)
+    assert f"YES {case.ref} to accept or NO {case.ref}" in offer["body"] and "Zebulon" not in offer["body"]
+
+    # Avery stays silent: after four hours the offer runs out and Blair is asked.
+    clock.advance(hours=4, minutes=1)
+    worker.expire_offers.call_local()
+    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
+
+    # Blair accepts by SMS; Avery's late YES is thanked and told the case is covered.
+    assert sms(runner, "+1 555 010 1117", f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
+    accepted_at = clock.t
+    assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
+    blair = supporter(ctx, "Blair Kowalski")
+    current = ctx.store.find_case(case_id=case.case_id)
+    assert current.status == "Assigned" and current.assigned_supporter == blair.record_id
+    assert blair.last_assigned_at == accepted_at
+    [told] = sent(ctx, to="+15550100123")
+    assert "a peer supporter will reach out to you by" in told["body"] and "Blair" not in told["body"]
+
+    # Blair opens the private link from the SMS: how to reach Zebulon, and an Event.
+    link = LINK.search(sent(ctx, to=blair.phone)[-1]["body"]).group(0)
+    page = client.get(link.replace("http://localhost:5000", ""))
+    assert page.status_code == 200 and "Zebulon" in page.get_data(as_text=True)
+    assert "Yolanda" not in page.get_data(as_text=True)
+    assert "Supporter link opened" in events(ctx, case)
+
+    # Nobody reviews the second request: a reminder a day before Review Due, then the leads.
+    clock.t = waiting.review_due - timedelta(hours=24)
+    worker.review_clock.call_local()
+    reminded = {m["recipient"] for m in sent(ctx, case=waiting) if "still needs review" in m["body"]}
+    assert reminded == {"+15550101127", "+15550101128"}
+    clock.t = waiting.review_due
+    worker.review_clock.call_local()
+    worker.review_clock.call_local()
+    overdue = [m for m in sent(ctx, case=waiting) if "was not reviewed by" in m["body"]
+               or m["subject"].startswith("Overdue")]
+    assert {m["recipient"] for m in overdue} == {"+15550101133", "toni.marchetti@example.org"}
+    assert events(ctx, waiting)[-2:] == [
+        f"Review reminder sent to the institution's reviewers (due {offers.notify.show_time(ctx, waiting.review_due)})",
+        "Review overdue: program leads told"]
+
+    # By then Blair's contact window has passed: they are asked once whether they reached out.
+    assert clock.t >= accepted_at + timedelta(hours=48)
+    [check] = [m for m in sent(ctx, to=blair.phone) if "have you reached" in m["body"]]
+    assert sms(runner, blair.phone, f"DONE {case.ref}") == f"Thank you: contact recorded for ref {case.ref}."
+    assert ctx.store.find_case(case_id=case.case_id).status == "Contacted"
+    clock.advance(hours=48)
+    worker.review_clock.call_local()
+    assert not [m for m in ctx.db.outbox_list() if "no contact recorded" in m["body"].lower()]
+
+
+def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_event(
+        client, ctx, roster, run_worker, runner, clock, worker, caplog):
+    """The canary test of tests/test_confidentiality.py, through offers and the review clock:
+    only the supporter's private page shows the requester's details."""
+    import logging
+
+    from tests.test_confidentiality import CANARIES, leaks
+    caplog.set_level(logging.DEBUG)
+    case = new_case(client, ctx, run_worker, **CANARIES, for_whom="Colleague", outside_my_institution="y")
+    other = new_case(client, ctx, run_worker, **{**CANARIES, "requester_phone": "+1 555 013 7914"})
+    approve(runner, case, "--colleague-agreed")
+    offered = supporter(ctx, next(s.name for s in ctx.store.supporters()
+                                  if s.record_id == ctx.store.find_case(case_id=case.case_id).assigned_supporter))
+    replies = [sms(runner, offered.phone, f"NO {case.ref}")]
+    current = ctx.store.find_case(case_id=case.case_id)
+    second = next(s for s in ctx.store.supporters() if s.record_id == current.assigned_supporter)
+    replies.append(sms(runner, second.phone, f"YES {case.ref}"))
+    link = LINK.search(sent(ctx, to=second.phone)[-1]["body"]).group(0)
+    assert CANARIES["requester_name"] in client.get(link.replace("http://localhost:5000", "")).get_data(as_text=True)
+    clock.t = other.review_due + timedelta(days=5)
+    worker.review_clock.call_local()
+    worker.expire_offers.call_local()
+    output = runner.invoke(args=["cases", "list"]).output
+
+    messages = ctx.db.outbox_list()
+    kinds = {m["message_key"].split(":")[1] for m in messages}
+    assert {"offer-1", "offer-2", "supporter_link", "requester_told", "review_reminder", "review_overdue",
+            "contact_check", "contact_overdue"} <= kinds
+    for message in messages:      # the requester's own address is where their message goes; nothing else
+        assert not leaks(message["subject"] + " " + message["body"]), message["message_key"]
+        assert not leaks(message["message_key"])
+    for reply in replies:
+        assert not leaks(reply)
+    assert not leaks(link) and not leaks(output)
+    for record in caplog.records:
+        assert not leaks(record.getMessage()), (record.name, record.getMessage())
+    for row in ctx.db.ledger_rows():
+        assert not leaks(row["values_json"]) and not leaks(row["error"])
+    for c in (case, other):
+        for event in ctx.store.list_events(c.case_id):
+            assert not leaks(event.event) and not leaks(event.actor)
