@@ -84,7 +84,7 @@ def test_a_case_without_an_institution_reminds_the_program_leads(client, ctx, ro
     clock.t = case.review_due - timedelta(hours=1)
     review_clock()
     assert told(ctx, case, "review_reminder") == LEADS
-    assert "Review reminder sent to the program lead's reviewers" in events(ctx, case)[-1]
+    assert "Review reminder sent to the program leads, as the institution has no reviewers" in events(ctx, case)[-1]
 
 
 def test_an_approved_case_is_not_reminded(client, ctx, roster, run_worker, runner, clock, review_clock):

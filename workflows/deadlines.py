@@ -61,11 +61,11 @@ def review_clock(ctx, case: Case) -> int:
     if now >= reminder_at(ctx, case):
         own = [r for r in ctx.store.reviewers() if case.institution and r.institution == case.institution]
         leads = [r for r in ctx.store.reviewers() if r.program_lead]
+        who = "the institution's reviewers" if own else "the program leads, as the institution has no reviewers"
         sent += offers.tell_reviewers_once(
             ctx, case, "review_reminder", ("review_reminder_sms", "review_reminder_email"),
             reviewers=own or leads, deadline=case.review_due,
-            event=f"Review reminder sent to the {'institution' if own else 'program lead'}'s reviewers "
-                  f"(due {notify.show_time(ctx, case.review_due)})")
+            event=f"Review reminder sent to {who} (due {notify.show_time(ctx, case.review_due)})")
     if now >= case.review_due:
         sent += offers.tell_reviewers_once(
             ctx, case, "review_overdue", ("review_overdue_lead_sms", "review_overdue_lead_email"),
