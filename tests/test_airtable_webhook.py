@@ -248,3 +248,19 @@ def test_the_fakes_webhook_answers_have_the_documented_shapes(fake, base):
     bad = session.post(f"{URL}/v0/bases/{BASE}/webhooks", json={"notificationUrl": HOOK_URL,
                                                                  "specification": {"options": {"filters": {}}}})
     assert bad.status_code == 422
+
+
+def test_cases_approve_and_close_work_on_airtable_too(ctx, fake, base, runner):
+    now = utcnow()
+    base.create_case(Case(case_id="PS-4821", source="web", source_response_id="web:cli", status="New",
+                          for_whom="Self", requester_phone="+15550100123", preferred_contact="Text message",
+                          institution="NCH", role="Nurse", submitted_at=now, review_due=now + timedelta(hours=72)))
+    result = runner.invoke(args=["cases", "approve", "4821", "--supporter", "Kai Romero"])
+    assert result.exit_code == 0 and "offered to Kai Romero" in result.output, result.output
+    kai = next(s for s in base.supporters() if s.name == "Kai Romero")
+    [record] = fake.records(BASE, "Cases")
+    assert record["fields"]["Status"] == "Offered" and record["fields"]["Assigned Supporter"] == [kai.record_id]
+    assert {"Approved, supporter chosen: Kai Romero"} <= {e["fields"]["Event"] for e in fake.records(BASE, "Events")}
+    assert runner.invoke(args=["cases", "close", "PS-4821"]).exit_code == 0
+    [record] = fake.records(BASE, "Cases")
+    assert record["fields"]["Status"] == "Closed" and "Closed At" in record["fields"]
