@@ -5,11 +5,17 @@ The link reaches only the supporter who accepted (by SMS and email, workflows/of
 token is signed with SECRET_KEY and names one accepted offer, so one case, and when it stops
 working (program.toml [offers] link_valid_hours). It also stops when the case is closed, purged
 or given to someone else. Every opening is an Event on the case. The page is never cached and
-sends no referrer; it works without JavaScript. Logs carry no token and no case detail.
+sends no referrer; it works without JavaScript. Logs carry no token and no case detail: our
+own never name it, and gunicorn's access log masks it when started with
+`--logger-class integrations.supporter_page.AccessLogger` (a token in a log would let whoever
+reads the logs open the page while it works).
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, make_response, render_template
+from gunicorn.glogging import Logger as GunicornLogger
 
 from workflows import notify, offers
 
@@ -53,3 +59,19 @@ def details(ctx, case, offer) -> dict:
         "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"])),
         "contacted": case.contact_made_at is not None,
     }
+
+
+TOKEN_IN_PATH = re.compile(r"/s/[^/?\s]+")
+
+
+def mask_token(text: str) -> str:
+    return TOKEN_IN_PATH.sub("/s/<token>", text)
+
+
+class AccessLogger(GunicornLogger):
+    """gunicorn's logger, with the token of a supporter link masked wherever an access-log
+    format could show it (request line, path, environ and header atoms)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {key: mask_token(value) if isinstance(value, str) else value for key, value in atoms.items()}

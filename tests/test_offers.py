@@ -545,3 +545,20 @@ def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_
     for c in (case, other):
         for event in ctx.store.list_events(c.case_id):
             assert not leaks(event.event) and not leaks(event.actor)
+
+
+def test_gunicorns_access_log_masks_the_link_token(client, ctx, roster, run_worker, runner, clock):
+    from datetime import timedelta as td
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from integrations.supporter_page import AccessLogger
+    case, path = accepted(client, ctx, run_worker, runner)
+    token = path.rsplit("/", 1)[1]
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+    response = SimpleNamespace(status="200 OK", sent=10, headers=[])
+    atoms = AccessLogger(Config()).atoms(response, [], environ, td(seconds=0.01))
+    assert atoms["U"] == "/s/<token>" and atoms["r"] == "GET /s/<token> HTTP/1.1"
+    assert token not in str(atoms)
