@@ -562,3 +562,46 @@ def test_gunicorns_access_log_masks_the_link_token(client, ctx, roster, run_work
     atoms = AccessLogger(Config()).atoms(response, [], environ, td(seconds=0.01))
     assert atoms["U"] == "/s/<token>" and atoms["r"] == "GET /s/<token> HTTP/1.1"
     assert token not in str(atoms)
+
+
+def test_a_yes_is_kept_when_its_messages_cannot_go_yet_and_they_follow(client, ctx, roster, run_worker, runner,
+                                                                      clock):
+    from workflows.model import MessageRecord
+    case = new_case(client, ctx, run_worker)
+    approve(runner, case)
+    avery = supporter(ctx, "Avery Chen")
+    # Another worker holds the link SMS (it died holding it): sending it now is refused.
+    key = f"{case.case_id}:supporter_link:supporter:{avery.record_id}:sms"
+    ctx.db.ledger_intend(MessageRecord(key=key, case_id=case.case_id, kind="supporter_link", channel="sms",
+                                       recipient_role="Supporter"), AVERY, template="supporter_link_sms",
+                         values={"ref": case.ref, "link": "L", "deadline": "D"}, now=clock.t)
+    assert ctx.db.ledger_claim(key, claim_seconds=300, now=clock.t)
+    assert sms(runner, AVERY, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
+    assert ctx.store.find_case(case_id=case.case_id).status == "Assigned"
+    assert not [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
+    assert sent(ctx, to=avery.email) and sent(ctx, to="+15550100123")      # the others went at once
+    clock.advance(minutes=6)                      # the dead worker's claim runs out
+    offers.notify.run_due(ctx)
+    assert [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
+
+
+def test_an_offer_whose_case_write_was_missed_can_still_be_answered(client, ctx, roster, run_worker, runner,
+                                                                   clock):
+    case = new_case(client, ctx, run_worker)
+    approve(runner, case)
+    sms(runner, AVERY, f"NO {case.ref}")
+    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
+    # As if the store had refused our write after Blair's SMS went: the case still shows Avery.
+    ctx.store.update_case(case.case_id, assigned_supporter=supporter(ctx, "Avery Chen").record_id)
+    assert sms(runner, BLAIR, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
+    case = ctx.store.find_case(case_id=case.case_id)
+    assert case.status == "Assigned" and case.assigned_supporter == supporter(ctx, "Blair Kowalski").record_id
+
+
+def test_a_coordinator_who_puts_someone_else_on_an_offered_case_withdraws_the_offer(client, ctx, roster, run_worker,
+                                                                                   runner, clock):
+    case = new_case(client, ctx, run_worker)
+    approve(runner, case)
+    ctx.store.update_case(case.case_id, assigned_supporter=supporter(ctx, "Kai Romero").record_id)
+    assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
+    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]

@@ -221,7 +221,7 @@ def expire_due(ctx) -> int:
 def _expire(ctx, offer: dict) -> None:
     """End an open offer whose time is up (the caller holds the case lock), and move on."""
     case = ctx.store.find_case(case_id=offer["case_id"])
-    if not _still_offered(case, offer):
+    if not _still_offered(ctx, case, offer):
         _withdraw(ctx, offer, "the case changed meanwhile")
         return
     if not ctx.db.offer_close(offer["id"], "expired", ctx.now()):
@@ -250,7 +250,7 @@ def open_offers(ctx, supporter: Supporter) -> list[Case]:
     found = []
     for offer in ctx.db.offers_open_for(supporter.record_id, ctx.now()):
         case = ctx.store.find_case(case_id=offer["case_id"])
-        if _still_offered(case, offer):
+        if _still_offered(ctx, case, offer):
             found.append(case)
     return found
 
@@ -280,7 +280,7 @@ def accept(ctx, phone: str, ref: str) -> str:
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         if offer["status"] != "open":
             return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if not _still_offered(case, offer):
+        if not _still_offered(ctx, case, offer):
             _withdraw(ctx, offer, "the case changed meanwhile")
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         now = ctx.now()
@@ -292,7 +292,12 @@ def accept(ctx, phone: str, ref: str) -> str:
         ctx.store.add_events([Event(case.case_id, f"Accepted by {person.name} (offer {offer['round']})", at=now,
                                     actor=f"supporter:{person.record_id}")])
         log.info("offer accepted case=%s round=%s supporter=%s", case.case_id, offer["round"], person.record_id)
-        after_accept(ctx, case, person, offer)
+        try:
+            after_accept(ctx, case, person, offer)
+        except Exception as exc:
+            # The case is theirs either way. Messages whose intent is recorded go with the
+            # periodic delivery; a repeated YES, or the contact check, finishes the rest.
+            log.error("after-accept messages incomplete case=%s error=%s", case.case_id, _describe(exc))
     return notify.text(ctx, "sms_reply_accepted", ref=ref)
 
 
@@ -326,7 +331,7 @@ def decline(ctx, phone: str, ref: str) -> str:
         if offer["expires_at"] <= ctx.now():
             _expire(ctx, offer)
             return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if not _still_offered(case, offer):
+        if not _still_offered(ctx, case, offer):
             _withdraw(ctx, offer, "the case changed meanwhile")
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         ctx.db.offer_close(offer["id"], "declined", ctx.now())
@@ -361,8 +366,8 @@ def after_accept(ctx, case: Case, supporter: Supporter, offer: dict) -> None:
     values = {"ref": case.ref, "link": supporter_link(ctx, offer), "deadline": deadline}
     for template in ("supporter_link_sms", "supporter_link_email"):
         # The supporter has just texted us: the link goes now, whatever the hour.
-        notify.send(ctx, case_id=case.case_id, kind="supporter_link", template=template,
-                    recipient=_supporter_recipient(supporter), values=values, crisis=True)
+        _send(ctx, case_id=case.case_id, kind="supporter_link", template=template,
+              recipient=_supporter_recipient(supporter), values=values, crisis=True)
     _event_once(ctx, case.case_id, "supporter_link", f"Private link sent to {supporter.name} by SMS and email")
     tell_requester(ctx, case, deadline)
 
@@ -376,9 +381,9 @@ def tell_requester(ctx, case: Case, deadline: str) -> str:
     channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
     status = "failed"
     for channel in channels:
-        status = notify.send(ctx, case_id=case.case_id, kind="requester_told",
-                             template=f"requester_told_{channel}", recipient=requester,
-                             values={"ref": case.ref, "deadline": deadline}, crisis=case.urgency == "Crisis")
+        status = _send(ctx, case_id=case.case_id, kind="requester_told",
+                       template=f"requester_told_{channel}", recipient=requester,
+                       values={"ref": case.ref, "deadline": deadline}, crisis=case.urgency == "Crisis")
         if status != "failed":
             _event_once(ctx, case.case_id, "requester_told",
                         f"Requester told by {'SMS' if channel == 'sms' else 'email'} that a supporter will reach out")
@@ -472,14 +477,30 @@ def _open_offer(ctx, case_id: str) -> dict | None:
     return next((o for o in ctx.db.offers_for_case(case_id) if o["status"] == "open"), None)
 
 
-def _still_offered(case: Case | None, offer: dict) -> bool:
-    """The case still waits for this offer's answer (a coordinator may have changed it)."""
-    return case is not None and case.status == "Offered" and case.assigned_supporter == offer["supporter_id"]
+def _still_offered(ctx, case: Case | None, offer: dict) -> bool:
+    """The case still waits for this open offer's answer, unless a coordinator changed it: set
+    another Status, or put someone we never offered it to in Assigned Supporter. (A case that
+    still shows an earlier supporter of ours is one our own write missed after the SMS went.)"""
+    if case is None or case.status != "Offered":
+        return False
+    if case.assigned_supporter == offer["supporter_id"]:
+        return True
+    ours = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id)}
+    return case.assigned_supporter in ours | {""}
 
 
 def _withdraw(ctx, offer: dict, why: str) -> None:
     if ctx.db.offer_close(offer["id"], "withdrawn", ctx.now()):
         ctx.store.add_events([Event(offer["case_id"], f"Offer {offer['round']} withdrawn: {why}", at=ctx.now())])
+
+
+def _send(ctx, **message) -> str:
+    """notify.send, where a message another worker holds (or died holding) counts as on its
+    way: its intent is in the ledger and the periodic delivery sends it once the claim runs out."""
+    try:
+        return notify.send(ctx, **message)
+    except notify.MessageInFlight:
+        return "sending"
 
 
 def _event_once(ctx, case_id: str, milestone: str, text: str) -> None:
