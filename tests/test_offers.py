@@ -605,3 +605,28 @@ def test_a_coordinator_who_puts_someone_else_on_an_offered_case_withdraws_the_of
     ctx.store.update_case(case.case_id, assigned_supporter=supporter(ctx, "Kai Romero").record_id)
     assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
     assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]
+
+
+def test_offers_and_the_clock_run_on_postgresql(overrides, pg_url):
+    """The offers and milestones tables through SQLAlchemy Core on PostgreSQL, as on SQLite."""
+    from app import create_app
+    from cli import read_roster_csv
+    from config.settings import ROOT
+    from tests.conftest import drain
+    from workflows import deadlines
+    app = create_app({**overrides, "DATABASE_URL": pg_url})
+    ctx = app.extensions["peerline"]
+    ctx.enqueue = lambda *a, **k: None
+    ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
+    clock = Clock(ctx)
+    assert submit(app.test_client()).status_code == 303
+    drain(ctx)
+    [case] = ctx.store.list_cases()
+    runner = app.test_cli_runner()
+    approve(runner, case)
+    assert sms(runner, AVERY, f"NO {case.ref}").startswith("Thank you for letting us know")
+    assert sms(runner, BLAIR, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
+    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "accepted"]
+    clock.t = case.review_due + timedelta(days=2)
+    assert deadlines.run(ctx) == 2 and deadlines.run(ctx) == 0        # contact check, then reviewers; once
+    assert ctx.db.milestone_done(case.case_id, "contact_overdue")
