@@ -32,9 +32,9 @@ from flask.cli import AppGroup
 
 from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
-from workflows import notify
+from workflows import intake, notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
-from workflows.model import CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Request
+from workflows.model import Request
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -118,17 +118,6 @@ def survey_ids() -> list[str]:
     return list(_read_form().get("survey", {}).get("ids", []))
 
 
-def allowed_values(field: str, program: dict) -> tuple | None:
-    """Peerline's values for a request field (None: any text)."""
-    return {
-        "for_whom": FOR_CHOICES, "preferred_contact": CONTACT_CHOICES, "urgency": URGENCIES,
-        "role_preference": PREFERENCES, "department_preference": PREFERENCES,
-        "institution": tuple(program.get("institutions", {})),
-        "role": tuple(program.get("roles", {}).get("choices", [])),
-        "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
-    }.get(field)
-
-
 def load_form(program: dict) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
@@ -144,7 +133,7 @@ def load_form(program: dict) -> dict:
         if not isinstance(spec, dict) or not isinstance(spec.get("question"), str):
             errors.append(f"[answers.{name}] needs question = \"QID...\"")
             continue
-        allowed = allowed_values(name, program)
+        allowed = intake.allowed_values(name, program)
         for code, value in (spec.get("choices") or {}).items():
             if allowed is not None and value not in allowed:
                 errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")
@@ -217,7 +206,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status == 429 or status >= 500:
         raise TransientError(f"qualtrics answered HTTP {status} for {response_id}")
     if status in (401, 403):
-        alert_leads(ctx, row, "qualtrics_token_refused_email", "qualtrics_token")
+        notify.alert_leads_parked(ctx, row, template="qualtrics_token_refused_email", kind="qualtrics_token")
         raise PermanentError(f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
                              f"fix the token, then flask inbox replay {row['id']}")
     if status != 200:
@@ -229,22 +218,6 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     except (ValueError, KeyError, TypeError):
         raise TransientError(f"qualtrics answer for {response_id} was not the documented JSON") from None
     return map_values(form, values)
-
-
-def alert_leads(ctx, row: dict, template: str, kind: str) -> None:
-    """Email the program leads once per parked submission (the ledger key holds the inbox id,
-    so retries and replays of the same row send nothing more). Never stops the parking."""
-    try:
-        leads = [r for r in ctx.store.reviewers() if r.program_lead]
-        for lead in leads:
-            notify.send(ctx, case_id="", kind=kind, template=template,
-                        recipient=notify.Recipient(key=f"lead:{lead.record_id}/inbox-{row['id']}",
-                                                   role="Program lead", email=lead.email),
-                        values={"ref": str(row["id"])})
-        if not leads:
-            log.error("no program lead to tell that a token was refused inbox=%s", row["id"])
-    except Exception:
-        log.exception("could not email the program leads inbox=%s", row["id"])
 
 
 # ---- CLI: flask qualtrics subscribe | list | delete ----

@@ -34,8 +34,7 @@ from flask.cli import AppGroup
 
 from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
-# The same program vocabulary and the same lead alert as the Qualtrics form.
-from integrations.qualtrics import alert_leads, allowed_values
+from workflows import intake, notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 from workflows.model import Request
 
@@ -150,7 +149,7 @@ def load_form(program: dict) -> dict:
             continue
         if spec.get("checkbox") and not spec.get("choices"):
             errors.append(f"[answers.{name}] is a checkbox without choices")
-        allowed = allowed_values(name, program)
+        allowed = intake.allowed_values(name, program)
         for code, value in (spec.get("choices") or {}).items():
             if allowed is not None and value not in allowed:
                 errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")
@@ -242,7 +241,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status == 429 or status >= 500:
         raise TransientError(f"redcap answered HTTP {status} for {ids}")
     if status in (401, 403):
-        alert_leads(ctx, row, "redcap_token_refused_email", "redcap_token")
+        notify.alert_leads_parked(ctx, row, template="redcap_token_refused_email", kind="redcap_token")
         raise PermanentError(f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for {ids}; "
                              f"fix the token, then flask inbox replay {row['id']}")
     if status != 200:

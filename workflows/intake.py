@@ -35,6 +35,16 @@ REQUIRED = ("for_whom", "requester_name", "institution", "role", "preferred_cont
 TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked"}
 
 
+def allowed_values(field: str, program: dict) -> tuple | None:
+    """The program's values for a request field, for mapping a form's codes (None: any text)."""
+    return {
+        **CHOICE_FIELDS,
+        "institution": tuple(program.get("institutions", {})),
+        "role": tuple(program.get("roles", {}).get("choices", [])),
+        "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
+    }.get(field)
+
+
 class TransientError(RuntimeError):
     """An outside system could not answer now; the submission is retried later.
     The message must hold ids only: it is shown by `flask inbox list`."""

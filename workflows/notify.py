@@ -354,6 +354,23 @@ def alert_unreachable(ctx, key: str) -> None:
     ctx.db.ledger_update(key, alerted=True)
 
 
+def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
+    """Email the program leads once per parked submission (e.g. a form system refused our
+    token): the key holds the inbox id, so retries and replays send nothing more. Never stops
+    the parking."""
+    try:
+        leads = [r for r in ctx.store.reviewers() if r.program_lead]
+        for lead in leads:
+            send(ctx, case_id="", kind=kind, template=template,
+                 recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row['id']}", role="Program lead",
+                                     email=lead.email),
+                 values={"ref": str(row["id"])})
+        if not leads:
+            log.error("no program lead to tell of a parked submission inbox=%s", row["id"])
+    except Exception:
+        log.exception("could not email the program leads inbox=%s", row["id"])
+
+
 def run_due(ctx) -> int:
     """The periodic task's work: send what is due (held past quiet hours, retries, sends a
     dead worker left), tell leads of messages that failed, and catch up the Messages mirror.

@@ -255,16 +255,25 @@ def open_offers(ctx, supporter: Supporter) -> list[Case]:
     return found
 
 
+def _sender_and_case(ctx, phone: str, ref: str):
+    """(supporter, case, None), or (.., .., the reply) when the sender is unknown (the
+    generic reply) or no case of theirs has that reference."""
+    person = person_for_phone(ctx, phone)
+    if person is None:
+        return None, None, notify.text(ctx, "sms_reply_unknown_number")
+    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
+    if case is None:
+        return person, None, notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
+    return person, case, None
+
+
 def accept(ctx, phone: str, ref: str) -> str:
     """YES <ref>: the supporter takes the case offered to them. Exactly one YES wins; a late
     one (after the expiry, after a NO, after someone else took it) is thanked and told the
     case is covered."""
-    person = person_for_phone(ctx, phone)
-    if person is None:
-        return notify.text(ctx, "sms_reply_unknown_number")
-    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
-    if case is None:
-        return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
+    person, case, reply = _sender_and_case(ctx, phone, ref)
+    if reply:
+        return reply
     with _case_lock(ctx, case.case_id):
         case = ctx.store.find_case(case_id=case.case_id)
         mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
@@ -316,12 +325,9 @@ def accept_only_offer(ctx, phone: str) -> str:
 
 def decline(ctx, phone: str, ref: str) -> str:
     """NO <ref>: the supporter cannot take the case; it goes to the next candidate at once."""
-    person = person_for_phone(ctx, phone)
-    if person is None:
-        return notify.text(ctx, "sms_reply_unknown_number")
-    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
-    if case is None:
-        return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
+    person, case, reply = _sender_and_case(ctx, phone, ref)
+    if reply:
+        return reply
     with _case_lock(ctx, case.case_id):
         case = ctx.store.find_case(case_id=case.case_id)
         mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
