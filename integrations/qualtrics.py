@@ -19,22 +19,20 @@ An unconfigured route (no QUALTRICS_WEBHOOK_TOKEN) answers 404; a wrong token 40
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
-import tomllib
 
 import click
 import requests
 from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
+from config import form_mapping
 from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
-from workflows import intake, notify
+from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
-from workflows.model import Request
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -101,17 +99,8 @@ def notice():
 
 # ---- the mapping (config/forms/qualtrics.toml) ----
 
-class FormConfigError(ValueError):
-    """config/forms/qualtrics.toml is unreadable or does not fit config/program.toml."""
-
-
-@functools.cache
 def _read_form() -> dict:
-    try:
-        with open(FORM_FILE, "rb") as fh:
-            return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise FormConfigError(f"{FORM_FILE}: {exc}") from None
+    return form_mapping.read(FORM_FILE)
 
 
 def survey_ids() -> list[str]:
@@ -121,26 +110,11 @@ def survey_ids() -> list[str]:
 def load_form(program: dict) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
-    answers, errors = form.get("answers"), []
-    request_fields = set(vars(Request())) | {"crisis"}
-    if not isinstance(answers, dict) or not answers:
-        errors.append("[answers] is empty")
-        answers = {}
-    for name, spec in answers.items():
-        if name not in request_fields:
-            errors.append(f"[answers.{name}] is not a request field ({', '.join(sorted(request_fields))})")
-            continue
-        if not isinstance(spec, dict) or not isinstance(spec.get("question"), str):
-            errors.append(f"[answers.{name}] needs question = \"QID...\"")
-            continue
-        allowed = intake.allowed_values(name, program)
-        for code, value in (spec.get("choices") or {}).items():
-            if allowed is not None and value not in allowed:
-                errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")
+    errors = form_mapping.answer_errors(form, program, key="question", valid_key=bool, key_hint="QID...")
     if not survey_ids():
         errors.append("[survey] ids is empty: no survey's notices would be accepted")
     if errors:
-        raise FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
+        raise form_mapping.FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
     return form
 
 
@@ -195,7 +169,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
         raise PermanentError("qualtrics is not configured (QUALTRICS_API_URL, QUALTRICS_API_TOKEN)")
     try:
         form = load_form(ctx.program)
-    except FormConfigError as exc:
+    except form_mapping.FormConfigError as exc:
         raise PermanentError(str(exc)) from None
     answer = requests.get(f"{api_base(ctx.settings)}/API/v3/surveys/{survey_id}/responses/{response_id}",
                           headers=_headers(ctx.settings),

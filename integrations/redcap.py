@@ -21,10 +21,8 @@ An unconfigured route (no REDCAP_WEBHOOK_TOKEN) answers 404; a wrong token 403.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import re
-import tomllib
 from urllib.parse import urlsplit
 
 import click
@@ -32,11 +30,11 @@ import requests
 from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
+from config import form_mapping
 from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
-from workflows import intake, notify
+from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
-from workflows.model import Request
 
 log = logging.getLogger("peerline.redcap")
 
@@ -113,17 +111,8 @@ def _host(url: str) -> str:
 
 # ---- the mapping (config/forms/redcap.toml) ----
 
-class FormConfigError(ValueError):
-    """config/forms/redcap.toml is unreadable or does not fit config/program.toml."""
-
-
-@functools.cache
 def _read_form() -> dict:
-    try:
-        with open(FORM_FILE, "rb") as fh:
-            return tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise FormConfigError(f"{FORM_FILE}: {exc}") from None
+    return form_mapping.read(FORM_FILE)
 
 
 def request_instrument() -> str:
@@ -133,28 +122,12 @@ def request_instrument() -> str:
 def load_form(program: dict) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
-    answers, errors = form.get("answers"), []
-    request_fields = set(vars(Request())) | {"crisis"}
-    if not NAME.fullmatch(request_instrument()):
-        errors.append("[project] instrument must be the instrument's unique name")
-    if not isinstance(answers, dict) or not answers:
-        errors.append("[answers] is empty")
-        answers = {}
-    for name, spec in answers.items():
-        if name not in request_fields:
-            errors.append(f"[answers.{name}] is not a request field ({', '.join(sorted(request_fields))})")
-            continue
-        if not isinstance(spec, dict) or not NAME.fullmatch(str(spec.get("field", ""))):
-            errors.append(f"[answers.{name}] needs field = \"<REDCap variable name>\"")
-            continue
-        if spec.get("checkbox") and not spec.get("choices"):
-            errors.append(f"[answers.{name}] is a checkbox without choices")
-        allowed = intake.allowed_values(name, program)
-        for code, value in (spec.get("choices") or {}).items():
-            if allowed is not None and value not in allowed:
-                errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")
+    errors = [] if NAME.fullmatch(request_instrument()) else \
+        ["[project] instrument must be the instrument's unique name"]
+    errors += form_mapping.answer_errors(form, program, key="field", valid_key=NAME.fullmatch,
+                                         key_hint="<REDCap variable name>")
     if errors:
-        raise FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
+        raise form_mapping.FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
     return form
 
 
@@ -230,7 +203,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
         raise PermanentError("redcap is not configured (REDCAP_API_URL, REDCAP_API_TOKEN)")
     try:
         form = load_form(ctx.program)
-    except FormConfigError as exc:
+    except form_mapping.FormConfigError as exc:
         raise PermanentError(str(exc)) from None
     query = {"content": "record", "type": "flat", "rawOrLabel": "raw",
              "records[0]": payload["record"], "forms[0]": payload["instrument"]}
@@ -311,7 +284,7 @@ def check():
         raise click.ClickException(f"Set {', '.join(missing)} first (environment or .env).")
     try:
         form = load_form(ctx.program)
-    except FormConfigError as exc:
+    except form_mapping.FormConfigError as exc:
         raise click.ClickException(str(exc))
     try:
         project, metadata = _api(settings, {"content": "project"}), _api(settings, {"content": "metadata"})

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.test_intake import GOOD, submit
+from tests.test_intake import submit
 from workflows import offers, tasks
-from workflows.model import Event, Reviewer, Roster, Supporter, utcnow
+from workflows.model import Reviewer, Roster, Supporter, utcnow
 
 AVERY, BLAIR, KAI = "+15550101101", "+15550101117", "+15550101123"
 LINK = re.compile(r"http://localhost:5000/s/\S+")

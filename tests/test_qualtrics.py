@@ -10,6 +10,8 @@ import logging
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+
+from config import form_mapping
 import responses
 from conftest import load_fixture
 
@@ -269,10 +271,6 @@ def test_a_mapping_that_does_not_fit_the_program_stops_the_start(tmp_path, monke
     broken.write_text('[survey]\nids = ["SV_x"]\n[answers.role]\nquestion = "QID8"\nchoices = { 1 = "Surgeon" }\n'
                       '[answers.favourite_colour]\nquestion = "QID99"\n')
     monkeypatch.setattr(qualtrics, "FORM_FILE", broken)
-    qualtrics._read_form.cache_clear()
-    try:
-        with pytest.raises(qualtrics.FormConfigError) as err:
-            qualtrics.load_form(ctx.program)
-        assert "'Surgeon' is not one of Nurse" in str(err.value) and "favourite_colour" in str(err.value)
-    finally:
-        qualtrics._read_form.cache_clear()
+    with pytest.raises(form_mapping.FormConfigError) as err:
+        qualtrics.load_form(ctx.program)
+    assert "'Surgeon' is not one of Nurse" in str(err.value) and "favourite_colour" in str(err.value)
