@@ -15,7 +15,7 @@ import pytest
 from cli import read_roster_csv
 from config.settings import ROOT
 from tests.conftest import load_fixture
-from tests.test_airtable import BASE, TOKEN, URL, make_store
+from tests.test_airtable import BASE, TOKEN, URL, fake, make_store  # noqa: F401  (fixture)
 from tests.test_offers import AVERY, sms
 from workflows import tasks
 from workflows.model import Case, utcnow
@@ -24,13 +24,6 @@ PUBLIC = "https://peerline.example.org"
 HOOK_URL = PUBLIC + "/webhooks/airtable"
 
 
-@pytest.fixture
-def fake(mocked):
-    from tests.fake_airtable import FakeAirtable
-    fake = FakeAirtable(token=TOKEN)
-    fake.add_base(BASE)
-    fake.install(mocked, URL)
-    return fake
 
 
 @pytest.fixture

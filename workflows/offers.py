@@ -267,6 +267,13 @@ def _sender_and_case(ctx, phone: str, ref: str):
     return person, case, None
 
 
+def _case_and_offers_to(ctx, case_id: str, person: Supporter):
+    """The case as it is now, and the offers of it made to this supporter (oldest first).
+    Called under the case's lock, so the answer cannot change underneath."""
+    case = ctx.store.find_case(case_id=case_id)
+    return case, [o for o in ctx.db.offers_for_case(case_id) if o["supporter_id"] == person.record_id]
+
+
 def accept(ctx, phone: str, ref: str) -> str:
     """YES <ref>: the supporter takes the case offered to them. Exactly one YES wins; a late
     one (after the expiry, after a NO, after someone else took it) is thanked and told the
@@ -275,8 +282,7 @@ def accept(ctx, phone: str, ref: str) -> str:
     if reply:
         return reply
     with _case_lock(ctx, case.case_id):
-        case = ctx.store.find_case(case_id=case.case_id)
-        mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
+        case, mine = _case_and_offers_to(ctx, case.case_id, person)
         if not mine:
             return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)     # never offered to them
         offer = mine[-1]
@@ -329,8 +335,7 @@ def decline(ctx, phone: str, ref: str) -> str:
     if reply:
         return reply
     with _case_lock(ctx, case.case_id):
-        case = ctx.store.find_case(case_id=case.case_id)
-        mine = [o for o in ctx.db.offers_for_case(case.case_id) if o["supporter_id"] == person.record_id]
+        case, mine = _case_and_offers_to(ctx, case.case_id, person)
         offer = mine[-1] if mine else None
         if offer is None or offer["status"] != "open":
             return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
