@@ -1,12 +1,13 @@
 """Outside systems, registered in one place.
 
-`build_context` chooses each backend from the settings (DESIGN.md section 3): the embedded
+`build_context` chooses each backend from the settings (docs/architecture.md section 3): the embedded
 default when a system's credentials are absent. `register_all` adds every webhook blueprint.
 """
 from __future__ import annotations
 
 from config import settings as settings_module
 from integrations import airtable, database, outbox, qualtrics, redcap, sendgrid, supporter_page, twilio
+from workflows.clock import Clock
 from workflows.context import Context
 from workflows.notify import load_templates
 
@@ -17,8 +18,9 @@ from workflows.notify import load_templates
 INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable, supporter_page)
 
 
-def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
-    db = database.Database(settings_module.database_url(values))
+def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> Context:
+    clock = clock or Clock()
+    db = database.Database(settings_module.database_url(values), clock=clock)
     program = settings_module.load_program(values["PROGRAM_FILE"])
     templates = load_templates(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):
@@ -34,11 +36,9 @@ def build_context(values: dict, *, enqueue=None, clock=None) -> Context:
         senders["email"] = sendgrid.SendGridSender.from_settings(values, db)
     fetchers = {m.SOURCE: m.fetch_answers for m in INTEGRATIONS if hasattr(m, "fetch_answers")}
     ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
-                  senders=senders, fetchers=fetchers)
+                  senders=senders, fetchers=fetchers, clock=clock)
     if enqueue is not None:
         ctx.enqueue = enqueue
-    if clock is not None:
-        ctx.clock = clock
     return ctx
 
 

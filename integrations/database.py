@@ -2,7 +2,7 @@
 
 It holds the inbox of received submissions (the truth, not the queue), the Case ID register,
 per-case locks, the message ledger and outbox, and, when Airtable is not configured, the case
-store itself (DESIGN.md section 6 tables, with snake_case column names).
+store itself (docs/architecture.md section 6 tables, with snake_case column names).
 
 Connect: leave DATABASE_URL unset for SQLite in DATA_DIR, or set
 DATABASE_URL=postgresql://user:pass@host/db. Tables are created on first use.
@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
-from workflows.model import (Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter,
-                             utcnow)
+from workflows.clock import Clock
+from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -280,9 +280,12 @@ def _owner() -> str:
 class Database:
     """The inbox, Case ID register, locks, ledger and outbox."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, clock: Clock | None = None):
         self.url = url
         self.engine = engine_for(url)
+        #: The Context's clock (build_context passes it), so rows are stamped with the
+        #: same "now" the workflows compare against.
+        self.clock = clock or Clock()
 
     # ---- health ----
     def ping(self) -> bool:
@@ -293,7 +296,7 @@ class Database:
     # ---- inbox ----
     def record_submission(self, *, source: str, source_key: str, payload: dict) -> tuple[int, bool]:
         """Store a received submission before we answer. Returns (inbox id, newly stored)."""
-        now = utcnow()
+        now = self.clock.now()
         try:
             with self.engine.begin() as conn:
                 row_id = conn.execute(inbox.insert().values(
@@ -318,7 +321,7 @@ class Database:
     def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
         """Take a row for processing; only one worker wins, a dead worker's lease runs out, and
         a retry waits for its time (extra copies of the task in the queue are no-ops)."""
-        now = utcnow()
+        now = self.clock.now()
         stmt = (inbox.update()
                 .where(inbox.c.id == inbox_id)
                 .where(sa.or_(inbox.c.status == "new",
@@ -344,11 +347,11 @@ class Database:
         with self.engine.begin() as conn:
             return conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(
                 status="new", attempts=0, next_attempt_at=None, lease_until=None,
-                updated_at=utcnow())).rowcount == 1
+                updated_at=self.clock.now())).rowcount == 1
 
     def _set_inbox(self, inbox_id: int, **values) -> None:
         with self.engine.begin() as conn:
-            conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=utcnow(), **values))
+            conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=self.clock.now(), **values))
 
     def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[dict]:
         """Rows without their answers: for people and logs."""
@@ -394,7 +397,7 @@ class Database:
         """A lock shared by every process on this database; a holder that dies frees it at ttl."""
         owner, deadline = _owner(), time.monotonic() + wait_seconds
         while True:
-            now = utcnow()
+            now = self.clock.now()
             try:
                 with self.engine.begin() as conn:
                     conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.expires_at < now))
@@ -425,7 +428,7 @@ class Database:
                 conn.execute(messages.insert().values(
                     key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
                     recipient_role=record.recipient_role, recipient=recipient, status="pending",
-                    provider_id="", error="", created_at=now or utcnow(), template=template,
+                    provider_id="", error="", created_at=now or self.clock.now(), template=template,
                     values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
                     attempts=0, body_digest="", alerted=False, mirror_due=False))
         except IntegrityError:
@@ -434,7 +437,7 @@ class Database:
     def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None) -> bool:
         """Only one worker may send a message; a crashed sender's claim runs out. Held and
         retrying messages can be claimed once they are due. Counts the attempt."""
-        now = now or utcnow()
+        now = now or self.clock.now()
         stmt = (messages.update().where(messages.c.key == key)
                 .where(sa.or_(
                     sa.and_(messages.c.status.in_(("pending", "held", "retry")),
@@ -499,7 +502,7 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 conn.execute(opt_outs.insert().values(channel=channel, address=address, source=source,
-                                                      at=now or utcnow()))
+                                                      at=now or self.clock.now()))
             return True
         except IntegrityError:
             return False
@@ -520,7 +523,7 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 conn.execute(webhook_events.insert().values(source=source, event_id=event_id,
-                                                            received_at=now or utcnow()))
+                                                            received_at=now or self.clock.now()))
             return True
         except IntegrityError:
             return False
@@ -618,7 +621,7 @@ class Database:
         try:
             with self.engine.begin() as conn:
                 return int(conn.execute(outbox.insert().values(
-                    message_key=message_key, at=utcnow(), channel=channel, recipient=recipient,
+                    message_key=message_key, at=self.clock.now(), channel=channel, recipient=recipient,
                     case_id=case_id, subject=subject, body=body)).inserted_primary_key[0])
         except IntegrityError:
             return self.outbox_id(message_key)

@@ -15,7 +15,7 @@ from pyairtable.models.schema import BaseSchema
 from integrations import airtable, database
 from tests.fake_airtable import FakeAirtable, Formula, Linked
 from tests.test_intake import GOOD, get_form
-from tests.test_store_contract import NASTY, a_case
+from tests.test_store_contract import NASTY, T0, a_case
 from workflows import intake
 from workflows.model import Event, Roster, Reviewer, Supporter
 
@@ -167,9 +167,9 @@ def test_a_failed_create_is_not_sent_twice(base):
     store.create_case(a_case(1))
     base.refuse_next(BASE, 500)
     with pytest.raises(requests.HTTPError):
-        store.add_events([Event("PS-1001", "Case created")])
+        store.add_events([Event("PS-1001", "Case created", at=T0)])
     assert base.records(BASE, "Events") == []
-    store.add_events([Event("PS-1001", "Case created")])
+    store.add_events([Event("PS-1001", "Case created", at=T0)])
     assert len(base.records(BASE, "Events")) == 1
 
 

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -18,7 +18,7 @@ from tests.conftest import load_fixture
 from tests.test_airtable import BASE, TOKEN, URL, fake, make_store  # noqa: F401  (fixture)
 from tests.test_offers import AVERY, sms
 from workflows import tasks
-from workflows.model import Case, utcnow
+from workflows.model import Case
 
 PUBLIC = "https://peerline.example.org"
 HOOK_URL = PUBLIC + "/webhooks/airtable"
@@ -66,6 +66,11 @@ def hook(base, fake, runner, ctx):
     ctx.settings["AIRTABLE_WEBHOOK_SECRET"] = secret
     [made] = fake.webhooks[BASE]
     return made
+
+
+def utcnow() -> datetime:
+    """Airtable's own clock (the fake server's), not ours: the real time."""
+    return datetime.now(timezone.utc)
 
 
 def ping(client, body: bytes, mac: str | None):

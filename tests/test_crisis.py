@@ -42,7 +42,7 @@ def providers(mocked):
 
 @pytest.fixture
 def night(ctx):
-    ctx.clock = lambda: NIGHT
+    ctx.clock.pin(NIGHT)
     return NIGHT
 
 

@@ -116,7 +116,7 @@ def test_quiet_hours_within_one_day_and_none():
 
 
 def test_the_embedded_outbox_shows_messages_at_once_even_at_night(ctx):
-    ctx.clock = lambda: datetime(2026, 11, 24, 2, 0, tzinfo=NEW_YORK)
+    ctx.clock.pin(datetime(2026, 11, 24, 2, 0, tzinfo=NEW_YORK))
     assert notify.send(ctx, case_id="PS-1", kind="k", template="new_case_reviewer_sms",
                        recipient=notify.Recipient(key="r", role="Reviewer", phone="+15550101125"),
                        values=VALUES) == "sent"
@@ -149,10 +149,10 @@ def _intend(ctx, key="PS-1:k:r:sms", **kw):
 
 def test_an_intent_left_by_a_dead_worker_is_sent_once_by_the_periodic_task(ctx):
     start = datetime(2026, 11, 23, 14, 0, tzinfo=timezone.utc)
-    ctx.clock = lambda: start
+    ctx.clock.pin(start)
     key = _intend(ctx)                 # the worker died right after recording the intent
     assert notify.run_due(ctx) == 0    # too fresh: its own worker may still be about to send it
-    ctx.clock = lambda: start + timedelta(minutes=2)
+    ctx.clock.pin(start + timedelta(minutes=2))
     notify.run_due(ctx)
     notify.run_due(ctx)
     assert [m["message_key"] for m in ctx.db.outbox_list()] == [key]

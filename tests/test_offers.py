@@ -12,27 +12,17 @@ import pytest
 
 from tests.test_intake import submit
 from workflows import offers, tasks
-from workflows.model import Reviewer, Roster, Supporter, utcnow
+from workflows.model import Reviewer, Roster, Supporter
 
 AVERY, BLAIR, KAI = "+15550101101", "+15550101117", "+15550101123"
 LINK = re.compile(r"http://localhost:5000/s/\S+")
 
 
-class Clock:
-    """The service's clock, from the real time (submissions are stamped with it) onwards."""
-
-    def __init__(self, ctx):
-        self.t = utcnow()
-        ctx.clock = lambda: self.t
-
-    def advance(self, **kw):
-        self.t += timedelta(**kw)
-        return self.t
-
-
 @pytest.fixture
 def clock(ctx):
-    return Clock(ctx)
+    """The service's one clock, stopped at today's time (tests move it on by hand)."""
+    ctx.clock.pin(ctx.clock.now())
+    return ctx.clock
 
 
 @pytest.fixture
@@ -83,7 +73,7 @@ def test_approval_offers_the_best_candidate_by_sms_naming_only_the_reference(cli
     output = approve(runner, case)
     assert "offered to Avery Chen" in output
     [offer] = sent(ctx, to=AVERY)
-    expires = clock.t + timedelta(hours=4)
+    expires = clock.now() + timedelta(hours=4)
     assert offer["body"] == (f"Clinician Peer Support Network: a colleague asked for peer support, ref {case.ref}. "
                              f"Reply YES {case.ref} to accept or NO {case.ref} to decline by "
                              f"{offers.notify.show_time(ctx, expires)}.")
@@ -98,21 +88,21 @@ def test_approval_offers_the_best_candidate_by_sms_naming_only_the_reference(cli
 def test_urgent_and_crisis_offers_run_out_in_thirty_minutes(client, ctx, roster, run_worker, runner, clock):
     case = new_case(client, ctx, run_worker, urgency="Urgent")
     approve(runner, case)
-    assert ctx.store.find_case(case_id=case.case_id).offer_expires == clock.t + timedelta(minutes=30)
+    assert ctx.store.find_case(case_id=case.case_id).offer_expires == clock.now() + timedelta(minutes=30)
 
 
 def test_yes_assigns_the_case_sends_the_private_link_and_tells_the_requester(client, ctx, roster, run_worker,
                                                                           runner, clock):
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
-    clock.advance(minutes=20)
+    clock.advance(timedelta(minutes=20))
     assert sms(runner, "+1 555 010 1101", f"yes {case.ref}") == \
         f"Thank you: ref {case.ref} is yours. We are sending you a private link with how to reach them."
     avery = supporter(ctx, "Avery Chen")
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Assigned" and case.assigned_supporter == avery.record_id and case.offer_expires is None
-    assert avery.last_assigned_at == clock.t
-    contact_by = offers.notify.show_time(ctx, clock.t + timedelta(hours=48))
+    assert avery.last_assigned_at == clock.now()
+    contact_by = offers.notify.show_time(ctx, clock.now() + timedelta(hours=48))
     link_sms = sent(ctx, to=AVERY)[-1]
     assert LINK.search(link_sms["body"]) and contact_by in link_sms["body"] and f"DONE {case.ref}" in link_sms["body"]
     [link_mail] = sent(ctx, to=avery.email)
@@ -158,10 +148,10 @@ def test_silence_runs_out_the_offer_the_next_is_asked_and_a_late_yes_is_covered(
                                                                              runner, clock, worker):
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
-    clock.advance(hours=3, minutes=59)
+    clock.advance(timedelta(hours=3, minutes=59))
     worker.expire_offers.call_local()
     assert sent(ctx, to=BLAIR) == []
-    clock.advance(minutes=2)
+    clock.advance(timedelta(minutes=2))
     worker.expire_offers.call_local()
     worker.expire_offers.call_local()                   # a doubled run changes nothing more
     assert len(sent(ctx, to=BLAIR)) == 1
@@ -177,7 +167,7 @@ def test_a_yes_after_the_expiry_but_before_the_task_ran_is_covered_and_moves_the
         client, ctx, roster, run_worker, runner, clock):
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
-    clock.advance(hours=4, seconds=1)
+    clock.advance(timedelta(hours=4, seconds=1))
     assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and case.assigned_supporter == supporter(ctx, "Blair Kowalski").record_id
@@ -231,7 +221,7 @@ def test_the_supporter_a_coordinator_chose_is_offered_first(client, ctx, roster,
 def test_a_colleague_request_is_offered_only_once_a_reviewer_approves_it(client, ctx, roster, run_worker, runner,
                                                                         clock, worker):
     case = new_case(client, ctx, run_worker, for_whom="Colleague")
-    clock.advance(hours=80)
+    clock.advance(timedelta(hours=80))
     for task in (worker.poll_approvals, worker.expire_offers, worker.review_clock):
         task.call_local()
     supporters = {s.phone for s in ctx.store.supporters()} | {s.email for s in ctx.store.supporters()}
@@ -259,8 +249,8 @@ def test_an_offer_left_half_made_by_a_crash_is_finished_once(client, ctx, roster
     ctx.store.update_case(case.case_id, status="Approved")
     avery = supporter(ctx, "Avery Chen")
     # A worker died after recording the offer (and maybe sending it), before the case said so.
-    ctx.db.offer_create(case_id=case.case_id, supporter_id=avery.record_id, offered_at=clock.t,
-                        expires_at=clock.t + timedelta(hours=4))
+    ctx.db.offer_create(case_id=case.case_id, supporter_id=avery.record_id, offered_at=clock.now(),
+                        expires_at=clock.now() + timedelta(hours=4))
     worker.poll_approvals.call_local()
     worker.poll_approvals.call_local()
     assert len(sent(ctx, to=AVERY)) == 1
@@ -312,7 +302,7 @@ def test_closing_withdraws_the_open_offer(client, ctx, roster, run_worker, runne
     result = runner.invoke(args=["cases", "close", case.ref])
     assert result.exit_code == 0 and f"{case.case_id} is Closed" in result.output
     assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
-    clock.advance(hours=5)
+    clock.advance(timedelta(hours=5))
     worker.expire_offers.call_local()
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Closed" and case.closed_at is not None
@@ -348,7 +338,7 @@ def test_a_routine_offer_in_quiet_hours_runs_out_four_hours_after_the_morning(ov
     from config.settings import ROOT
     ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
     night = datetime(2026, 11, 24, 4, 0, tzinfo=timezone.utc)          # 23:00 in New York
-    ctx.clock = lambda: night
+    ctx.clock.pin(night)
     from workflows.model import Case
     ctx.store.create_case(Case(case_id="PS-4821", source="web", source_response_id="web:night", status="Approved",
                                institution="NCH", role="Nurse", role_preference="Same", submitted_at=night,
@@ -390,7 +380,7 @@ def test_the_link_shows_how_to_reach_the_person_and_each_opening_is_an_event(cli
     assert "+15550100123" in html and "Routine" in html
     assert "someone in the same role as them" in html and "someone from another department" in html
     assert "someone from outside their hospital" in html and "Northgate Community Hospital" in html
-    assert offers.notify.show_time(ctx, clock.t + timedelta(hours=48)) in html and f"DONE {case.ref}" in html
+    assert offers.notify.show_time(ctx, clock.now() + timedelta(hours=48)) in html and f"DONE {case.ref}" in html
     assert "988" in html and "Employee Assistance Program" in html               # crisis resources
     assert "<script" not in html and "Surgery" not in html                       # only what is needed
     client.get(path)
@@ -404,7 +394,7 @@ def test_a_spoiled_link_shows_the_expired_page_and_no_detail(client, ctx, roster
         payload, signature = path[3:].split(".")
         path = f"/s/{payload[:-2]}{'AB' if payload[-2:] != 'AB' else 'CD'}.{signature}"
     elif spoil == "expire":
-        clock.advance(hours=72, seconds=1)
+        clock.advance(timedelta(hours=72, seconds=1))
     elif spoil == "close":
         runner.invoke(args=["cases", "close", case.case_id])
     else:
@@ -437,10 +427,10 @@ def test_a_link_never_shows_another_case(client, ctx, roster, run_worker, runner
 
 def test_done_from_the_supporter_records_contact(client, ctx, roster, run_worker, runner, clock):
     case, path = accepted(client, ctx, run_worker, runner)
-    clock.advance(hours=3)
+    clock.advance(timedelta(hours=3))
     assert sms(runner, AVERY, f"DONE {case.ref}") == f"Thank you: contact recorded for ref {case.ref}."
     case = ctx.store.find_case(case_id=case.case_id)
-    assert case.status == "Contacted" and case.contact_made_at == clock.t
+    assert case.status == "Contacted" and case.contact_made_at == clock.now()
     assert "Contact is recorded" in client.get(path).get_data(as_text=True)
 
 
@@ -457,13 +447,13 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
     assert f"YES {case.ref} to accept or NO {case.ref}" in offer["body"] and "Zebulon" not in offer["body"]
 
     # Avery stays silent: after four hours the offer runs out and Blair is asked.
-    clock.advance(hours=4, minutes=1)
+    clock.advance(timedelta(hours=4, minutes=1))
     worker.expire_offers.call_local()
     assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
 
     # Blair accepts by SMS; Avery's late YES is thanked and told the case is covered.
     assert sms(runner, "+1 555 010 1117", f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
-    accepted_at = clock.t
+    accepted_at = clock.now()
     assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
     blair = supporter(ctx, "Blair Kowalski")
     current = ctx.store.find_case(case_id=case.case_id)
@@ -480,11 +470,11 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
     assert "Supporter link opened" in events(ctx, case)
 
     # Nobody reviews the second request: a reminder a day before Review Due, then the leads.
-    clock.t = waiting.review_due - timedelta(hours=24)
+    clock.pin(waiting.review_due - timedelta(hours=24))
     worker.review_clock.call_local()
     reminded = {m["recipient"] for m in sent(ctx, case=waiting) if "still needs review" in m["body"]}
     assert reminded == {"+15550101127", "+15550101128"}
-    clock.t = waiting.review_due
+    clock.pin(waiting.review_due)
     worker.review_clock.call_local()
     worker.review_clock.call_local()
     overdue = [m for m in sent(ctx, case=waiting) if "was not reviewed by" in m["body"]
@@ -495,11 +485,11 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
         "Review overdue: program leads told"]
 
     # By then Blair's contact window has passed: they are asked once whether they reached out.
-    assert clock.t >= accepted_at + timedelta(hours=48)
+    assert clock.now() >= accepted_at + timedelta(hours=48)
     [check] = [m for m in sent(ctx, to=blair.phone) if "have you reached" in m["body"]]
     assert sms(runner, blair.phone, f"DONE {case.ref}") == f"Thank you: contact recorded for ref {case.ref}."
     assert ctx.store.find_case(case_id=case.case_id).status == "Contacted"
-    clock.advance(hours=48)
+    clock.advance(timedelta(hours=48))
     worker.review_clock.call_local()
     assert not [m for m in ctx.db.outbox_list() if "no contact recorded" in m["body"].lower()]
 
@@ -523,7 +513,7 @@ def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_
     replies.append(sms(runner, second.phone, f"YES {case.ref}"))
     link = LINK.search(sent(ctx, to=second.phone)[-1]["body"]).group(0)
     assert CANARIES["requester_name"] in client.get(link.replace("http://localhost:5000", "")).get_data(as_text=True)
-    clock.t = other.review_due + timedelta(days=5)
+    clock.pin(other.review_due + timedelta(days=5))
     worker.review_clock.call_local()
     worker.expire_offers.call_local()
     output = runner.invoke(args=["cases", "list"]).output
@@ -574,13 +564,13 @@ def test_a_yes_is_kept_when_its_messages_cannot_go_yet_and_they_follow(client, c
     key = f"{case.case_id}:supporter_link:supporter:{avery.record_id}:sms"
     ctx.db.ledger_intend(MessageRecord(key=key, case_id=case.case_id, kind="supporter_link", channel="sms",
                                        recipient_role="Supporter"), AVERY, template="supporter_link_sms",
-                         values={"ref": case.ref, "link": "L", "deadline": "D"}, now=clock.t)
-    assert ctx.db.ledger_claim(key, claim_seconds=300, now=clock.t)
+                         values={"ref": case.ref, "link": "L", "deadline": "D"}, now=clock.now())
+    assert ctx.db.ledger_claim(key, claim_seconds=300, now=clock.now())
     assert sms(runner, AVERY, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
     assert ctx.store.find_case(case_id=case.case_id).status == "Assigned"
     assert not [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
     assert sent(ctx, to=avery.email) and sent(ctx, to="+15550100123")      # the others went at once
-    clock.advance(minutes=6)                      # the dead worker's claim runs out
+    clock.advance(timedelta(minutes=6))                      # the dead worker's claim runs out
     offers.notify.run_due(ctx)
     assert [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
 
@@ -618,7 +608,8 @@ def test_offers_and_the_clock_run_on_postgresql(overrides, pg_url):
     ctx = app.extensions["peerline"]
     ctx.enqueue = lambda *a, **k: None
     ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
-    clock = Clock(ctx)
+    clock = ctx.clock
+    clock.pin(clock.now())
     assert submit(app.test_client()).status_code == 303
     drain(ctx)
     [case] = ctx.store.list_cases()
@@ -627,6 +618,6 @@ def test_offers_and_the_clock_run_on_postgresql(overrides, pg_url):
     assert sms(runner, AVERY, f"NO {case.ref}").startswith("Thank you for letting us know")
     assert sms(runner, BLAIR, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
     assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "accepted"]
-    clock.t = case.review_due + timedelta(days=2)
+    clock.pin(case.review_due + timedelta(days=2))
     assert deadlines.run(ctx) == 2 and deadlines.run(ctx) == 0        # contact check, then reviewers; once
     assert ctx.db.milestone_done(case.case_id, "contact_overdue")

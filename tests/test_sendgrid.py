@@ -20,7 +20,7 @@ from conftest import load_fixture
 from integrations import sendgrid
 from workflows import notify
 
-CONTRACTS = Path("/work/shared/contracts")
+CONTRACTS = Path(__file__).parent / "contracts"
 MAIL_URL = "https://api.sendgrid.com/v3/mail/send"
 MESSAGE_ID = "W2c8xY4aQ1yVbAqNRwGHZg"
 KEY = "PS-4821:new_case:reviewer:9:email"          # the key in tests/fixtures/sendgrid/events__*.json
@@ -76,9 +76,8 @@ def overrides(overrides):
 
 @pytest.fixture
 def clock(ctx):
-    now = {"t": NOW}
-    ctx.clock = lambda: now["t"]
-    return now
+    ctx.clock.pin(NOW)
+    return ctx.clock
 
 
 def lead(ctx):
@@ -140,7 +139,7 @@ def test_400_fails_at_once_and_tells_a_program_lead_once(ctx, roster, mocked, cl
     key = f"PS-4821:new_case:reviewer:{person.record_id}:email"
     assert ctx.db.ledger_get(key)["error"] == "SendGrid 400"
     for hours in (1, 2, 30):
-        clock["t"] = NOW + timedelta(hours=hours)
+        clock.pin(NOW + timedelta(hours=hours))
         notify.run_due(ctx)
     first, alert = mail_posts(mocked)
     alert_body = json.loads(alert.request.body)
@@ -159,7 +158,7 @@ def test_transient_failure_is_retried_later_not_in_a_loop(ctx, roster, mocked, c
     person = a_reviewer(ctx)
     assert email_to(ctx, person) == "retry"
     assert len(mail_posts(mocked)) == 1
-    clock["t"] = NOW + timedelta(minutes=3)
+    clock.pin(NOW + timedelta(minutes=3))
     notify.run_due(ctx)
     key = f"PS-4821:new_case:reviewer:{person.record_id}:email"
     assert ctx.db.ledger_get(key)["status"] == "sent"
@@ -186,7 +185,7 @@ def test_send_that_reached_sendgrid_before_a_crash_is_found_by_its_events(client
     processed = json.loads(load_fixture("sendgrid", "events__delivered.json")[0])[:1]
     body = json.dumps(processed).encode()
     assert post_events(client, body).status_code == 200
-    clock["t"] = NOW + timedelta(seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]) + 1)
+    clock.pin(NOW + timedelta(seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]) + 1))
     notify.run_due(ctx)
     assert len(mail_posts(mocked)) == 1
     row = ctx.db.ledger_get(KEY)

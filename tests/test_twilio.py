@@ -2,7 +2,7 @@
 in order, supporters' replies understood, and the signature checked the way Twilio signs.
 
 Twilio's API is mocked with `responses` (twilio-python's own HTTP client runs); every request
-we send is checked against Twilio's OpenAPI spec (tests/../shared/contracts).
+we send is checked against Twilio's OpenAPI spec (a copy kept in tests/contracts).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from integrations import twilio
 from workflows import notify, offers
 from workflows.model import Case
 
-CONTRACTS = Path("/work/shared/contracts")
+CONTRACTS = Path(__file__).parent / "contracts"
 ACCOUNT = "AC3f1c2b7e9d4a6b8c0d1e2f3a4b5c6d7e"
 SERVICE = "MG9a8b7c6d5e4f30211a2b3c4d5e6f7a8b"
 TOKEN = "test-auth-token-5f0e"
@@ -132,9 +132,8 @@ def overrides(overrides):
 @pytest.fixture
 def clock(ctx):
     """A settable clock for the service: starts at 09:00 in New York."""
-    now = {"t": DAYTIME}
-    ctx.clock = lambda: now["t"]
-    return now
+    ctx.clock.pin(DAYTIME)
+    return ctx.clock
 
 
 # ---------------------------------------------------------------- sending
@@ -159,7 +158,7 @@ def test_twilio_api_url_setting_points_the_client_elsewhere(overrides, mocked, t
     from app import create_app
     app = create_app({**overrides, "TWILIO_API_URL": "https://twilio-fake.test:8443/"})
     ctx = app.extensions["peerline"]
-    ctx.clock = lambda: DAYTIME          # outside quiet hours, whatever the time of the run
+    ctx.clock.pin(DAYTIME)          # outside quiet hours, whatever the time of the run
     twilio_created(mocked, url=f"https://twilio-fake.test:8443/2010-04-01/Accounts/{ACCOUNT}/Messages.json")
     status = notify.send(ctx, case_id="PS-1000", kind="k", template="new_case_reviewer_sms",
                          recipient=notify.Recipient(key="reviewer:1", role="Reviewer", phone="555 010 1125"),
@@ -179,7 +178,7 @@ def test_permanent_failure_is_not_retried_and_a_program_lead_is_told_once(ctx, r
     row = ledger(ctx)[f"PS-4821:new_case:reviewer:{dana.record_id}:sms"]
     assert row["error"] == code          # the code only: Twilio's message quotes the number
     for hours in (1, 5, 30):
-        clock["t"] = DAYTIME + timedelta(hours=hours)
+        clock.pin(DAYTIME + timedelta(hours=hours))
         notify.run_due(ctx)
     assert len(posts(mocked)) == 1
     alerts = [m for m in ctx.db.outbox_list() if m["channel"] == "email"]
@@ -216,7 +215,7 @@ def test_transient_failure_retries_with_backoff_through_the_ledger(ctx, roster, 
     assert row["status"] == "retry" and row["next_attempt_at"] >= DAYTIME + timedelta(seconds=30)
     notify.run_due(ctx)                       # not due yet: nothing is sent
     assert len(posts(mocked)) == 1
-    clock["t"] = DAYTIME + timedelta(minutes=2)
+    clock.pin(DAYTIME + timedelta(minutes=2))
     assert notify.run_due(ctx) == 1
     assert len(posts(mocked)) == 2
     row = ledger(ctx)[row["key"]]
@@ -228,8 +227,7 @@ def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
     from app import create_app
     app = create_app({**overrides, "RETRY_MAX_ATTEMPTS": "3"})
     ctx = app.extensions["peerline"]
-    now = {"t": DAYTIME}
-    ctx.clock = lambda: now["t"]
+    ctx.clock.pin(DAYTIME)
     from cli import read_roster_csv
     from config.settings import ROOT
     ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
@@ -237,7 +235,7 @@ def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
     mocked.add("GET", MESSAGES_URL, json={"messages": [], "next_page_uri": None, "page": 0, "page_size": 200})
     send_to(ctx, reviewer(ctx))
     for minutes in range(5, 300, 5):
-        now["t"] = DAYTIME + timedelta(minutes=minutes)
+        ctx.clock.pin(DAYTIME + timedelta(minutes=minutes))
         notify.run_due(ctx)
     assert len(posts(mocked)) == 3
     [row] = [r for r in ctx.db.ledger_rows("PS-4821") if r["kind"] == "new_case"]
@@ -262,7 +260,7 @@ def test_timeout_after_twilio_accepted_is_reconciled_not_sent_twice(ctx, roster,
     page = json.loads(load_fixture("twilio", "api__messages_list__page.json")[0])
     page["messages"][1]["body"] = body            # the text Twilio kept is the one we sent
     mocked.add("GET", MESSAGES_URL, json=page)
-    clock["t"] = DAYTIME + timedelta(minutes=5)
+    clock.pin(DAYTIME + timedelta(minutes=5))
     notify.run_due(ctx)
     assert len(accepted) == 1 and len(posts(mocked)) == 1
     [lookup] = [c for c in mocked.calls if c.request.method == "GET"]
@@ -294,7 +292,7 @@ def test_worker_killed_between_accept_and_ledger_write_sends_once(ctx, roster, m
     mocked.add("GET", MESSAGES_URL, json=page)
     notify.run_due(ctx)                          # the dead worker's claim has not run out yet
     assert ctx.db.ledger_get(key)["status"] == "sending"
-    clock["t"] = DAYTIME + timedelta(seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]) + 1)
+    clock.pin(DAYTIME + timedelta(seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]) + 1))
     notify.run_due(ctx)
     assert len(accepted) == 1
     assert ctx.db.ledger_get(key)["provider_id"] == SENT_SID
@@ -314,15 +312,15 @@ def test_a_message_that_went_out_is_never_claimed_again(ctx, roster, mocked, clo
 
 def test_routine_sms_waits_for_the_end_of_quiet_hours_and_goes_once(ctx, roster, mocked, clock):
     twilio_created(mocked)
-    clock["t"] = datetime(2026, 11, 23, 23, 30, tzinfo=NY)
+    clock.pin(datetime(2026, 11, 23, 23, 30, tzinfo=NY))
     dana = reviewer(ctx)
     assert send_to(ctx, dana) == "held"
     key = f"PS-4821:new_case:reviewer:{dana.record_id}:sms"
     assert ctx.db.ledger_get(key)["next_attempt_at"] == datetime(2026, 11, 24, 7, 0, tzinfo=NY)
-    clock["t"] = datetime(2026, 11, 24, 3, 0, tzinfo=NY)
+    clock.pin(datetime(2026, 11, 24, 3, 0, tzinfo=NY))
     notify.run_due(ctx)
     assert posts(mocked) == []
-    clock["t"] = datetime(2026, 11, 24, 7, 0, 40, tzinfo=NY)
+    clock.pin(datetime(2026, 11, 24, 7, 0, 40, tzinfo=NY))
     notify.run_due(ctx)
     notify.run_due(ctx)
     send_to(ctx, dana)
@@ -332,7 +330,7 @@ def test_routine_sms_waits_for_the_end_of_quiet_hours_and_goes_once(ctx, roster,
 
 def test_crisis_sms_and_email_ignore_quiet_hours(ctx, roster, mocked, clock):
     twilio_created(mocked)
-    clock["t"] = datetime(2026, 11, 24, 2, 15, tzinfo=NY)
+    clock.pin(datetime(2026, 11, 24, 2, 15, tzinfo=NY))
     dana = reviewer(ctx)
     assert send_to(ctx, dana, kind="crisis", template="crisis_reviewer_sms", crisis=True) == "sent"
     assert send_to(ctx, dana, kind="new_case", template="new_case_reviewer_email") == "sent"

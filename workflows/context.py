@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
 
-from workflows.model import CaseStore, utcnow
+from workflows.clock import Clock
+from workflows.model import CaseStore
 
 
 class Sender(Protocol):
@@ -36,10 +37,11 @@ class Context:
     #: Queue a named worker job now (workflows.tasks.run_soon), e.g. "poll_approvals" when an
     #: Airtable webhook pings. Tests replace it to see what was queued.
     run_soon: Callable[[str], None] = lambda name: _run_soon(name)
-    clock: Callable[[], datetime] = utcnow
+    #: The one clock, shared with `db` (build_context hands the same object to both).
+    clock: Clock = field(default_factory=Clock)
 
     def now(self) -> datetime:
-        return self.clock()
+        return self.clock.now()
 
 
 def _run_soon(name: str) -> None:

@@ -1,13 +1,13 @@
 """The program's nouns as plain dataclasses, and the case-store interface both backends keep.
 
 Python names are snake_case; `*_FIELDS` maps each to the field name coordinators see in
-Airtable (DESIGN.md section 6). The SQL store uses the Python names as column names.
+Airtable (docs/architecture.md section 6). The SQL store uses the Python names as column names.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Protocol
 
 STATUSES = ("New", "Needs attention", "Approved", "Offered", "Assigned", "Contacted",
@@ -17,10 +17,6 @@ URGENCIES = ("Routine", "Urgent", "Crisis")
 FOR_CHOICES = ("Self", "Colleague")
 PREFERENCES = ("Same", "Different", "Any")
 CONTACT_CHOICES = ("Phone call", "Text message", "Email")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -146,7 +142,7 @@ class Event:
     """One line of a case's audit trail. `event` is a fixed phrase, never request text."""
     case_id: str
     event: str
-    at: datetime = field(default_factory=utcnow)
+    at: datetime
     actor: str = "peerline"
 
 
