@@ -1,4 +1,4 @@
-"""Command line, grouped by noun: `flask --app app <noun> <verb>` (DESIGN.md section 2)."""
+"""Command line, grouped by noun: `flask --app app <noun> <verb>` (docs/architecture.md section 2)."""
 from __future__ import annotations
 
 import csv

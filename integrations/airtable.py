@@ -6,7 +6,7 @@ Connect:
    schema.bases:read and schema.bases:write, and access to that base.
 2. Set AIRTABLE_API_KEY (the token) and AIRTABLE_BASE_ID (`app...`, from the base's URL).
    AIRTABLE_API_URL stays at https://api.airtable.com except for tests and sandboxes.
-3. Run `flask --app app airtable init` (creates the tables and fields of DESIGN.md section 6;
+3. Run `flask --app app airtable init` (creates the tables and fields of docs/architecture.md section 6;
    safe to run again), then `flask --app app roster import roster.csv`.
 4. `flask --app app airtable check` reports drift (a field renamed, retyped or deleted).
 5. So that an approval in Airtable is acted on within seconds (not only by the poll every
@@ -78,7 +78,7 @@ ROSTER_CACHE_SECONDS = 60.0
 
 
 # ---------------------------------------------------------------------------------------------
-# The tables of DESIGN.md section 6, with their Airtable field types
+# The tables of docs/architecture.md section 6, with their Airtable field types
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -556,7 +556,7 @@ def base_tables(store: AirtableCaseStore) -> dict:
 
 
 def check_base(store: AirtableCaseStore) -> list[str]:
-    """What differs from DESIGN.md section 6: missing tables and fields, wrong types. Fields
+    """What differs from docs/architecture.md section 6: missing tables and fields, wrong types. Fields
     Peerline does not know (coordinators' own) are fine."""
     tables, drift = base_tables(store), []
     for table, specs in SCHEMA.items():
@@ -603,7 +603,7 @@ def init_base(store: AirtableCaseStore, time_zone: str = "utc") -> tuple[list[st
     return created, refused
 
 
-cli = AppGroup("airtable", help="The Airtable base that holds the cases (DESIGN.md section 6).")
+cli = AppGroup("airtable", help="The Airtable base that holds the cases (docs/architecture.md section 6).")
 
 
 def _configured_store() -> AirtableCaseStore:

@@ -7,7 +7,7 @@ Connect it (README, "Qualtrics"):
    QUALTRICS_API_TOKEN, QUALTRICS_WEBHOOK_TOKEN (a long random string) and PUBLIC_BASE_URL.
 3. Run `flask --app app qualtrics subscribe --survey SV_...` (a brand administrator's token).
 
-Wire format (shared/reference/apis.md 1a, 1b): the event subscription POSTs a form-encoded
+Wire format (sources in tests/fixtures/README.md): the event subscription POSTs a form-encoded
 notice holding ids only, either as plain fields (Topic, Status, SurveyID, ResponseID, ...) or,
 when the subscription has a shared key, as Topic + HMAC + MSG (MSG a JSON string). Topic is
 prefixed with the brand id. We authenticate the notice by the secret `token` query parameter

@@ -8,7 +8,7 @@ Connect it (README, "REDCap"):
 3. Project Setup > Additional Customizations > Data Entry Trigger:
    `<PUBLIC_BASE_URL>/webhooks/redcap?token=<REDCAP_WEBHOOK_TOKEN>`. Then `flask --app app redcap check`.
 
-Wire format (shared/reference/apis.md 2a, 2b; reliability.md 4.2): the Data Entry Trigger is
+Wire format (sources in tests/fixtures/README.md): the Data Entry Trigger is
 a form POST with ids only (project_id, instrument, record, <instrument>_complete, and only
 sometimes redcap_event_name, redcap_repeat_instrument, redcap_repeat_instance,
 redcap_data_access_group), sent on every page save, with no signature and no retry. We

@@ -11,7 +11,7 @@ Connect (README "Twilio"):
 3. Test: `flask --app app sms simulate "+15550101101" "HELP"` signs and posts an SMS to our
    own webhook and prints the reply.
 
-Routes (DESIGN.md section 4), both authenticated by X-Twilio-Signature, validated with
+Routes (docs/architecture.md section 4), both authenticated by X-Twilio-Signature, validated with
 twilio's RequestValidator against PUBLIC_BASE_URL + path + query (behind a TLS proxy the
 URL Flask sees is not the one Twilio signed):
 - POST /webhooks/twilio/sms: YES 4821, NO 4821, DONE 4821, HELP and a bare YES, routed to
@@ -56,7 +56,7 @@ STATUS_PATH = "/webhooks/twilio/status"
 #: Set in the WSGI environ by `flask sms simulate` only: no HTTP request can set it.
 SIMULATION_ENVIRON_KEY = "peerline.sms_simulation"
 
-#: Twilio's default keywords (apis.md 4d). Twilio answers these itself.
+#: Twilio's default keywords (Twilio's "Advanced Opt-Out" docs). Twilio answers these itself.
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
 OPT_IN_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}

@@ -5,7 +5,7 @@ Used two ways, with the same behaviour:
   code runs;
 - as a real HTTP server on 127.0.0.1 (`with fake.serve() as url:`) for bench/airtable_calls.py.
 
-What it keeps of Airtable (apis.md section 3): list with filterByFormula (the formulas
+What it keeps of Airtable (its public Web API docs): list with filterByFormula (the formulas
 `pyairtable.formulas` emits), pageSize <= 100 / offset paging / maxRecords, the POST
 listRecords fallback for long URLs, create, PATCH/PUT of records by id, performUpsert
 (1-3 merge fields of mergeable types; zero matches create, one updates, more fail) with

@@ -4,7 +4,7 @@ Pure: no store, no clock, no settings. Everything the ranking depends on is pass
 the same inputs always give the same answer and the rules can be tested exhaustively
 (tests/test_matching.py holds them with hypothesis).
 
-Rules (DESIGN.md section 6 field names in brackets):
+Rules (docs/architecture.md section 6 field names in brackets):
 - Never offered: an inactive supporter [Active]; one paused [Paused Until in the future];
   one at their [Max Open Cases]; the requester themself (same phone digits or same email,
   case-insensitive); anyone excluded for this case (declined, or let the offer expire); and,

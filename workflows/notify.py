@@ -32,7 +32,7 @@ from workflows.model import MessageRecord
 
 log = logging.getLogger("peerline.notify")
 
-#: What each channel's templates may say (DESIGN.md section 7). Every value here is a
+#: What each channel's templates may say (docs/architecture.md section 7). Every value here is a
 #: reference, a time, a link, a fixed word or the program's own text: never a name, contact
 #: detail, unit or free text from a request.
 ALLOWED_PLACEHOLDERS = {
