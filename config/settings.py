@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Every setting with its embedded default (None: unset). DESIGN.md section 5, plus the
+#: Every setting with its embedded default (None: unset). docs/architecture.md section 5, plus the
 #: operational knobs below the blank line.
 DEFAULTS: dict[str, object] = {
     "SECRET_KEY": None,
@@ -47,7 +47,7 @@ DEFAULTS: dict[str, object] = {
     "PROGRAM_FILE": "config/program.toml",
     "PORT": "5000",
 
-    # Operational knobs (not in DESIGN section 5; documented in the README).
+    # Operational knobs (not in docs/architecture.md section 5; documented in the README).
     "REQUEST_RATE_LIMIT": "5 per minute;30 per hour",
     "RATELIMIT_ENABLED": "true",
     "MAX_CONTENT_LENGTH": str(256 * 1024),
@@ -92,11 +92,39 @@ def load(overrides: dict | None = None) -> dict:
     values.update(overrides or {})
     values["DATA_DIR"] = str(_resolve(values["DATA_DIR"]))
     values["PROGRAM_FILE"] = str(_resolve(values["PROGRAM_FILE"]))
-    values["PUBLIC_BASE_URL"] = str(values["PUBLIC_BASE_URL"] or f"http://localhost:{values['PORT']}").rstrip("/")
+    values["PUBLIC_BASE_URL"] = public_base_url(values)
     check(values)
     if not values.get("SECRET_KEY"):
         values["SECRET_KEY"] = _embedded_secret_key(Path(values["DATA_DIR"]))
     return values
+
+
+#: Where the web server records the address it listens on (config/gunicorn.conf.py), in DATA_DIR.
+SERVED_URL_FILE = "served_url"
+
+
+def public_base_url(values: dict) -> str:
+    """The address in links and webhook URLs, the same in the web, worker and CLI processes:
+    PUBLIC_BASE_URL when set; else the address the local web server recorded when it started
+    (`make run PORT=5055` serves on 5055, and the worker and a CLI in another shell must say
+    so too, though their own PORT differs); else http://localhost:<PORT>."""
+    if values.get("PUBLIC_BASE_URL"):
+        return str(values["PUBLIC_BASE_URL"]).rstrip("/")
+    recorded = Path(values["DATA_DIR"]) / SERVED_URL_FILE
+    try:
+        served = recorded.read_text().strip()
+    except OSError:
+        served = ""
+    return (served or f"http://localhost:{values['PORT']}").rstrip("/")
+
+
+def record_served_url(values: dict, port: int | str) -> None:
+    """Called by the web server when it starts listening, when PUBLIC_BASE_URL is unset."""
+    data_dir = Path(values["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f"{SERVED_URL_FILE}.{os.getpid()}"
+    tmp.write_text(f"http://localhost:{port}\n")
+    os.replace(tmp, data_dir / SERVED_URL_FILE)
 
 
 def check(values: dict) -> None:

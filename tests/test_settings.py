@@ -38,3 +38,41 @@ def test_embedded_secret_key_is_kept_so_processes_agree(tmp_path):
 
 def test_platform_postgres_urls_get_the_driver_named():
     assert settings.database_url({"DATABASE_URL": "postgres://u:p@h/db"}) == "postgresql+psycopg://u:p@h/db"
+
+
+def test_every_process_builds_links_to_the_port_the_web_server_listens_on(tmp_path):
+    """`make run PORT=5077`: honcho gives the worker another PORT and a CLI in another shell has
+    none; both must still name the address the web server really serves."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in settings.DEFAULTS}
+    env.update(DATA_DIR=str(tmp_path / "var"), SECRET_KEY="s")
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    web = subprocess.Popen([gunicorn, "-c", "config/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
+                            "--workers", "1", "app:create_app()"], cwd=settings.ROOT, env={**env, "PORT": str(port)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        recorded = tmp_path / "var" / settings.SERVED_URL_FILE
+        deadline = time.monotonic() + 30
+        while not recorded.exists() and time.monotonic() < deadline and web.poll() is None:
+            time.sleep(0.1)
+        worker_side = subprocess.run(
+            [sys.executable, "-c", "from config import settings; print(settings.load()['PUBLIC_BASE_URL'])"],
+            cwd=settings.ROOT, env={**env, "PORT": str(port + 100)}, capture_output=True, text=True, timeout=60)
+        assert worker_side.stdout.strip() == f"http://localhost:{port}"
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
+def test_a_configured_public_url_wins_over_the_served_address(tmp_path):
+    (tmp_path / settings.SERVED_URL_FILE).write_text("http://localhost:5077\n")
+    assert settings.load({"DATA_DIR": str(tmp_path)})["PUBLIC_BASE_URL"] == "http://localhost:5077"
+    assert settings.load({"DATA_DIR": str(tmp_path), "PUBLIC_BASE_URL": "https://peer.example.org/"}
+                         )["PUBLIC_BASE_URL"] == "https://peer.example.org"
