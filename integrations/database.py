@@ -210,8 +210,7 @@ def engine_for(url: str) -> sa.Engine:
         engine = _engines.get(url)
         if engine is None:
             engine = _make_engine(url)
-            metadata.create_all(engine)
-            _add_missing_columns(engine)
+            _create_schema(engine)
             _engines[url] = engine
         return engine
 
@@ -221,6 +220,29 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+
+
+#: Any fixed number: the PostgreSQL advisory lock that lets one process at a time set up tables.
+_SCHEMA_LOCK_KEY = 7_341_120
+
+
+def _create_schema(engine: sa.Engine) -> None:
+    """Create missing tables and columns. Several processes starting at once on a fresh
+    PostgreSQL database (two gunicorn workers and the worker) would race on CREATE TABLE and
+    one would fail to boot, so they take turns under an advisory lock. (SQLite's BEGIN
+    IMMEDIATE serialises them already.)"""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_lock(_SCHEMA_LOCK_KEY)))
+            try:
+                metadata.create_all(engine)
+                _add_missing_columns(engine)
+            finally:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(_SCHEMA_LOCK_KEY)))
+                conn.commit()
+        return
+    metadata.create_all(engine)
+    _add_missing_columns(engine)
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:

@@ -105,3 +105,15 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         events = [e.event for e in ctx.store.list_events(case.case_id)]
         assert sorted(events) == ["Case created", "Reviewers notified"]
     database.dispose_engines()
+
+
+def test_processes_starting_together_on_a_fresh_postgresql_database_all_boot(pg_url):
+    """Two gunicorn workers and the worker used to race on CREATE TABLE (UniqueViolation on
+    pg_type) and one failed to boot: each now waits its turn."""
+    script = ("import sys; from integrations import database; "
+              "database.Database(sys.argv[1]); print('ok')")
+    url = settings_module.database_url({"DATABASE_URL": pg_url})
+    starts = [subprocess.Popen([sys.executable, "-c", script, url], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [p.communicate(timeout=120) for p in starts]
+    assert [p.returncode for p in starts] == [0] * 6, [err[-300:] for _, err in results if err]
