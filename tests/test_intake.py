@@ -25,9 +25,14 @@ GOOD = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "+1 
         "role_preference": "Same", "department_preference": "Different", "urgency": "Routine"}
 
 
+#: Who refers a colleague: the form asks it of every colleague referral.
+REFERRER = {"referrer_name": "Xavier", "referrer_email": "xav@example.org"}
+
+
 def submit(client, **changes):
     _, hidden = get_form(client, "/request?flyer=ICU-3")
-    return client.post("/request", data={**hidden, **GOOD, **changes})
+    referrer = REFERRER if changes.get("for_whom") == "Colleague" else {}
+    return client.post("/request", data={**hidden, **GOOD, **referrer, **changes})
 
 
 def test_form_shows_crisis_resources_before_the_form(client):
@@ -213,7 +218,7 @@ def test_phone_and_email_are_not_labelled_optional(client):
 
 
 def test_a_colleague_referral_asks_who_is_referring(client, ctx):
-    answer = submit(client, for_whom="Colleague")
+    answer = submit(client, for_whom="Colleague", referrer_name="", referrer_email="")
     html = answer.get_data(as_text=True)
     assert answer.status_code == 400 and ctx.db.list_inbox() == []
     assert "Please give your own name" in html and "Please give your own phone number or email address." in html

@@ -244,8 +244,11 @@ def process_submission(ctx, inbox_id: int) -> str | None:
                 case = ctx.store.create_case(new_case)
         add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
         if case.urgency == "Crisis":
+            # The crisis messages only: a routine "please review by" beside "act now" would
+            # tell reviewers a crisis can wait.
             escalate_crisis(ctx, case)
-        notify_reviewers(ctx, case)
+        else:
+            notify_reviewers(ctx, case)
         add_event_once(ctx, case, "Reviewers notified")
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
         _fail(ctx, row, exc)
