@@ -171,14 +171,16 @@ def _columns_for(cls, *, skip=("record_id",)):
         if f.name in skip:
             continue
         t = str(f.type)
+        # Server defaults let `_add_missing_columns` add a NOT NULL column to a table that
+        # already has rows (a field added to the model after the database was made).
         if "datetime" in t:
             cols.append(sa.Column(f.name, UTCDateTime))
         elif t == "bool":
-            cols.append(sa.Column(f.name, sa.Boolean, nullable=False, default=False))
+            cols.append(sa.Column(f.name, sa.Boolean, nullable=False, default=False, server_default=sa.false()))
         elif t == "int":
-            cols.append(sa.Column(f.name, sa.Integer, nullable=False, default=0))
+            cols.append(sa.Column(f.name, sa.Integer, nullable=False, default=0, server_default="0"))
         else:
-            cols.append(sa.Column(f.name, sa.Text, nullable=False, default=""))
+            cols.append(sa.Column(f.name, sa.Text, nullable=False, default="", server_default=""))
     return cols
 
 

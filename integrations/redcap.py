@@ -254,7 +254,8 @@ def check_metadata(form: dict, metadata: list[dict]) -> list[str]:
     for name, spec in form["answers"].items():
         meta = by_name.get(spec["field"])
         if meta is None:
-            problems.append(f"{spec['field']} (for {name}) is not in the project")
+            if not spec.get("optional"):   # an optional question may be left out of a project
+                problems.append(f"{spec['field']} (for {name}) is not in the project")
             continue
         ftype = meta.get("field_type", "")
         if meta.get("form_name") != instrument:

@@ -17,7 +17,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
 from integrations._webhooks import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
@@ -62,13 +62,34 @@ class RequestForm(FlaskForm):
     outside_my_institution = BooleanField("I would prefer someone from outside my hospital")
     urgency = RadioField("How soon would you like to talk?", choices=URGENCY_CHOICES, default="Routine")
 
-    def validate_requester_email(self, field):
-        if not field.data and not self.requester_phone.data:
-            raise ValidationError("Please give a phone number or an email address, so someone can reach you.")
+    referrer_name = StringField("Your name", validators=[Optional(), Length(max=100)])
+    referrer_phone = StringField("Your phone number", validators=[
+        Optional(), Regexp(PHONE, message="Please enter a phone number, for example 555 010 1234.")])
+    referrer_email = StringField("Your email", validators=[
+        Optional(), Email("Please enter an email address, for example name@example.org."), Length(max=254)])
 
-    def validate_requester_phone(self, field):
-        if self.preferred_contact.data in ("Phone call", "Text message") and not field.data:
-            raise ValidationError("Please give a phone number for a call or text.")
+    def validate(self, extra_validators=None) -> bool:
+        """Field checks, then a way to reach the person (and, for a colleague, who referred
+        them). Done here, not in validate_<field>: Optional() stops a field's own chain when
+        it is empty, which is exactly the case to catch."""
+        ok = super().validate(extra_validators)
+        colleague = self.for_whom.data == "Colleague"
+        whose = "your colleague" if colleague else "you"
+        phone, email = self.requester_phone, self.requester_email
+        if not phone.data and not email.data and not phone.errors and not email.errors:
+            phone.errors.append(f"Please give a phone number or an email address, so someone can reach {whose}.")
+        elif self.preferred_contact.data in ("Phone call", "Text message") and not phone.data \
+                and not phone.errors:
+            phone.errors.append("Please give a phone number for a call or text, or choose email.")
+        elif self.preferred_contact.data == "Email" and not email.data and not email.errors:
+            email.errors.append("Please give an email address, or choose a call or text.")
+        if colleague:
+            if not self.referrer_name.data and not self.referrer_name.errors:
+                self.referrer_name.errors.append("Please give your own name, so the program can check back with you.")
+            if not self.referrer_phone.data and not self.referrer_email.data \
+                    and not self.referrer_phone.errors and not self.referrer_email.errors:
+                self.referrer_phone.errors.append("Please give your own phone number or email address.")
+        return ok and not self.errors
 
 
 def build_form(program: dict) -> RequestForm:
@@ -97,12 +118,15 @@ def request_form():
             "for_whom", "requester_name", "requester_phone", "requester_email", "preferred_contact",
             "institution", "department", "role", "specialty", "role_preference",
             "department_preference", "outside_my_institution", "urgency", "flyer")}
+        if answers["for_whom"] == "Colleague":   # asked only of someone referring a colleague
+            answers |= {name: form[name].data for name in ("referrer_name", "referrer_phone", "referrer_email")}
         submission = form.submission_id.data if re.fullmatch(r"[0-9a-f]{32}", form.submission_id.data or "") \
             else uuid.uuid4().hex
         inbox_id, new = record_and_enqueue(ctx, source="web", source_key=f"web:{submission}",
                                            payload={"answers": answers}, crisis=answers["urgency"] == "Crisis")
         log.info("request received inbox=%s new=%s", inbox_id, new)
-        return redirect(url_for("webform.thanks", urgent=1 if answers["urgency"] == "Crisis" else None), 303)
+        return redirect(url_for("webform.thanks", urgent=1 if answers["urgency"] == "Crisis" else None,
+                                colleague=1 if answers["for_whom"] == "Colleague" else None), 303)
     status = 400 if request.method == "POST" else 200
     return render_template("request.html", form=form, crisis=ctx.program.get("crisis", {}),
                            program=ctx.program["program"]), status
@@ -112,7 +136,8 @@ def request_form():
 def thanks():
     ctx = current_app.extensions["peerline"]
     return render_template("thanks.html", crisis=ctx.program.get("crisis", {}),
-                           program=ctx.program["program"], urgent=request.args.get("urgent") == "1")
+                           program=ctx.program["program"], urgent=request.args.get("urgent") == "1",
+                           colleague=request.args.get("colleague") == "1")
 
 
 def field_attrs(field, *, type=None, hint=None, autocomplete=None) -> dict:

@@ -332,6 +332,19 @@ def test_init_adds_what_is_missing_and_says_what_it_cannot_create(fake, runner):
     assert [f["name"] for f in fake.table(BASE, "Cases")["fields"]].count("Flyer") == 1
 
 
+def test_a_base_made_before_the_referrer_fields_gets_them_from_init(fake, runner):
+    runner.invoke(args=["airtable", "init"])
+    for name in ("Referrer Name", "Referrer Phone", "Referrer Email"):
+        fake.set_field(BASE, "Cases", name, delete=True)
+    drift = runner.invoke(args=["airtable", "check"])
+    assert drift.exit_code == 1 and "missing field Cases.Referrer Phone (phoneNumber)" in drift.output
+    result = runner.invoke(args=["airtable", "init"])
+    assert result.exit_code == 0
+    assert "created field Cases.Referrer Name" in result.output
+    assert "created field Cases.Referrer Email" in result.output
+    assert runner.invoke(args=["airtable", "check"]).exit_code == 0
+
+
 def test_check_reports_drift_and_exits_non_zero(fake, runner):
     empty = runner.invoke(args=["airtable", "check"])
     assert empty.exit_code == 1 and "missing table Cases" in empty.output

@@ -25,9 +25,14 @@ GOOD = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "+1 
         "role_preference": "Same", "department_preference": "Different", "urgency": "Routine"}
 
 
+#: Who refers a colleague: the form asks it of every colleague referral.
+REFERRER = {"referrer_name": "Xavier", "referrer_email": "xav@example.org"}
+
+
 def submit(client, **changes):
     _, hidden = get_form(client, "/request?flyer=ICU-3")
-    return client.post("/request", data={**hidden, **GOOD, **changes})
+    referrer = REFERRER if changes.get("for_whom") == "Colleague" else {}
+    return client.post("/request", data={**hidden, **GOOD, **referrer, **changes})
 
 
 def test_form_shows_crisis_resources_before_the_form(client):
@@ -108,7 +113,7 @@ def test_form_errors_are_accessible_and_keep_answers(client, ctx):
     html = answer.get_data(as_text=True)
     assert answer.status_code == 400
     assert 'role="alert"' in html and "Please enter an email address" in html
-    assert 'aria-invalid="true"' in html and 'aria-describedby="requester_email-error"' in html
+    assert 'aria-invalid="true"' in html and 'aria-describedby="requester_email-hint requester_email-error"' in html
     assert 'value="Zebulon"' in html
     assert ctx.db.list_inbox() == []
 
@@ -179,3 +184,61 @@ def test_a_phone_number_that_cannot_be_texted_is_named_as_a_problem(ctx, roster,
     [case] = ctx.store.list_cases()
     assert case.status == "Needs attention" and "Phone: not a phone number" in case.problems
     assert "12345" not in case.problems
+
+
+def test_a_request_with_no_way_to_reach_the_person_is_asked_again_on_the_page(client, ctx):
+    answer = submit(client, requester_phone="", requester_email="", preferred_contact="Email")
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and ctx.db.list_inbox() == []
+    assert "Please give a phone number or an email address, so someone can reach you." in html
+    # The error and the hint are read with the phone field, and the summary links to it.
+    assert 'id="requester_phone-error"' in html and 'href="#requester_phone"' in html
+    phone_input = re.search(r'<input[^>]*id="requester_phone"[^>]*>', html).group(0)
+    assert 'aria-describedby="requester_phone-hint requester_phone-error"' in phone_input
+    assert 'aria-invalid="true"' in phone_input
+    assert "We need a way to reach the person" in html
+
+
+def test_the_contact_chosen_must_be_given(client, ctx):
+    by_email = submit(client, requester_phone="+1 555 010 0123", requester_email="", preferred_contact="Email")
+    assert by_email.status_code == 400
+    email_input = re.search(r'<input[^>]*id="requester_email"[^>]*>', by_email.get_data(as_text=True)).group(0)
+    assert 'aria-describedby="requester_email-hint requester_email-error"' in email_input
+    by_text = submit(client, requester_phone="", requester_email="z@example.org", preferred_contact="Text message")
+    assert by_text.status_code == 400 and "Please give a phone number for a call or text" in by_text.get_data(
+        as_text=True)
+    assert ctx.db.list_inbox() == []
+
+
+def test_phone_and_email_are_not_labelled_optional(client):
+    html, _ = get_form(client)
+    for field in ("requester_phone", "requester_email"):
+        label = re.search(rf'<label class="field" for="{field}">.*?</label>', html, re.S).group(0)
+        assert "(optional)" not in label
+
+
+def test_a_colleague_referral_asks_who_is_referring(client, ctx):
+    answer = submit(client, for_whom="Colleague", referrer_name="", referrer_email="")
+    html = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and ctx.db.list_inbox() == []
+    assert "Please give your own name" in html and "Please give your own phone number or email address." in html
+    assert 'aria-describedby="referrer_name-error"' in html
+
+
+def test_a_colleague_referral_keeps_the_referrer_on_the_case(client, ctx, roster, run_worker):
+    answer = submit(client, for_whom="Colleague", referrer_name="Xavier", referrer_email="xav@example.org")
+    assert answer.status_code == 303
+    thanks = client.get(answer.headers["Location"]).get_data(as_text=True)
+    assert "reach out the way you asked" not in thanks and "agree" in thanks
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert (case.referrer_name, case.referrer_phone, case.referrer_email) == ("Xavier", "", "xav@example.org")
+    for message in ctx.db.outbox_list():
+        assert "Xavier" not in message["body"] and "xav@" not in message["body"]
+
+
+def test_referrer_answers_are_dropped_when_the_request_is_for_oneself(client, ctx, roster, run_worker):
+    submit(client, referrer_name="Xavier", referrer_phone="+1 555 010 0888")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert (case.referrer_name, case.referrer_phone) == ("", "")

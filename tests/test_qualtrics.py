@@ -274,3 +274,26 @@ def test_a_mapping_that_does_not_fit_the_program_stops_the_start(tmp_path, monke
     with pytest.raises(form_mapping.FormConfigError) as err:
         qualtrics.load_form(ctx.program)
     assert "'Surgeon' is not one of Nurse" in str(err.value) and "favourite_colour" in str(err.value)
+
+
+def test_a_colleague_referral_keeps_who_referred_them(client, ctx, roster, mocked, run_worker):
+    answer_with(mocked, PLAIN_RID, "response__colleague_with_referrer.json")
+    post(client, "completed_response__plain.txt")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert (case.for_whom, case.requester_name, case.requester_email) == ("Colleague", "Yolanda", "yol@example.org")
+    assert (case.referrer_name, case.referrer_phone, case.referrer_email) == \
+        ("Xavier", "+15550100888", "xav@example.org")
+    for message in ctx.db.outbox_list():
+        assert "Xavier" not in message["body"] and "0888" not in message["body"] and "xav@" not in message["body"]
+
+
+def test_a_response_without_any_contact_is_flagged_not_promised(client, ctx, roster, mocked, run_worker):
+    answer_with(mocked, PLAIN_RID, "response__no_contact.json")
+    post(client, "completed_response__plain.txt")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.status == "Needs attention"
+    assert "no way to reach the person" in case.problems
+    assert {m["recipient"] for m in ctx.db.outbox_list()} <= \
+        {r.phone for r in roster.reviewers} | {r.email for r in roster.reviewers}

@@ -270,6 +270,13 @@ def test_check_names_missing_fields_wrong_choices_and_another_project(runner, re
     assert "the token belongs to project 31" in result.output
 
 
+def test_a_project_made_before_the_optional_referrer_questions_still_checks_clean(runner, redcap):
+    redcap.answers["metadata"] = (200, [m for m in dictionary_as_metadata()
+                                        if not m["field_name"].startswith("referrer_")])
+    result = runner.invoke(args=["redcap", "check"])
+    assert result.exit_code == 0, result.output
+
+
 def test_check_with_a_refused_token_says_so(runner, redcap):
     redcap.answers["project"] = (403, fixture_json("error__forbidden.json"))
     result = runner.invoke(args=["redcap", "check"])

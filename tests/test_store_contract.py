@@ -60,7 +60,8 @@ def backend(request, tmp_path, mocked):
 
 def a_case(n: int = 1, **changes) -> Case:
     case = Case(for_whom="Colleague", requester_name="Zebulon Quist", requester_phone="+1 555 010 0123",
-                requester_email="zq@example.org", preferred_contact="Text message", institution="NCH",
+                requester_email="zq@example.org", referrer_name="Quinn Referrer", referrer_phone="+15550100456",
+                referrer_email="qr@example.org", preferred_contact="Text message", institution="NCH",
                 department="Surgery", role="Nurse", specialty="Perioperative", role_preference="Same",
                 department_preference="Different", outside_my_institution=True, urgency="Urgent",
                 flyer="ICU-3", case_id=f"PS-{1000 + n}", source="web", source_response_id=f"web:{n}",
@@ -251,3 +252,19 @@ def test_nasty_names_are_upserted_exactly(backend):
     found = store.supporters()
     assert sorted(s.name for s in found) == sorted(p.name for p in people)
     assert {s.phone for s in found} == {"+1555"}
+
+
+def test_an_existing_sql_database_gets_the_referrer_columns(tmp_path):
+    """A database made before the Referrer fields existed keeps working and gains them."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = database.SqlCaseStore(database.Database(url))
+    store.create_case(a_case(1, referrer_name="", referrer_phone="", referrer_email=""))
+    with store.engine.begin() as conn:
+        for column in ("referrer_name", "referrer_phone", "referrer_email"):
+            conn.exec_driver_sql(f"ALTER TABLE cases DROP COLUMN {column}")
+    database.dispose_engines()
+    reopened = database.SqlCaseStore(database.Database(url))
+    assert reopened.find_case(case_id="PS-1001").referrer_name == ""
+    reopened.create_case(a_case(2))
+    assert reopened.find_case(case_id="PS-1002").referrer_email == "qr@example.org"
+    database.dispose_engines()

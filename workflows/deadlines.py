@@ -7,7 +7,8 @@ shown in program.toml's time zone). Windows come from program.toml:
   [review] reminder_before_hours (24 h; Urgent and Crisis: urgent_reminder_before_hours)
   reminds its institution's reviewers (the program leads when it has none), by SMS and email.
 - At Review Due it escalates to the program leads, by SMS and email.
-- An Assigned case with no Contact Made At, [offers] contact_window_hours (48 h) after the
+- An Assigned case with no Contact Made At, [offers] contact_window_hours (48 h; Urgent and
+  Crisis: urgent_contact_window_hours) after the
   supporter accepted, asks the supporter by SMS whether they reached the person.
 - [offers] contact_escalate_after_hours (24 h) after that, it tells the case's reviewers.
 
@@ -82,7 +83,7 @@ def contact_clock(ctx, case: Case) -> int:
     if offer is None:
         return 0        # assigned by hand in Airtable, not through an offer: no clock to keep
     now, sent = ctx.now(), 0
-    due = offers.contact_due(ctx, offer["answered_at"])
+    due = offers.contact_due(ctx, offer["answered_at"], case.urgency)
     if now >= due and not ctx.db.milestone_done(case.case_id, "contact_check"):
         supporter = next((s for s in ctx.store.supporters() if s.record_id == offer["supporter_id"]), None)
         if supporter is not None:

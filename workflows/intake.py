@@ -25,7 +25,8 @@ CHOICE_FIELDS = {
 }
 FIELD_LABELS = {
     "for_whom": "For", "requester_name": "Name", "requester_phone": "Phone",
-    "requester_email": "Email", "preferred_contact": "Preferred Contact",
+    "requester_email": "Email", "referrer_name": "Referrer Name", "referrer_phone": "Referrer Phone",
+    "referrer_email": "Referrer Email", "preferred_contact": "Preferred Contact",
     "institution": "Institution", "department": "Department", "role": "Role",
     "specialty": "Specialty", "role_preference": "Role Preference",
     "department_preference": "Department Preference", "urgency": "Urgency",
@@ -62,15 +63,17 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
     and named in the problems, so a coordinator sees it and nothing is lost."""
     problems: list[str] = []
     req = Request()
-    for name in ("requester_name", "requester_phone", "requester_email", "department",
-                 "specialty", "flyer"):
+    for name in ("requester_name", "requester_phone", "requester_email", "referrer_name", "referrer_phone",
+                 "referrer_email", "department", "specialty", "flyer"):
         setattr(req, name, str(answers.get(name) or "").strip())
-    if req.requester_phone:
-        phone = notify.normalize_phone(req.requester_phone)
-        if 11 <= len(phone) <= 16:      # + and 10 to 15 digits: E.164, what SMS providers take
-            req.requester_phone = phone
-        else:
-            problems.append("Phone: not a phone number we can call or text")
+    for name in ("requester_phone", "referrer_phone"):
+        raw_phone = getattr(req, name)
+        if raw_phone:
+            phone = notify.normalize_phone(raw_phone)
+            if 11 <= len(phone) <= 16:      # + and 10 to 15 digits: E.164, what SMS providers take
+                setattr(req, name, phone)
+            else:
+                problems.append(f"{FIELD_LABELS[name]}: not a phone number we can call or text")
     for name, choices in CHOICE_FIELDS.items():
         raw = str(answers.get(name) or "").strip()
         if not raw:
@@ -105,7 +108,8 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
         if not getattr(req, name) and not any(p.startswith(FIELD_LABELS[name] + ":") for p in problems):
             problems.append(f"{FIELD_LABELS[name]}: missing")
     if not req.requester_phone and not req.requester_email:
-        problems.append("Phone and Email: both missing, no way to reach the requester")
+        # Flagged for a coordinator; nothing promises contact to nobody (see send_crisis_resources).
+        problems.append("Phone and Email: both missing, no way to reach the person")
     elif req.preferred_contact in ("Phone call", "Text message") and not req.requester_phone:
         problems.append("Phone: missing for the preferred contact")
     elif req.preferred_contact == "Email" and not req.requester_email:
@@ -240,8 +244,11 @@ def process_submission(ctx, inbox_id: int) -> str | None:
                 case = ctx.store.create_case(new_case)
         add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
         if case.urgency == "Crisis":
+            # The crisis messages only: a routine "please review by" beside "act now" would
+            # tell reviewers a crisis can wait.
             escalate_crisis(ctx, case)
-        notify_reviewers(ctx, case)
+        else:
+            notify_reviewers(ctx, case)
         add_event_once(ctx, case, "Reviewers notified")
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
         _fail(ctx, row, exc)

@@ -26,6 +26,10 @@ class Request:
     requester_name: str = ""
     requester_phone: str = ""
     requester_email: str = ""
+    #: For a colleague referral: who referred them, so a coordinator can check back with them.
+    referrer_name: str = ""
+    referrer_phone: str = ""
+    referrer_email: str = ""
     preferred_contact: str = ""
     institution: str = ""
     department: str = ""
@@ -68,7 +72,9 @@ CASE_FIELDS = {
     "case_id": "Case ID", "source": "Source", "source_response_id": "Source Response ID",
     "submitted_at": "Submitted At", "status": "Status", "urgency": "Urgency", "for_whom": "For",
     "requester_name": "Requester Name", "requester_phone": "Requester Phone",
-    "requester_email": "Requester Email", "preferred_contact": "Preferred Contact",
+    "requester_email": "Requester Email", "referrer_name": "Referrer Name",
+    "referrer_phone": "Referrer Phone", "referrer_email": "Referrer Email",
+    "preferred_contact": "Preferred Contact",
     "institution": "Institution", "department": "Department", "role": "Role", "specialty": "Specialty",
     "role_preference": "Role Preference", "department_preference": "Department Preference",
     "outside_my_institution": "Outside My Institution", "flyer": "Flyer", "review_due": "Review Due",

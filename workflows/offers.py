@@ -373,7 +373,7 @@ def contact_made(ctx, phone: str, ref: str) -> str:
 def after_accept(ctx, case: Case, supporter: Supporter, offer: dict) -> None:
     """The supporter's private link by SMS and email, and the requester told someone will
     reach out and by when. Each message once (the ledger); safe to repeat."""
-    deadline = notify.show_time(ctx, contact_due(ctx, offer["answered_at"]))
+    deadline = notify.show_time(ctx, contact_due(ctx, offer["answered_at"], case.urgency))
     values = {"ref": case.ref, "link": supporter_link(ctx, offer), "deadline": deadline}
     for template in ("supporter_link_sms", "supporter_link_email"):
         # The supporter has just texted us: the link goes now, whatever the hour.
@@ -391,9 +391,11 @@ def tell_requester(ctx, case: Case, deadline: str) -> str:
     preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
     channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
     status = "failed"
+    # A colleague did not ask: their messages say a colleague asked us to reach out.
+    who = "colleague" if case.for_whom == "Colleague" else "requester"
     for channel in channels:
         status = _send(ctx, case_id=case.case_id, kind="requester_told",
-                       template=f"requester_told_{channel}", recipient=requester,
+                       template=f"{who}_told_{channel}", recipient=requester,
                        values={"ref": case.ref, "deadline": deadline}, crisis=case.urgency == "Crisis")
         if status != "failed":
             _event_once(ctx, case.case_id, "requester_told",
@@ -404,9 +406,14 @@ def tell_requester(ctx, case: Case, deadline: str) -> str:
     return status
 
 
-def contact_due(ctx, accepted_at: datetime) -> datetime:
-    """When the supporter is asked to have reached out: program.toml [offers] contact_window_hours."""
-    return accepted_at + timedelta(hours=ctx.program.get("offers", {}).get("contact_window_hours", 48))
+def contact_due(ctx, accepted_at: datetime, urgency: str) -> datetime:
+    """When the supporter is asked to have reached out, and what the requester is promised:
+    program.toml [offers] contact_window_hours, or urgent_contact_window_hours for an Urgent
+    or Crisis request ("today, if possible" must not be promised two days)."""
+    cfg = ctx.program.get("offers", {})
+    hours = cfg.get("urgent_contact_window_hours", 8) if urgency in ("Urgent", "Crisis") \
+        else cfg.get("contact_window_hours", 48)
+    return accepted_at + timedelta(hours=hours)
 
 
 def accepted_offer(ctx, case: Case) -> dict | None:
