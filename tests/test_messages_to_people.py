@@ -1,6 +1,6 @@
 """What people are told: a crisis sends the crisis messages only, promises follow the
 request's urgency, a colleague is never thanked for a request they did not make, and the
-crisis resources read cleanly. Runs on the embedded defaults (outbox) with the real clock,
+crisis resources read cleanly. Runs on the embedded defaults (outbox) with the service clock pinned to today,
 so it does not depend on the date."""
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ def test_an_urgent_requester_is_promised_contact_within_the_urgent_window(client
     hours = ctx.program["offers"]["urgent_contact_window_hours"]
     assert hours < 24     # "today, if possible"
     [told] = sent(ctx, to="+15550100123")
-    assert notify.show_time(ctx, clock.t + timedelta(hours=hours)) in told["body"]
-    assert notify.show_time(ctx, clock.t + timedelta(hours=48)) not in told["body"]
-    assert offers.contact_due(ctx, clock.t, "Urgent") == clock.t + timedelta(hours=hours)
-    assert offers.contact_due(ctx, clock.t, "Routine") == clock.t + timedelta(hours=48)
+    assert notify.show_time(ctx, clock.now() + timedelta(hours=hours)) in told["body"]
+    assert notify.show_time(ctx, clock.now() + timedelta(hours=48)) not in told["body"]
+    assert offers.contact_due(ctx, clock.now(), "Urgent") == clock.now() + timedelta(hours=hours)
+    assert offers.contact_due(ctx, clock.now(), "Routine") == clock.now() + timedelta(hours=48)
 
 
 def test_a_colleague_is_told_a_colleague_asked_not_thanked_for_asking(client, ctx, roster, run_worker, runner,
