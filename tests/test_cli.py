@@ -164,3 +164,16 @@ def test_commands_log_only_warnings_unless_verbose(root_level, runner, caplog):
     assert loud.exit_code == 0 and any("twilio sms handled" in r.getMessage() for r in caplog.records)
     runner.invoke(args=["cases", "list", "-v"])
     assert root_level.level == logging.INFO
+
+
+def test_airtable_commands_say_when_airtable_cannot_be_reached(overrides, request):
+    overrides.update(AIRTABLE_API_KEY="patTest.secret", AIRTABLE_BASE_ID="appTest000000001",
+                     AIRTABLE_API_URL="https://api.airtable.test")      # nothing answers there
+    runner = request.getfixturevalue("runner")
+    result = runner.invoke(args=["airtable", "check"])
+    assert result.exit_code == 1 and "Could not reach Airtable at https://api.airtable.test" in result.output
+
+
+def test_sms_simulate_refuses_what_is_not_a_phone_number(ctx, runner):
+    result = runner.invoke(args=["sms", "simulate", "Avery", "YES 4821"])
+    assert result.exit_code == 2 and "'Avery' is not a phone number" in result.output

@@ -247,6 +247,12 @@ def test_subscribe_registers_our_url_and_token_and_prints_no_secret(runner, mock
     assert "SUB_9XyZ2aB3cD4eF5g" in result.output and HOOK_TOKEN not in result.output
 
 
+def test_subscribe_refuses_a_survey_whose_notices_would_be_refused(runner, mocked):
+    result = runner.invoke(args=["qualtrics", "subscribe", "--survey", "SV_notInTheMapping1"])
+    assert result.exit_code == 1 and "SV_notInTheMapping1 is not in config/forms/qualtrics.toml" in result.output
+    assert api_calls(mocked) == []
+
+
 def test_subscribe_with_a_refused_token_says_what_to_check(runner, mocked):
     mocked.post(f"{API}/API/v3/eventsubscriptions/",
                 json=json.loads(load_fixture("qualtrics", "response__unauthorized.json")[0]), status=401)
