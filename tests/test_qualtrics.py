@@ -206,8 +206,9 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     assert all(f"submission {row['id']}" in m["body"] and m["channel"] == "email" for m in alerts)
     assert not [m for m in ctx.db.outbox_list() if m["channel"] == "sms"]
 
-    # Replaying while the token is still wrong parks it again without a second alert.
-    runner.invoke(args=["inbox", "replay", str(row["id"])])
+    # Replaying while the token is still wrong parks it again without a second alert, and says so.
+    replayed = runner.invoke(args=["inbox", "replay", str(row["id"])])
+    assert replayed.exit_code == 1 and f"Submission {row['id']} did not make a case; it is parked" in replayed.output
     assert ctx.db.inbox_row(row["id"])["status"] == "parked"
     assert len([m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]) == len(leads)
     assert ctx.store.list_cases() == []
