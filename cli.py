@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from workflows import tasks
-from workflows.notify import normalize_phone
-from workflows.model import Resource, Reviewer, Roster, Supporter
+from workflows.notify import normalize_phone, show_time
+from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
 
 roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
 inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
@@ -77,7 +79,13 @@ def roster_import(path, if_empty):
     if if_empty and not ctx.store.roster_is_empty():
         click.echo("Roster already loaded; nothing imported.")
         return
-    roster, errors = read_roster_csv(path)
+    try:
+        roster, errors = read_roster_csv(path)
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{path} is not UTF-8 text: save it as \"CSV UTF-8\" and import again.") from None
+    if not (roster.supporters or roster.reviewers or roster.resources):
+        # Nothing to load is a failure to report, not an import of 0 rows that looks fine.
+        raise click.ClickException("\n".join(errors + [f"Nothing imported: {path} has no row that can be loaded."]))
     for e in errors:
         click.echo(f"warning: {e}", err=True)
     counts = ctx.store.import_roster(roster)
@@ -102,21 +110,46 @@ def roster_seed():
 
 
 def _fmt(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(value, datetime) else str(value or "")
+    """A time as the messages show it (the program's time zone, with its abbreviation), so what a
+    command prints reads the same as the SMS and emails beside it."""
+    return show_time(_ctx(), value) if isinstance(value, datetime) else str(value or "-")
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple]) -> None:
+    """Rows under a header line, columns aligned; the last column is free length."""
+    rows = [tuple(str(v) for v in row) for row in rows]
+    widths = [max(len(line[i]) for line in [headers, *rows]) for i in range(len(headers) - 1)]
+    for line in [headers, *rows]:
+        click.echo("  ".join([v.ljust(w) for v, w in zip(line, widths)] + [line[-1]]).rstrip())
 
 
 @click.command("outbox")
 @with_appcontext
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def outbox_cmd(as_json):
-    """Messages the embedded SMS and email provider has 'sent'."""
-    for row in _ctx().db.outbox_list():
-        if as_json:
-            click.echo(json.dumps({"at": _fmt(row["at"]), "channel": row["channel"], "to": row["recipient"],
-                                   "case": row["case_id"], "subject": row["subject"], "text": row["body"]}))
-        else:
-            text = (row["subject"] + ": " if row["subject"] else "") + " ".join(row["body"].split())
-            click.echo(f"{_fmt(row['at'])}  {row['channel']:<5}  {row['recipient']:<28}  {row['case_id']:<8}  {text}")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most this many messages, newest first.")
+@click.option("--case", "case_id", metavar="PS-4821", help="Only the messages of this case.")
+def outbox_cmd(as_json, limit, case_id):
+    """Messages the embedded SMS and email provider has 'sent', newest first."""
+    ctx = _ctx()
+    rows = ctx.db.outbox_recent(limit=limit, case_id=_case_id(ctx, case_id) if case_id else None)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({"at": row["at"].astimezone(_zone(ctx)).isoformat(), "channel": row["channel"],
+                                   "to": row["recipient"], "case": row["case_id"], "subject": row["subject"],
+                                   "text": row["body"]}))
+        return
+    if not rows:
+        click.echo("No messages" + (f" for {_case_id(ctx, case_id)}." if case_id else "."))
+        return
+    _table(("Sent", "Channel", "To", "Case", "Text"), [
+        (_fmt(r["at"]), r["channel"], r["recipient"], r["case_id"],
+         (r["subject"] + ": " if r["subject"] else "") + " ".join(r["body"].split())) for r in rows])
+
+
+def _zone(ctx):
+    """The program's time zone (program.toml), as show_time uses it."""
+    return ZoneInfo(ctx.program["program"].get("timezone", "UTC"))
 
 
 @inbox_cli.command("list")
@@ -126,9 +159,10 @@ def inbox_list(show_all):
     rows = _ctx().db.list_inbox(None if show_all else ("new", "processing", "retry", "parked"))
     if not rows:
         click.echo("No submissions waiting." if not show_all else "The inbox is empty.")
-    for r in rows:
-        click.echo(f"{r['id']:>6}  {r['source']:<9}  {r['status']:<10}  attempts={r['attempts']:<2}  "
-                   f"received={_fmt(r['received_at'])}  case={r['case_id'] or '-'}  {r['last_error']}")
+        return
+    _table(("ID", "Source", "Status", "Attempts", "Received", "Case", "Last error"), [
+        (r["id"], r["source"], r["status"], r["attempts"], _fmt(r["received_at"]), r["case_id"] or "-",
+         r["last_error"] or "") for r in rows])
 
 
 @inbox_cli.command("replay")
@@ -143,24 +177,30 @@ def inbox_replay(inbox_id):
     row = ctx.db.inbox_row(inbox_id)
     if case_id:
         click.echo(f"Submission {inbox_id} is case {case_id}.")
+    elif row["status"] == "retry":
+        raise click.ClickException(f"Submission {inbox_id} did not make a case: {row['last_error']}. "
+                                   f"The worker will retry it; see `flask inbox list`.")
     else:
-        click.echo(f"Submission {inbox_id} is {row['status']}: {row['last_error']}. "
-                   f"The worker will retry it; see `flask inbox list`.")
+        raise click.ClickException(f"Submission {inbox_id} did not make a case; it is {row['status']}"
+                                   + (f": {row['last_error']}" if row["last_error"] else "")
+                                   + ". See `flask inbox list`.")
 
 
 @cases_cli.command("list")
-@click.option("--status", help="Only cases with this Status.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only cases with this Status.")
 def cases_list(status):
     """Cases and their state (no personal details)."""
     ctx = _ctx()
     names = {s.record_id: s.name for s in ctx.store.supporters()}
-    for c in ctx.store.list_cases(status):
-        supporter = names.get(c.assigned_supporter, c.assigned_supporter)
-        click.echo(f"{c.case_id:<8}  {c.status:<16}  {c.urgency:<8}  {c.for_whom or '-':<9}  "
-                   f"{c.institution or '-':<6}  submitted={_fmt(c.submitted_at)}  review_due={_fmt(c.review_due)}"
-                   + (f"  supporter={supporter}" if supporter else "")
-                   + (f"  offer_expires={_fmt(c.offer_expires)}" if c.offer_expires else "")
-                   + (f"  problems: {c.problems}" if c.problems else ""))
+    cases = ctx.store.list_cases(status)
+    if not cases:
+        click.echo("No cases" + (f" with Status {status}." if status else "."))
+        return
+    _table(("Case", "Status", "Urgency", "For", "Institution", "Submitted", "Review due", "Supporter",
+            "Offer expires", "Problems"), [
+        (c.case_id, c.status, c.urgency, c.for_whom or "-", c.institution or "-", _fmt(c.submitted_at),
+         _fmt(c.review_due), names.get(c.assigned_supporter, c.assigned_supporter) or "-", _fmt(c.offer_expires),
+         c.problems or "") for c in cases])
 
 
 def _case_id(ctx, given: str) -> str:
@@ -237,7 +277,27 @@ def sweep_cmd():
     click.echo(f"Queued {tasks.sweep(_ctx())} submissions.")
 
 
+def _log_level(_click_ctx, _param, verbose: bool) -> None:
+    """Command output is for people: log lines (on stderr) only from WARNING up, unless -v.
+    The web and worker processes keep app.py's INFO."""
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def add_verbose_option(command: click.Command) -> None:
+    """Give every command (of groups too) -v/--verbose, which decides the log level."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_verbose_option(sub)
+    elif not any(p.name == "verbose" for p in command.params):
+        command.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False,
+                                           callback=_log_level, help="Also show INFO log lines (on stderr)."))
+
+
 def init_app(app) -> None:
+    """Register the commands; call after the integrations' `cli` groups are registered, so that
+    their commands get -v/--verbose too."""
     for command in (roster_cli, inbox_cli, cases_cli, outbox_cmd):
         app.cli.add_command(command)
     inbox_cli.add_command(sweep_cmd)
+    for command in app.cli.commands.values():
+        add_verbose_option(command)

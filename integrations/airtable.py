@@ -55,6 +55,7 @@ from pyairtable.formulas import EQ, Field, FunctionCall, match
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
 from sqlalchemy.exc import IntegrityError
 
+from workflows.notify import show_time
 from workflows.model import (CASE_FIELDS, CONTACT_CHOICES, FOR_CHOICES, MESSAGE_FIELDS, PREFERENCES,
                              RESOURCE_FIELDS, REVIEWER_FIELDS, STATUSES, SUPPORTER_FIELDS, URGENCIES,
                              Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter)
@@ -616,7 +617,12 @@ def _configured_store() -> AirtableCaseStore:
     return store
 
 
-def _refusal(exc: requests.HTTPError, scopes: str = "schema.bases:read / schema.bases:write") -> click.ClickException:
+def _refusal(exc: requests.RequestException,
+             scopes: str = "schema.bases:read / schema.bases:write") -> click.ClickException:
+    if not isinstance(exc, requests.HTTPError):
+        settings = current_app.extensions["peerline"].settings
+        return click.ClickException(f"Could not reach Airtable at {settings.get('AIRTABLE_API_URL')} "
+                                    f"({type(exc).__name__}); check AIRTABLE_API_URL and the network.")
     status = getattr(exc.response, "status_code", None)
     hint = {401: "the token is wrong or revoked", 403: f"the token lacks a scope "
             f"({scopes}) or access to this base",
@@ -631,7 +637,7 @@ def init_cmd():
     time_zone = current_app.extensions["peerline"].program["program"].get("timezone", "utc")
     try:
         created, refused = init_base(store, time_zone)
-    except requests.HTTPError as exc:
+    except requests.RequestException as exc:
         raise _refusal(exc) from None
     for line in created:
         click.echo(f"created {line}")
@@ -649,7 +655,7 @@ def check_cmd():
     store = _configured_store()
     try:
         drift = check_base(store)
-    except requests.HTTPError as exc:
+    except requests.RequestException as exc:
         raise _refusal(exc) from None
     for line in drift:
         click.echo(line)
@@ -762,6 +768,15 @@ webhook_cli = AppGroup("webhook", help="The webhook that tells Peerline of appro
 cli.add_command(webhook_cli)
 
 
+def _expires(when) -> str:
+    """Airtable's expiry (an ISO string in UTC) as the program's people read times (their zone)."""
+    try:
+        when = datetime_from_iso_str(when) if isinstance(when, str) else when
+    except ValueError:
+        return when
+    return show_time(current_app.extensions["peerline"], when) if isinstance(when, datetime) else str(when or "-")
+
+
 def _public_base_url() -> str:
     url = current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"]
     if not url.startswith("https://"):
@@ -785,12 +800,12 @@ def webhook_create_cmd(replace):
             hook.delete()
             click.echo(f"deleted webhook {hook.id}")
         created = create_webhook(store, url)
-    except requests.HTTPError as exc:
+    except requests.RequestException as exc:
         raise _refusal(exc, WEBHOOK_SCOPES) from None
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Created webhook {created.id}: Airtable will POST to {webhook_url(url)} when a person or an "
-               f"automation changes a case's Status (expires {created.expiration_time}; the worker refreshes it).")
+               f"automation changes a case's Status (expires {_expires(created.expiration_time)}; the worker refreshes it).")
     click.echo("Set this on every web process (in .env or the platform's settings), then restart them. "
                "Airtable shows it only now:")
     click.echo(f"AIRTABLE_WEBHOOK_SECRET={created.mac_secret_base64}")
@@ -803,14 +818,14 @@ def webhook_list_cmd():
     ours = webhook_url(current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"])
     try:
         hooks = store.api.base(store.base_id).webhooks()
-    except requests.HTTPError as exc:
+    except requests.RequestException as exc:
         raise _refusal(exc, WEBHOOK_SCOPES) from None
     if not hooks:
         click.echo("The base has no webhooks. `flask airtable webhook create` makes Peerline's.")
     for hook in hooks:
         last = hook.last_notification_result
         click.echo(f"{hook.id}  {'ours ' if hook.notification_url == ours else 'other'}  "
-                   f"expires={hook.expiration_time}  enabled={hook.is_hook_enabled and hook.are_notifications_enabled}"
+                   f"expires={_expires(hook.expiration_time)}  enabled={hook.is_hook_enabled and hook.are_notifications_enabled}"
                    f"  last_notification={'ok' if last and last.success else ('failed' if last else '-')}"
                    f"  {hook.notification_url or ''}")
 
@@ -821,9 +836,9 @@ def webhook_refresh_cmd():
     store = _configured_store()
     try:
         hooks = refresh_webhooks(store, current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"])
-    except requests.HTTPError as exc:
+    except requests.RequestException as exc:
         raise _refusal(exc, WEBHOOK_SCOPES) from None
     if not hooks:
         raise click.ClickException("No webhook notifies this service: run `flask airtable webhook create`.")
     for hook in hooks:
-        click.echo(f"refreshed {hook.id}: expires {hook.expiration_time}")
+        click.echo(f"refreshed {hook.id}: expires {_expires(hook.expiration_time)}")

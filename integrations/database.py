@@ -658,6 +658,14 @@ class Database:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
 
+    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[dict]:
+        """The newest messages first (what `flask outbox` shows), optionally of one case."""
+        stmt = sa.select(outbox).order_by(outbox.c.id.desc()).limit(limit)
+        if case_id:
+            stmt = stmt.where(outbox.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
 
 def _row_to(cls, row) -> object:
     names = {f.name for f in dc_fields(cls)}

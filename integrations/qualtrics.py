@@ -237,8 +237,9 @@ def subscribe(survey):
     if not SURVEY_ID.fullmatch(survey):
         raise click.BadParameter("a survey id looks like SV_ followed by letters and digits", param_hint="--survey")
     if survey not in survey_ids():
-        click.echo(f"warning: {survey} is not in {FORM_FILE.relative_to(ROOT)} [survey] ids: its notices "
-                   "will be refused (403) until you add it and restart.", err=True)
+        # A subscription whose every notice we would refuse (403) only looks like it worked.
+        raise click.ClickException(f"{survey} is not in {FORM_FILE.relative_to(ROOT)} [survey] ids, so its "
+                                   "notices would be refused: add it there, restart, and subscribe again.")
     if not settings["PUBLIC_BASE_URL"].startswith("https://"):
         click.echo("warning: PUBLIC_BASE_URL is not https; the webhook token would travel in clear.", err=True)
     url = f"{settings['PUBLIC_BASE_URL']}/webhooks/qualtrics?token={settings['QUALTRICS_WEBHOOK_TOKEN']}"

@@ -290,6 +290,8 @@ def simulate(phone, text):
     """Post an SMS from PHONE saying TEXT to our own webhook, correctly signed, and print
     the reply. Works without Twilio (signed with a key derived from SECRET_KEY)."""
     ctx = current_app.extensions["peerline"]
+    if not re.fullmatch(r"\+\d{8,15}", notify.normalize_phone(phone)):
+        raise click.BadParameter(f"{phone!r} is not a phone number (like +15550101101)", param_hint="PHONE")
     form = {"ToCountry": "US", "SmsMessageSid": "", "NumMedia": "0", "SmsSid": "", "SmsStatus": "received",
             "Body": text, "From": phone, "To": "", "NumSegments": "1", "ApiVersion": "2010-04-01",
             "AccountSid": ctx.settings.get("TWILIO_ACCOUNT_SID") or "AC" + "0" * 32}

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -221,7 +222,9 @@ def test_the_worker_refreshes_the_webhook_before_it_expires(ctx, fake, base, hoo
 
 def test_webhook_refresh_by_hand_says_the_new_expiry(fake, base, hook, runner):
     result = runner.invoke(args=["airtable", "webhook", "refresh"])
-    assert result.exit_code == 0 and f"refreshed {hook['id']}: expires" in result.output
+    expires = datetime.fromisoformat(fake.webhooks[BASE][0]["expirationTime"].replace("Z", "+00:00"))
+    shown = expires.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M %Z")     # program.toml's zone
+    assert result.exit_code == 0 and f"refreshed {hook['id']}: expires" in result.output and shown in result.output
 
 
 def test_the_fakes_webhook_answers_have_the_documented_shapes(fake, base):

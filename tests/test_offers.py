@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from tests.test_intake import submit
-from workflows import offers, tasks
+from workflows import notify, offers, tasks
 from workflows.model import Reviewer, Roster, Supporter
 
 AVERY, BLAIR, KAI = "+15550101101", "+15550101117", "+15550101123"
@@ -322,8 +322,10 @@ def test_cases_list_shows_who_has_the_offer_but_nothing_of_the_requester(client,
                                                                        clock):
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
-    line = next(l for l in runner.invoke(args=["cases", "list"]).output.splitlines() if case.case_id in l)
-    assert "Offered" in line and "supporter=Avery Chen" in line and "offer_expires=" in line
+    header, line = runner.invoke(args=["cases", "list"]).output.strip().splitlines()
+    offer_expires = ctx.store.find_case(case_id=case.case_id).offer_expires
+    assert re.split(r"\s{2,}", header)[-3:] == ["Supporter", "Offer expires", "Problems"]
+    assert "Offered" in line and "Avery Chen" in line and notify.show_time(ctx, offer_expires) in line
     assert "Zebulon" not in line and "0123" not in line
 
 

@@ -206,8 +206,9 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     assert all(f"submission {row['id']}" in m["body"] and m["channel"] == "email" for m in alerts)
     assert not [m for m in ctx.db.outbox_list() if m["channel"] == "sms"]
 
-    # Replaying while the token is still wrong parks it again without a second alert.
-    runner.invoke(args=["inbox", "replay", str(row["id"])])
+    # Replaying while the token is still wrong parks it again without a second alert, and says so.
+    replayed = runner.invoke(args=["inbox", "replay", str(row["id"])])
+    assert replayed.exit_code == 1 and f"Submission {row['id']} did not make a case; it is parked" in replayed.output
     assert ctx.db.inbox_row(row["id"])["status"] == "parked"
     assert len([m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]) == len(leads)
     assert ctx.store.list_cases() == []
@@ -245,6 +246,12 @@ def test_subscribe_registers_our_url_and_token_and_prints_no_secret(runner, mock
         "publicationUrl": f"https://peerline.example.org/webhooks/qualtrics?token={HOOK_TOKEN}",
         "encrypt": False}
     assert "SUB_9XyZ2aB3cD4eF5g" in result.output and HOOK_TOKEN not in result.output
+
+
+def test_subscribe_refuses_a_survey_whose_notices_would_be_refused(runner, mocked):
+    result = runner.invoke(args=["qualtrics", "subscribe", "--survey", "SV_notInTheMapping1"])
+    assert result.exit_code == 1 and "SV_notInTheMapping1 is not in config/forms/qualtrics.toml" in result.output
+    assert api_calls(mocked) == []
 
 
 def test_subscribe_with_a_refused_token_says_what_to_check(runner, mocked):
