@@ -17,10 +17,11 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flask --app app roster seed
 	@echo ""
-	@echo "  Peerline is starting: open http://localhost:$(PORT)/request"
+	@echo "  Peerline is starting: open http://localhost:$(PORT)/  (Ctrl-C stops it)"
 	@echo "  Messages go to the outbox: $(BIN)/flask --app app outbox"
 	@echo ""
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
+	@# Ctrl-C stops honcho (web and worker) and ends with exit 0: see scripts/run_procfile.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/run_procfile.py $(BIN)/honcho start -f Procfile -p $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q

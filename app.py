@@ -33,6 +33,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     webform.init_app(app)
     register_all(app)
 
+    import web
+    web.register_pages(app)   # `/` and the error pages (HTML for people, JSON for webhooks)
+
     import cli
     cli.init_app(app)
 
@@ -47,9 +50,5 @@ def create_app(overrides: dict | None = None) -> Flask:
         except Exception:
             return jsonify(status="unavailable"), 503
         return jsonify(status="ready")
-
-    @app.errorhandler(413)
-    def too_large(_exc):
-        return jsonify(error="request body too large"), 413
 
     return app

@@ -12,20 +12,18 @@ import re
 import uuid
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
+from integrations import _ratelimit
 from integrations._webhooks import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
 
 log = logging.getLogger("peerline.webform")
 
 bp = Blueprint("webform", __name__)
-limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
 
 PREFERENCE_CHOICES = [SelectChoice("Any", "No preference"), SelectChoice("Same", "Same as mine"),
                       SelectChoice("Different", "Different from mine")]
@@ -105,8 +103,11 @@ def _rate_limit() -> str:
     return current_app.config["REQUEST_RATE_LIMIT"]
 
 
+def _rate_limit_per_address() -> str:
+    return current_app.config["REQUEST_RATE_LIMIT_PER_ADDRESS"]
+
+
 @bp.route("/request", methods=["GET", "POST"])
-@limiter.limit(_rate_limit, methods=["POST"])
 def request_form():
     ctx = current_app.extensions["peerline"]
     form = build_form(ctx.program)
@@ -159,12 +160,9 @@ def field_attrs(field, *, type=None, hint=None, autocomplete=None) -> dict:
 
 def init_app(app) -> None:
     app.jinja_env.globals["field_attrs"] = field_attrs
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
-    limiter.init_app(app)
+    # One count for every process (integrations/_ratelimit.py); the 429 page is web/home.py's.
+    limiter = _ratelimit.make_limiter(app)
     app.register_blueprint(bp)
-
-    @app.errorhandler(429)
-    def too_many(_exc):
-        ctx = app.extensions["peerline"]
-        return render_template("busy.html", crisis=ctx.program.get("crisis", {}),
-                               program=ctx.program["program"]), 429
+    per_browser = limiter.limit(_rate_limit, key_func=_ratelimit.browser_key, methods=["POST"])
+    per_address = limiter.limit(_rate_limit_per_address, key_func=_ratelimit.address_key, methods=["POST"])
+    app.view_functions["webform.request_form"] = per_address(per_browser(request_form))
