@@ -37,7 +37,7 @@ from limits.storage import Storage
 from sqlalchemy.dialects import postgresql, sqlite
 
 from config import settings as settings_module
-from workflows.model import utcnow
+from workflows.clock import Clock
 
 SCHEME = "peerline+sql"
 
@@ -76,7 +76,7 @@ class SqlStorage(Storage):
             raise limits.errors.ConfigurationError(f"{SCHEME}:// needs the database_url option")
         from integrations import database
         self.engine = database.engine_for(database_url)
-        self.clock = clock or utcnow
+        self.clock = clock or Clock().now
         with _created_lock:
             if database_url not in _created:
                 _metadata.create_all(self.engine)   # checkfirst: safe in every process
