@@ -19,6 +19,7 @@ run: install
 	@echo ""
 	@echo "  Peerline is starting: open http://localhost:$(PORT)/request"
 	@echo "  Messages go to the outbox: $(BIN)/flask --app app outbox"
+	@echo "  Console: add the first account with $(BIN)/flask --app app staff add EMAIL --name NAME --role lead, then open http://localhost:$(PORT)/console"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -p $(PORT)
 

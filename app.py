@@ -35,6 +35,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     import cli
     cli.init_app(app)
+    from web import console; console.init_app(app)   # the staff console and `flask staff`
 
     @app.get("/healthz")
     def healthz():
