@@ -459,3 +459,17 @@ def test_the_console_works_on_postgresql_and_airtable(any_store_app):
     assert {e.event.split(",")[0] for e in events if e.actor == NCH_COORD[0]} == {
         "Contact details shown in the console", "Approved"}
     assert "offer-1" in client.get(f"/console/cases/{case.case_id}").get_data(as_text=True)
+
+
+def test_cases_show_hides_contact_details_unless_asked_and_records_asking(client, ctx, roster, run_worker, runner):
+    case = new_case(client, ctx, run_worker)
+    plain = runner.invoke(args=["cases", "show", case.ref])
+    assert plain.exit_code == 0 and case.case_id in plain.output and "Reviewers notified" in plain.output
+    assert "Zebulon" not in plain.output and "0100123" not in plain.output and "Surgery" not in plain.output
+    assert re.search(r"Review due:\s+\w{3} \d\d \w{3} \d\d:\d\d E[SD]T", plain.output)
+    assert "Contact details shown" not in str(ctx.store.list_events(case.case_id))
+    shown = runner.invoke(args=["cases", "show", case.case_id, "--contact"])
+    assert "Zebulon" in shown.output and "+15550100123" in shown.output
+    [event] = [e for e in ctx.store.list_events(case.case_id) if e.event.startswith("Contact details shown")]
+    assert event.actor == "cli"
+    assert runner.invoke(args=["cases", "show", "PS-0000"]).exit_code != 0
