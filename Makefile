@@ -19,6 +19,7 @@ run: install
 	@echo ""
 	@echo "  Peerline is starting: open http://localhost:$(PORT)/  (Ctrl-C stops it)"
 	@echo "  Messages go to the outbox: $(BIN)/flask --app app outbox"
+	@echo "  Console: add the first account with $(BIN)/flask --app app staff add EMAIL --name NAME --role lead, then open http://localhost:$(PORT)/console"
 	@echo ""
 	@# Ctrl-C stops honcho (web and worker) and ends with exit 0: see scripts/run_procfile.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/run_procfile.py $(BIN)/honcho start -f Procfile -p $(PORT)

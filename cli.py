@@ -270,6 +270,46 @@ def cases_close(case_id):
     click.echo(f"{case_id} is Closed (at {_fmt(case.closed_at)}).")
 
 
+@cases_cli.command("show")
+@click.argument("case_id")
+@click.option("--contact", is_flag=True, help="Also the requester's (and a referrer's) contact details and "
+                                              "free text; recorded as an Event naming `cli`.")
+def cases_show(case_id, contact):
+    """One case: its state, offers, messages (no text) and Events; contact details only with --contact."""
+    from workflows.model import Event
+    from workflows.notify import show_time
+    ctx = _ctx()
+    case = ctx.store.find_case(case_id=_case_id(ctx, case_id))
+    if case is None:
+        raise click.ClickException(f"No case {_case_id(ctx, case_id)}. See `flask cases list`.")
+    when = lambda t: show_time(ctx, t) if t else "-"  # noqa: E731
+    names = {s.record_id: s.name for s in ctx.store.supporters()}
+    for label, value in (("Case", case.case_id), ("Status", case.status), ("Urgency", case.urgency),
+                         ("For", case.for_whom or "-"), ("Institution", case.institution or "-"),
+                         ("Role", case.role or "-"), ("Preferences", f"role {case.role_preference}, department "
+                          f"{case.department_preference}, outside hospital {'yes' if case.outside_my_institution else 'any'}"),
+                         ("Submitted", when(case.submitted_at)), ("Review due", when(case.review_due)),
+                         ("Supporter", names.get(case.assigned_supporter, case.assigned_supporter) or "-"),
+                         ("Offer expires", when(case.offer_expires)), ("Problems", case.problems or "-")):
+        click.echo(f"{label + ':':<15}{value}")
+    if contact:
+        ctx.store.add_events([Event(case.case_id, "Contact details shown by the command line", at=ctx.now(),
+                                    actor="cli")])
+        for label, name in (("Name", "requester_name"), ("Phone", "requester_phone"), ("Email", "requester_email"),
+                            ("Preferred", "preferred_contact"), ("Department", "department"),
+                            ("Specialty", "specialty"), ("Referrer", "referrer_name"),
+                            ("Referrer phone", "referrer_phone"), ("Referrer email", "referrer_email")):
+            if getattr(case, name, ""):
+                click.echo(f"{label + ':':<15}{getattr(case, name)}")
+    for o in ctx.db.offers_for_case(case.case_id):
+        click.echo(f"offer {o['round']}: {names.get(o['supporter_id'], o['supporter_id'])}  {o['status']}  "
+                   f"offered {when(o['offered_at'])}  due {when(o['expires_at'])}")
+    for m in ctx.db.ledger_rows(case.case_id):
+        click.echo(f"message: {m['kind']}  {m['channel']}  to {m['recipient_role']}  {m['status']}")
+    for e in ctx.store.list_events(case.case_id):
+        click.echo(f"{when(e.at)}  {e.actor:<24}  {e.event}")
+
+
 @click.command("sweep")
 @with_appcontext
 def sweep_cmd():

@@ -1,8 +1,10 @@
-"""The pages people open (DESIGN.md section 2, `web/`): one blueprint per page group over
-`templates/`. `register_pages(app)` is the one place they are added to the app."""
+"""The pages people open (docs/architecture.md section 2): one blueprint per page group, over
+`templates/`. Pages call `workflows/` for program logic; `workflows/` never imports this package.
+`register_pages(app)` is the one place they are added to the app."""
 from __future__ import annotations
 
 
 def register_pages(app) -> None:
-    from web import home
+    from web import console, home
     home.init_app(app)
+    console.init_app(app)       # the staff console and `flask staff`

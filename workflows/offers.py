@@ -484,6 +484,48 @@ def close(ctx, case_id: str, *, actor: str = "cli") -> Case:
     return case
 
 
+def withdraw(ctx, case_id: str, *, actor: str = "cli") -> Case:
+    """`flask cases withdraw` and the console: the request is Withdrawn (the requester, or the
+    colleague they asked for, no longer wants support); an open offer is withdrawn and the
+    supporter's link stops working at once."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None:
+            raise KeyError(f"no case {case_id}")
+        if case.status in ("Withdrawn", "Closed"):
+            raise ValueError(f"{case_id} is {case.status}: only an open case can be withdrawn")
+        current = _open_offer(ctx, case_id)
+        if current is not None:
+            _withdraw(ctx, current, "the request was withdrawn")
+        case = ctx.store.update_case(case_id, status="Withdrawn", offer_expires=None)
+        ctx.store.add_events([Event(case_id, "Withdrawn", at=ctx.now(), actor=actor)])
+    return case
+
+
+def reassign(ctx, case_id: str, supporter: Supporter, *, actor: str = "cli") -> str | None:
+    """Give an Offered or Assigned case (or one in Needs attention) to another supporter: what a
+    coordinator does in Airtable by setting Assigned Supporter and Status Approved. The open
+    offer is withdrawn, the previous supporter's link stops working, and the chosen supporter
+    is offered the case by SMS (the same path as an approval)."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None:
+            raise KeyError(f"no case {case_id}")
+        if case.status not in ("Needs attention", "Approved", "Offered", "Assigned"):
+            raise ValueError(f"{case_id} is {case.status}: only a case in Needs attention, Approved, Offered "
+                             "or Assigned can be given to another supporter")
+        if case.assigned_supporter == supporter.record_id and case.status in ("Offered", "Assigned"):
+            raise ValueError(f"{case_id} is already with {supporter.name}")
+        current = _open_offer(ctx, case_id)
+        if current is not None:
+            _withdraw(ctx, current, "a coordinator chose another supporter")
+        ctx.store.update_case(case_id, status="Approved", assigned_supporter=supporter.record_id,
+                              offer_expires=None)
+        ctx.store.add_events([Event(case_id, f"Reassigned: supporter chosen: {supporter.name}", at=ctx.now(),
+                                    actor=actor)])
+    return start_approved(ctx, case_id, seen=False)
+
+
 # ---------------------------------------------------------------------------- helpers
 
 def _case_lock(ctx, case_id: str):
