@@ -12,7 +12,6 @@ from werkzeug.security import generate_password_hash
 
 from integrations.database import StaffStore
 from tests.test_intake import GOOD, submit
-from workflows.model import utcnow
 
 LEAD = ("lead@example.org", "lead-password-123")
 NCH_COORD = ("nch.coord@example.org", "nch-password-1234")
