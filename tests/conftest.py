@@ -142,3 +142,29 @@ def pg_url(pg_server):
     database.dispose_engines()
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture
+def redis_url():
+    """A Redis database of its own for one test (db 1-15, claimed with SET NX so that two test
+    runs on one machine never share a queue), emptied before and after; or a skip saying why."""
+    redis = pytest.importorskip("redis")
+    claim = f"peerline-test-claim:{os.getpid()}:{uuid.uuid4().hex}"
+    for db in range(1, 16):
+        try:
+            conn = redis.Redis.from_url(f"{REDIS_HOST_URL}/{db}", socket_connect_timeout=2)
+            if conn.set("peerline-test-claim", claim, nx=True, ex=900):
+                break
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            pytest.skip(f"Redis not reachable at {REDIS_HOST_URL} ({type(exc).__name__}); "
+                        "start it (see .ci/run) to run the Redis tests")
+    else:  # pragma: no cover
+        pytest.skip("every Redis database 1-15 is claimed by another test run")
+    for key in conn.scan_iter():
+        if key != b"peerline-test-claim":
+            conn.delete(key)
+    yield f"{REDIS_HOST_URL}/{db}"
+    conn.flushdb()

@@ -160,19 +160,13 @@ def test_crisis_retries_come_back_within_two_minutes(ctx, roster, mocked, night,
     assert all(r["next_attempt_at"] - NIGHT <= timedelta(seconds=150) for r in rows)
 
 
-def _queues(tmp_path):
+def _queues(tmp_path, redis_url):
     yield "sqlite", tasks.make_huey({"DATA_DIR": str(tmp_path / "q")})
-    redis = pytest.importorskip("redis")
-    url = "redis://127.0.0.1:6379/14"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except Exception as exc:
-        pytest.skip(f"Redis not reachable at {url} ({type(exc).__name__})")
-    yield "redis", tasks.make_huey({"REDIS_URL": url, "DATA_DIR": str(tmp_path / "q")})
+    yield "redis", tasks.make_huey({"REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "q")})
 
 
-def test_crisis_work_jumps_the_queue_backlog_on_every_queue_backend(tmp_path):
-    for name, queue in _queues(tmp_path):
+def test_crisis_work_jumps_the_queue_backlog_on_every_queue_backend(tmp_path, redis_url):
+    for name, queue in _queues(tmp_path, redis_url):
         courier = queue.task(name="process_submission")(lambda inbox_id: None)
         for inbox_id in (1, 2, 3):
             queue.enqueue(courier.s(inbox_id, priority=tasks.PRIORITY_NORMAL))

@@ -42,13 +42,7 @@ def backend_env(request, tmp_path):
     if request.param in ("postgres", "redis"):
         env["DATABASE_URL"] = request.getfixturevalue("pg_url")
     if request.param == "redis":
-        redis = pytest.importorskip("redis")
-        url = "redis://127.0.0.1:6379/15"
-        try:
-            redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-        except Exception as exc:
-            pytest.skip(f"Redis not reachable at {url} ({type(exc).__name__}); start it (see .ci/run)")
-        env["REDIS_URL"] = url
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
     return env
 
 
