@@ -11,6 +11,8 @@ import logging
 
 from flask import jsonify, request
 
+from workflows.inbox import record_and_enqueue  # noqa: F401  (the webhooks' record step)
+
 log = logging.getLogger("peerline.webhooks")
 
 
@@ -28,15 +30,3 @@ def refuse_without_token(expected: str | None, system: str):
         log.warning("%s webhook refused: wrong or missing token", system.lower())
         return jsonify(error="forbidden"), 403
     return None
-
-
-def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
-                       crisis: bool = False) -> tuple[int, bool]:
-    """Store a submission durably, then queue it (only the first delivery of a key)."""
-    inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload)
-    if new:
-        try:
-            ctx.enqueue(inbox_id, crisis=crisis)
-        except Exception:  # the inbox row is the truth; the sweep will queue it
-            log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
-    return inbox_id, new

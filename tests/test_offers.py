@@ -545,7 +545,7 @@ def test_gunicorns_access_log_masks_the_link_token(client, ctx, roster, run_work
 
     from gunicorn.config import Config
 
-    from integrations.supporter_page import AccessLogger
+    from web.supporter import AccessLogger
     case, path = accepted(client, ctx, run_worker, runner)
     token = path.rsplit("/", 1)[1]
     environ = {"REQUEST_METHOD": "GET", "RAW_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
