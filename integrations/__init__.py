@@ -6,7 +6,7 @@ default when a system's credentials are absent. `register_all` adds every webhoo
 from __future__ import annotations
 
 from config import settings as settings_module
-from integrations import airtable, database, outbox, qualtrics, redcap, sendgrid, twilio
+from integrations import _webhooks, airtable, database, outbox, qualtrics, redcap, sendgrid, twilio
 from workflows.clock import Clock
 from workflows.context import Context
 from workflows.notify import load_templates
@@ -43,6 +43,7 @@ def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> 
 
 
 def register_all(app) -> None:
+    _webhooks.init_app(app)     # the one answer to every webhook's errors
     for module in INTEGRATIONS:
         if hasattr(module, "bp"):
             app.register_blueprint(module.bp)
