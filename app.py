@@ -26,15 +26,14 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from integrations import build_context, register_all, webform
+    from integrations import build_context, register_all
     from workflows import tasks
 
     app.extensions["peerline"] = build_context(values, enqueue=tasks.enqueue_submission)
-    webform.init_app(app)
     register_all(app)
 
     import web
-    web.register_pages(app)   # `/` and the error pages (HTML for people, JSON for webhooks)
+    web.register_pages(app)   # the pages people open: `/`, the error pages, /request, /s/, /console
 
     import cli
     cli.init_app(app)

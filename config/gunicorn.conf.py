@@ -16,7 +16,7 @@ bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
 workers = 2
 # Access log: client, method, path (never the query string: webhook tokens travel there),
 # status, seconds. The logger class masks the token of a supporter's /s/ link.
-logger_class = "integrations.supporter_page.AccessLogger"
+logger_class = "web.supporter.AccessLogger"
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(L)ss'
 

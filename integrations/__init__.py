@@ -6,16 +6,16 @@ default when a system's credentials are absent. `register_all` adds every webhoo
 from __future__ import annotations
 
 from config import settings as settings_module
-from integrations import airtable, database, outbox, qualtrics, redcap, sendgrid, supporter_page, twilio
+from integrations import _webhooks, airtable, database, outbox, qualtrics, redcap, sendgrid, twilio
 from workflows.clock import Clock
 from workflows.context import Context
 from workflows.notify import load_templates
 
 #: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
 #: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
-#: system whose inbox rows the worker turns into answers). This tuple is the only registration;
-#: `supporter_page` (the supporter's private link) is the service's own page registered here too.
-INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable, supporter_page)
+#: system whose inbox rows the worker turns into answers). This tuple is the only registration.
+#: The service's own pages are in `web/` (web.register_pages).
+INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable)
 
 
 def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> Context:
@@ -43,6 +43,7 @@ def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> 
 
 
 def register_all(app) -> None:
+    _webhooks.init_app(app)     # the one answer to every webhook's errors
     for module in INTEGRATIONS:
         if hasattr(module, "bp"):
             app.register_blueprint(module.bp)

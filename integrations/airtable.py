@@ -36,7 +36,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import logging
 import random
 import re
@@ -49,12 +48,13 @@ import click
 import pyairtable
 import requests
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app
 from flask.cli import AppGroup
 from pyairtable.formulas import EQ, Field, FunctionCall, match
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
 from sqlalchemy.exc import IntegrityError
 
+from integrations._webhooks import Ignored, MalformedPayload, SignatureError, Webhook, parse_json
 from workflows.notify import show_time
 from workflows.model import (CASE_FIELDS, CONTACT_CHOICES, FOR_CHOICES, MESSAGE_FIELDS, PREFERENCES,
                              RESOURCE_FIELDS, REVIEWER_FIELDS, STATUSES, SUPPORTER_FIELDS, URGENCIES,
@@ -692,31 +692,40 @@ def mac_ok(secret_base64: str | None, body: bytes, header: str) -> bool:
     return hmac.compare_digest(expected.encode("ascii"), header.strip().encode("utf-8", "replace"))
 
 
-@bp.post(WEBHOOK_PATH)
-def webhook_ping():
-    ctx = current_app.extensions["peerline"]
-    body = request.get_data(cache=False)
-    if not mac_ok(ctx.settings.get("AIRTABLE_WEBHOOK_SECRET"), body, request.headers.get("X-Airtable-Content-MAC", "")):
-        log.warning("airtable ping refused: missing or wrong X-Airtable-Content-MAC")
-        return jsonify(error="X-Airtable-Content-MAC missing or wrong"), 403
-    try:
-        ping = json.loads(body)
-    except ValueError:
-        return jsonify(error="body is not JSON"), 400
-    for name in ("base", "webhook"):
-        part = ping.get(name) if isinstance(ping, dict) else None
-        if not isinstance(part, dict) or not isinstance(part.get("id"), str) or not part["id"]:
-            return jsonify(error=f"{name}.id is missing"), 400
-    webhook_id = _airtable_id(ping["webhook"]["id"])
-    if ping["base"]["id"] != ctx.settings.get("AIRTABLE_BASE_ID"):
-        log.warning("airtable ping for another base ignored webhook=%s", webhook_id)
+class Ping(Webhook):
+    """POST /webhooks/airtable: a nudge naming only the base and the webhook; queue the poll."""
+
+    system = "airtable"
+
+    def verify(self, ctx, request) -> None:
+        if not mac_ok(ctx.settings.get("AIRTABLE_WEBHOOK_SECRET"), request.get_data(cache=True),
+                      request.headers.get("X-Airtable-Content-MAC", "")):
+            raise SignatureError("X-Airtable-Content-MAC missing or wrong")
+
+    def parse(self, ctx, request) -> dict:
+        ping = parse_json(request.get_data(cache=True), "body")
+        for name in ("base", "webhook"):
+            part = ping.get(name) if isinstance(ping, dict) else None
+            if not isinstance(part, dict) or not isinstance(part.get("id"), str) or not part["id"]:
+                raise MalformedPayload(f"{name}.id", "missing")
+        if ping["base"]["id"] != ctx.settings.get("AIRTABLE_BASE_ID"):
+            return Ignored(f"a ping for another base, webhook={_airtable_id(ping['webhook']['id'])}")
+        return ping
+
+    def answer_ignored(self, ignored):
         return "", 200
-    try:
-        ctx.run_soon("poll_approvals")
-    except Exception as exc:   # the poll every minute still runs
-        log.warning("airtable ping: could not queue the poll (%s); the minute poll will", type(exc).__name__)
-    log.info("airtable ping webhook=%s: poll queued", webhook_id)
-    return "", 200
+
+    def dispatch(self, ctx, ping: dict):
+        webhook_id = _airtable_id(ping["webhook"]["id"])
+        try:
+            ctx.run_soon("poll_approvals")
+        except Exception as exc:   # the poll every minute still runs
+            log.warning("airtable ping: could not queue the poll (%s); the minute poll will", type(exc).__name__)
+        log.info("airtable ping webhook=%s: poll queued", webhook_id)
+        return "", 200
+
+
+Ping.route(bp, WEBHOOK_PATH, endpoint="webhook_ping")
 
 
 def _airtable_id(value: str) -> str:

@@ -19,18 +19,18 @@ An unconfigured route (no QUALTRICS_WEBHOOK_TOKEN) answers 404; a wrong token 40
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 import click
 import requests
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
 from config import form_mapping
 from config.settings import ROOT
-from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
+from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, parse_json, record,
+                                    require_token)
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 
@@ -48,53 +48,56 @@ bp = Blueprint("qualtrics", __name__, url_prefix="/webhooks")
 
 # ---- the webhook (web process: verify, record, enqueue, answer) ----
 
-@bp.route("/qualtrics", methods=["GET", "POST"])
-def notice():
-    ctx = current_app.extensions["peerline"]
-    refused = refuse_without_token(ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN"), "Qualtrics")
-    if refused:
-        return refused
-    if request.method == "GET":   # some Qualtrics set-ups probe the URL with a GET
-        return jsonify(status="ok")
+class Notice(Webhook):
+    """POST /webhooks/qualtrics (and the GET probe some Qualtrics set-ups send)."""
 
-    form = request.form
-    topic = form.get("Topic", "")
-    if not topic:
-        return bad_request("Topic", "missing")
-    fields = form
-    if "MSG" in form:   # the shared-key shape: Topic + HMAC + MSG
-        try:
-            fields = json.loads(form["MSG"])
-        except ValueError:
-            return bad_request("MSG", "not JSON")
-        if not isinstance(fields, dict):
-            return bad_request("MSG", "not a JSON object")
-    completed = COMPLETED_TOPIC.search(topic)
-    if completed is None:   # partial responses and every other topic
-        log.info("qualtrics notice ignored: not a completed response")
-        return jsonify(status="ignored")
-    topic_survey = completed.group(1)
-    response_id, survey_id = fields.get("ResponseID"), fields.get("SurveyID", topic_survey)
-    if not response_id:
-        return bad_request("ResponseID", "missing")
-    if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
-        return bad_request("ResponseID", "not a Qualtrics response id")
-    if not isinstance(survey_id, str) or not SURVEY_ID.fullmatch(survey_id):
-        return bad_request("SurveyID", "not a Qualtrics survey id")
-    if survey_id != topic_survey:
-        return bad_request("SurveyID", "does not match Topic")
-    if survey_id not in survey_ids():
-        log.warning("qualtrics notice refused: survey %s is not in %s", survey_id, FORM_FILE.name)
-        return jsonify(error="unknown survey"), 403
+    system = "qualtrics"
 
-    try:
-        inbox_id, new = record_and_enqueue(ctx, source=SOURCE, source_key=f"qualtrics:{response_id}",
-                                           payload={"survey_id": survey_id, "response_id": response_id})
-    except Exception:
-        log.exception("qualtrics notice not recorded response=%s", response_id)
-        return jsonify(error="could not record the notice; please retry"), 503, {"Retry-After": "60"}
-    log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
-    return jsonify(status="received")
+    def verify(self, ctx, request) -> None:
+        require_token(ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN"), "Qualtrics")
+
+    def parse(self, ctx, request):
+        """The notice's ids: {"survey_id", "response_id"}; None for the GET probe."""
+        if request.method == "GET":   # some Qualtrics set-ups probe the URL with a GET
+            return None
+        form = request.form
+        topic = form.get("Topic", "")
+        if not topic:
+            raise MalformedPayload("Topic", "missing")
+        fields = form
+        if "MSG" in form:   # the shared-key shape: Topic + HMAC + MSG
+            fields = parse_json(form["MSG"], "MSG")
+            if not isinstance(fields, dict):
+                raise MalformedPayload("MSG", "not a JSON object")
+        completed = COMPLETED_TOPIC.search(topic)
+        if completed is None:   # partial responses and every other topic
+            return Ignored("not a completed response")
+        topic_survey = completed.group(1)
+        response_id, survey_id = fields.get("ResponseID"), fields.get("SurveyID", topic_survey)
+        if not response_id:
+            raise MalformedPayload("ResponseID", "missing")
+        if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
+            raise MalformedPayload("ResponseID", "not a Qualtrics response id")
+        if not isinstance(survey_id, str) or not SURVEY_ID.fullmatch(survey_id):
+            raise MalformedPayload("SurveyID", "not a Qualtrics survey id")
+        if survey_id != topic_survey:
+            raise MalformedPayload("SurveyID", "does not match Topic")
+        if survey_id not in survey_ids():
+            log.warning("qualtrics notice refused: survey %s is not in %s", survey_id, FORM_FILE.name)
+            raise Refused("unknown survey")
+        return {"survey_id": survey_id, "response_id": response_id}
+
+    def dispatch(self, ctx, notice):
+        if notice is None:
+            return jsonify(status="ok")
+        response_id = notice["response_id"]
+        inbox_id, new = record(ctx, system=self.system, retry_message="could not record the notice; please retry",
+                               source=SOURCE, source_key=f"qualtrics:{response_id}", payload=notice)
+        log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
+        return jsonify(status="received")
+
+
+Notice.route(bp, "/qualtrics", endpoint="notice", methods=("GET", "POST"))
 
 
 # ---- the mapping (config/forms/qualtrics.toml) ----

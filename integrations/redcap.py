@@ -27,12 +27,13 @@ from urllib.parse import urlsplit
 
 import click
 import requests
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
 from config import form_mapping
 from config.settings import ROOT
-from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
+from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, record, require_fields,
+                                    require_token)
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 
@@ -51,55 +52,57 @@ bp = Blueprint("redcap", __name__, url_prefix="/webhooks")
 
 # ---- the webhook (web process: verify, record, enqueue, answer) ----
 
-@bp.post("/redcap")
-def data_entry_trigger():
-    ctx = current_app.extensions["peerline"]
-    refused = refuse_without_token(ctx.settings.get("REDCAP_WEBHOOK_TOKEN"), "REDCap")
-    if refused:
-        return refused
+class DataEntryTrigger(Webhook):
+    """POST /webhooks/redcap."""
 
-    form = request.form
-    project_id = form.get("project_id", "")
-    if not project_id:
-        return bad_request("project_id", "missing")
-    if project_id != str(ctx.settings.get("REDCAP_PROJECT_ID") or ""):
-        log.warning("redcap trigger refused: project is not REDCAP_PROJECT_ID")
-        return jsonify(error="unknown project"), 403
-    for name in ("instrument", "record"):
-        if not form.get(name):
-            return bad_request(name, "missing")
-    instrument, record = form["instrument"], form["record"]
-    if not NAME.fullmatch(instrument):
-        return bad_request("instrument", "not a REDCap instrument name")
-    if not RECORD.fullmatch(record):
-        return bad_request("record", "not a REDCap record name")
-    if instrument != request_instrument():
-        return jsonify(status="ignored")   # another instrument of the project
-    complete_field = f"{instrument}_complete"
-    if complete_field not in form:
-        return bad_request(complete_field, "missing")
-    if form[complete_field] != "2":
-        return jsonify(status="ignored")   # a page save, or saved Incomplete/Unverified
-    event = form.get("redcap_event_name", "")
-    instance = form.get("redcap_repeat_instance", "")
-    repeat_instrument = form.get("redcap_repeat_instrument", "")
-    for name, value, pattern in (("redcap_event_name", event, NAME), ("redcap_repeat_instance", instance, INSTANCE),
-                                 ("redcap_repeat_instrument", repeat_instrument, NAME)):
-        if value and not pattern.fullmatch(value):
-            return bad_request(name, "not a REDCap name or number")
-    if _host(form.get("redcap_url", "")) not in ("", _host(ctx.settings.get("REDCAP_API_URL") or "")):
-        log.warning("redcap trigger names another REDCap server in redcap_url; it is not called")
+    system = "redcap"
 
-    key = f"redcap:{project_id}:{record}" + (f":{event}:{instance or 1}" if event or instance else "")
-    try:
-        inbox_id, new = record_and_enqueue(ctx, source=SOURCE, source_key=key, payload={
-            "project_id": project_id, "record": record, "instrument": instrument, "event": event,
-            "repeat_instance": instance, "repeat_instrument": repeat_instrument})
-    except Exception:
-        log.exception("redcap trigger not recorded project=%s", project_id)
-        return jsonify(error="could not record the trigger; please save again"), 503, {"Retry-After": "60"}
-    log.info("redcap trigger received inbox=%s project=%s new=%s", inbox_id, project_id, new)
-    return jsonify(status="received")
+    def verify(self, ctx, request) -> None:
+        require_token(ctx.settings.get("REDCAP_WEBHOOK_TOKEN"), "REDCap")
+
+    def parse(self, ctx, request):
+        """The trigger's ids, as the inbox payload; Ignored for any save but the request
+        instrument saved Complete."""
+        form = request.form
+        require_fields(form, "project_id")
+        project_id = form["project_id"]
+        if project_id != str(ctx.settings.get("REDCAP_PROJECT_ID") or ""):
+            log.warning("redcap trigger refused: project is not REDCAP_PROJECT_ID")
+            raise Refused("unknown project")
+        require_fields(form, "instrument", "record")
+        instrument, record_name = form["instrument"], form["record"]
+        if not NAME.fullmatch(instrument):
+            raise MalformedPayload("instrument", "not a REDCap instrument name")
+        if not RECORD.fullmatch(record_name):
+            raise MalformedPayload("record", "not a REDCap record name")
+        if instrument != request_instrument():
+            return Ignored("another instrument of the project")
+        complete_field = f"{instrument}_complete"
+        require_fields(form, complete_field, allow_empty=True)
+        if form[complete_field] != "2":
+            return Ignored("a page save, or saved Incomplete/Unverified")
+        event = form.get("redcap_event_name", "")
+        instance = form.get("redcap_repeat_instance", "")
+        repeat_instrument = form.get("redcap_repeat_instrument", "")
+        for name, value, pattern in (("redcap_event_name", event, NAME), ("redcap_repeat_instance", instance, INSTANCE),
+                                     ("redcap_repeat_instrument", repeat_instrument, NAME)):
+            if value and not pattern.fullmatch(value):
+                raise MalformedPayload(name, "not a REDCap name or number")
+        if _host(form.get("redcap_url", "")) not in ("", _host(ctx.settings.get("REDCAP_API_URL") or "")):
+            log.warning("redcap trigger names another REDCap server in redcap_url; it is not called")
+        return {"project_id": project_id, "record": record_name, "instrument": instrument, "event": event,
+                "repeat_instance": instance, "repeat_instrument": repeat_instrument}
+
+    def dispatch(self, ctx, trigger):
+        project_id, event, instance = trigger["project_id"], trigger["event"], trigger["repeat_instance"]
+        key = f"redcap:{project_id}:{trigger['record']}" + (f":{event}:{instance or 1}" if event or instance else "")
+        inbox_id, new = record(ctx, system=self.system, retry_message="could not record the trigger; please save again",
+                               source=SOURCE, source_key=key, payload=trigger)
+        log.info("redcap trigger received inbox=%s project=%s new=%s", inbox_id, project_id, new)
+        return jsonify(status="received")
+
+
+DataEntryTrigger.route(bp, "/redcap", endpoint="data_entry_trigger")
 
 
 def _host(url: str) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import binascii
 import io
-import json
 import logging
 import re
 import urllib.error
@@ -33,12 +32,13 @@ from email.message import Message
 
 import python_http_client
 import requests
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.mail import (Category, ClickTracking, CustomArg, Mail, OpenTracking,
                                    SubscriptionTracking, TrackingSettings)
 
+from integrations._webhooks import MalformedPayload, SignatureError, Webhook, parse_json
 from workflows import notify
 
 log = logging.getLogger("peerline.sendgrid")
@@ -217,34 +217,50 @@ def signature_ok(ctx, raw: bytes) -> bool:
     return True
 
 
-@bp.post(EVENTS_PATH)
-def events():
-    ctx = current_app.extensions["peerline"]
-    raw = request.get_data(cache=True)
-    if not signature_ok(ctx, raw):
-        log.warning("sendgrid events refused: missing, wrong or stale signature")
-        return jsonify(error="signature or timestamp missing, wrong or stale"), 403
-    try:
-        batch = json.loads(raw)
-    except ValueError:
-        return jsonify(error="body: not JSON"), 400
-    if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
-        return jsonify(error="body: a JSON array of event objects is expected"), 400
-    applied = duplicates = 0
-    for event in batch:
-        event_id = event.get("sg_event_id")
-        if not isinstance(event_id, str) or not event_id:
-            continue
-        if not ctx.db.remember_webhook_event("sendgrid", event_id[:200], now=ctx.now()):
-            duplicates += 1
-            continue
-        try:
-            applied += apply_event(ctx, event)
-        except Exception:
-            ctx.db.forget_webhook_event("sendgrid", event_id[:200])   # so SendGrid's retry applies it
-            raise
-    log.info("sendgrid events received=%s applied=%s duplicates=%s", len(batch), applied, duplicates)
-    return jsonify(received=len(batch), applied=applied, duplicates=duplicates)
+#: Event fields that must be text when present (the others are read leniently: a non-text
+#: sg_event_id is skipped, a non-text custom arg is not one of ours).
+TEXT_FIELDS = ("event",)
+
+
+class EventBatch(Webhook):
+    """POST /webhooks/sendgrid/events: a signed batch of delivery events."""
+
+    system = "sendgrid"
+
+    def verify(self, ctx, request) -> None:
+        if not signature_ok(ctx, request.get_data(cache=True)):
+            log.warning("sendgrid events refused: missing, wrong or stale signature")
+            raise SignatureError("signature or timestamp missing, wrong or stale")
+
+    def parse(self, ctx, request) -> list[dict]:
+        batch = parse_json(request.get_data(cache=True), "body")
+        if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
+            raise MalformedPayload("body", "a JSON array of event objects is expected")
+        for n, event in enumerate(batch):
+            for name in TEXT_FIELDS:
+                if event.get(name) is not None and not isinstance(event[name], str):
+                    raise MalformedPayload(f"body[{n}].{name}", "not text")
+        return batch
+
+    def dispatch(self, ctx, batch: list[dict]):
+        applied = duplicates = 0
+        for event in batch:
+            event_id = event.get("sg_event_id")
+            if not isinstance(event_id, str) or not event_id:
+                continue
+            if not ctx.db.remember_webhook_event("sendgrid", event_id[:200], now=ctx.now()):
+                duplicates += 1
+                continue
+            try:
+                applied += apply_event(ctx, event)
+            except Exception:
+                ctx.db.forget_webhook_event("sendgrid", event_id[:200])   # so SendGrid's retry applies it
+                raise
+        log.info("sendgrid events received=%s applied=%s duplicates=%s", len(batch), applied, duplicates)
+        return jsonify(received=len(batch), applied=applied, duplicates=duplicates)
+
+
+EventBatch.route(bp, EVENTS_PATH, endpoint="events")
 
 
 def apply_event(ctx, event: dict) -> int:

@@ -31,7 +31,7 @@ from xml.etree import ElementTree
 
 import click
 import requests
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from flask.cli import AppGroup
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -39,6 +39,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
+from integrations._webhooks import SignatureError, Webhook, require_fields
 from workflows import notify, offers
 
 log = logging.getLogger("peerline.twilio")
@@ -233,41 +234,53 @@ def handle_sms(ctx, phone: str, text: str, opt_out_type: str = "") -> tuple[str,
     return command, notify.text(ctx, "sms_reply_unknown_command")
 
 
-@bp.post(SMS_PATH)
-def inbound_sms():
-    ctx = current_app.extensions["peerline"]
-    if not signature_ok():
-        log.warning("twilio sms refused: missing or wrong signature")
-        return jsonify(error="X-Twilio-Signature missing or wrong"), 403
-    for field in ("From", "Body"):
-        if field not in request.form:
-            return jsonify(error=f"{field} is missing"), 400
-    command, reply = handle_sms(ctx, request.form["From"], request.form["Body"], request.form.get("OptOutType", ""))
-    log.info("twilio sms handled message=%s command=%s", _sid(request.form.get("MessageSid")), command)
-    return twiml(reply)
+class TwilioWebhook(Webhook):
+    """Both Twilio routes: X-Twilio-Signature checked, then form fields; answers TwiML."""
+
+    system = "twilio"
+
+    def verify(self, ctx, request) -> None:
+        if not signature_ok():
+            raise SignatureError("X-Twilio-Signature missing or wrong")
 
 
-@bp.post(STATUS_PATH)
-def status_callback():
-    ctx = current_app.extensions["peerline"]
-    if not signature_ok():
-        log.warning("twilio status refused: missing or wrong signature")
-        return jsonify(error="X-Twilio-Signature missing or wrong"), 403
-    for field in ("MessageSid", "MessageStatus"):
-        if not request.form.get(field):
-            return jsonify(error=f"{field} is missing"), 400
-    sid, status = _sid(request.form["MessageSid"]), request.form["MessageStatus"]
-    row = ctx.db.ledger_by_provider_id(sid)
-    moved = False
-    if row and status in DELIVERY_STATUS:
-        code = request.form.get("ErrorCode", "")
-        error = f"Twilio {code}" if code and status in ("failed", "undelivered") else ""
-        moved = notify.record_delivery(ctx, row["key"], DELIVERY_STATUS[status], error=error)
-        if code == str(OPTED_OUT):
-            ctx.db.opt_out("sms", notify.normalize_phone(row["recipient"]), source=f"Twilio {OPTED_OUT}",
-                           now=ctx.now())
-    log.info("twilio status message=%s status=%s known=%s moved=%s", sid, _word(status), bool(row), moved)
-    return twiml()
+class InboundSms(TwilioWebhook):
+    """POST /webhooks/twilio/sms: a person's text to the program's number."""
+
+    def parse(self, ctx, request):
+        require_fields(request.form, "From", "Body", allow_empty=True)   # an empty text is a text
+        return request.form
+
+    def dispatch(self, ctx, form):
+        command, reply = handle_sms(ctx, form["From"], form["Body"], form.get("OptOutType", ""))
+        log.info("twilio sms handled message=%s command=%s", _sid(form.get("MessageSid")), command)
+        return twiml(reply)
+
+
+class StatusCallback(TwilioWebhook):
+    """POST /webhooks/twilio/status: a message's delivery status; the furthest one wins."""
+
+    def parse(self, ctx, request):
+        require_fields(request.form, "MessageSid", "MessageStatus")
+        return request.form
+
+    def dispatch(self, ctx, form):
+        sid, status = _sid(form["MessageSid"]), form["MessageStatus"]
+        row = ctx.db.ledger_by_provider_id(sid)
+        moved = False
+        if row and status in DELIVERY_STATUS:
+            code = form.get("ErrorCode", "")
+            error = f"Twilio {code}" if code and status in ("failed", "undelivered") else ""
+            moved = notify.record_delivery(ctx, row["key"], DELIVERY_STATUS[status], error=error)
+            if code == str(OPTED_OUT):
+                ctx.db.opt_out("sms", notify.normalize_phone(row["recipient"]), source=f"Twilio {OPTED_OUT}",
+                               now=ctx.now())
+        log.info("twilio status message=%s status=%s known=%s moved=%s", sid, _word(status), bool(row), moved)
+        return twiml()
+
+
+InboundSms.route(bp, SMS_PATH, endpoint="inbound_sms")
+StatusCallback.route(bp, STATUS_PATH, endpoint="status_callback")
 
 
 def _sid(value) -> str:

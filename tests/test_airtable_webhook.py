@@ -197,6 +197,16 @@ def test_a_genuine_ping_without_ids_is_400_naming_the_field(client, ctx, queued)
     assert queued == []
 
 
+def test_a_genuine_ping_nested_at_any_depth_is_400_naming_the_body(client, ctx, queued):
+    secret = base64.b64encode(b"k" * 32).decode()
+    ctx.settings["AIRTABLE_WEBHOOK_SECRET"] = secret
+    for body in (b"[" * 100_000, b'{"base": ' * 20_000):
+        mac = "hmac-sha256=" + hmac.new(b"k" * 32, body, hashlib.sha256).hexdigest()
+        answer = ping(client, body, mac)
+        assert answer.status_code == 400 and answer.get_json()["field"] == "body"
+    assert queued == []
+
+
 def test_a_ping_for_another_base_is_ignored(client, ctx, fake, base, hook, queued):
     body = fake.ping_body("appSomeoneElse01", hook["id"])
     assert ping(client, body, fake.mac(BASE, hook["id"], body)).status_code == 200

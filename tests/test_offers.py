@@ -545,7 +545,7 @@ def test_gunicorns_access_log_masks_the_link_token(client, ctx, roster, run_work
 
     from gunicorn.config import Config
 
-    from integrations.supporter_page import AccessLogger
+    from web.supporter import AccessLogger
     case, path = accepted(client, ctx, run_worker, runner)
     token = path.rsplit("/", 1)[1]
     environ = {"REQUEST_METHOD": "GET", "RAW_URI": path, "PATH_INFO": path, "QUERY_STRING": "",
@@ -554,6 +554,18 @@ def test_gunicorns_access_log_masks_the_link_token(client, ctx, roster, run_work
     atoms = AccessLogger(Config()).atoms(response, [], environ, td(seconds=0.01))
     assert atoms["U"] == "/s/<token>" and atoms["r"] == "GET /s/<token> HTTP/1.1"
     assert token not in str(atoms)
+
+
+def test_gunicorns_config_uses_the_masking_access_logger():
+    import runpy
+
+    from gunicorn.config import Config
+
+    from config.settings import ROOT
+    from web.supporter import AccessLogger
+    config = Config()
+    config.set("logger_class", runpy.run_path(str(ROOT / "config" / "gunicorn.conf.py"))["logger_class"])
+    assert config.logger_class is AccessLogger
 
 
 def test_a_yes_is_kept_when_its_messages_cannot_go_yet_and_they_follow(client, ctx, roster, run_worker, runner,

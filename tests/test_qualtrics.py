@@ -133,6 +133,41 @@ def test_malformed_notice_is_400_naming_the_field(client, ctx, fixture, body, fi
     assert ctx.db.list_inbox() == []
 
 
+def _with_msg(msg: str) -> bytes:
+    pairs = parse_qsl(load_fixture("qualtrics", "completed_response__shared_key.txt")[0].decode(),
+                      keep_blank_values=True)
+    return urlencode([(k, msg if k == "MSG" else v) for k, v in pairs]).encode()
+
+
+@pytest.mark.parametrize("msg", ["[" * 60_000, '{"a":' * 5_000 + "1" + "}" * 5_000])
+def test_msg_nested_at_any_depth_is_400_naming_msg(client, ctx, msg):
+    answer = post(client, "completed_response__shared_key.txt", body=_with_msg(msg))
+    assert answer.status_code == 400 and answer.get_json()["field"] == "MSG"
+    assert ctx.db.list_inbox() == []
+
+
+def test_database_out_of_reach_is_503_with_retry_after_and_says_nothing_sent(client, ctx, monkeypatch, caplog):
+    import sqlalchemy as sa
+
+    def unreachable(**kwargs):
+        raise sa.exc.OperationalError("INSERT INTO inbox ...", {"payload": PLAIN_RID}, ConnectionError("refused"))
+    monkeypatch.setattr(ctx.db, "record_submission", unreachable)
+    answer = post(client, "completed_response__plain.txt")
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+    assert "error" in answer.get_json() and PLAIN_RID not in answer.get_data(as_text=True)
+    assert "INSERT" not in caplog.text and ctx.queued == []
+
+
+def test_body_over_the_limit_without_content_length_is_413(client, ctx):
+    import io
+    body = b"MSG=" + b"a" * 300_000
+    answer = client.post(f"/webhooks/qualtrics?token={HOOK_TOKEN}", input_stream=io.BytesIO(body),
+                         content_type="application/x-www-form-urlencoded",
+                         environ_overrides={"wsgi.input_terminated": True})   # chunked, as gunicorn passes it
+    assert answer.status_code == 413 and answer.is_json
+    assert ctx.db.list_inbox() == []
+
+
 def test_body_over_the_limit_is_413(client, ctx):
     answer = post(client, "completed_response__plain.txt", body=b"MSG=" + b"a" * 300_000)
     assert answer.status_code == 413

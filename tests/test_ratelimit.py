@@ -119,7 +119,7 @@ def test_a_limit_that_cannot_be_read_stops_the_start_naming_the_setting(override
 
 
 def test_the_sql_counter_is_atomic_under_concurrent_processes(tmp_path):
-    from integrations._ratelimit import SqlStorage
+    from web.ratelimit import SqlStorage
     url = f"sqlite:///{tmp_path / 'counts.db'}"
     stores = [SqlStorage("peerline+sql://", database_url=url) for _ in range(2)]
     seen = []

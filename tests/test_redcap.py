@@ -165,6 +165,17 @@ def test_malformed_trigger_is_400_naming_the_field(client, ctx, body, field):
     assert ctx.db.list_inbox() == []
 
 
+def test_database_out_of_reach_is_503_with_retry_after(client, ctx, redcap, monkeypatch):
+    import sqlalchemy as sa
+
+    def unreachable(**kwargs):
+        raise sa.exc.OperationalError("INSERT INTO inbox ...", {}, ConnectionError("refused"))
+    monkeypatch.setattr(ctx.db, "record_submission", unreachable)
+    answer = post(client, "det__survey_complete.txt")
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0 and "error" in answer.get_json()
+    assert redcap.requests == []
+
+
 def test_body_over_the_limit_is_413(client, ctx):
     assert post(client, "det__survey_complete.txt", body=b"record=" + b"1" * 300_000).status_code == 413
     assert ctx.db.list_inbox() == []

@@ -286,6 +286,29 @@ def test_malformed_signed_body_is_400(client, clock, body, field):
     assert answer.status_code == 400 and answer.get_json()["error"].startswith(field)
 
 
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'[{"event": ' * 20_000])
+def test_signed_body_nested_at_any_depth_is_400_naming_the_body(client, clock, body):
+    answer = post_events(client, body)
+    assert answer.status_code == 400 and answer.get_json()["field"] == "body"
+
+
+def test_an_event_name_that_is_not_text_is_400_naming_it(client, ctx, clock, sent_email):
+    body = json.dumps([{"event": ["delivered"], "sg_event_id": "ev-1", sendgrid.KEY_ARG: sent_email}]).encode()
+    answer = post_events(client, body)
+    assert answer.status_code == 400 and answer.get_json()["field"] == "body[0].event"
+    assert ctx.db.ledger_get(sent_email)["status"] == "sent"
+
+
+def test_database_out_of_reach_is_503_with_retry_after(client, ctx, clock, monkeypatch):
+    import sqlalchemy as sa
+
+    def unreachable(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT INTO webhook_events ...", {}, ConnectionError("refused"))
+    monkeypatch.setattr(ctx.db, "remember_webhook_event", unreachable)
+    answer = post_events(client, load_fixture("sendgrid", "events__delivered.json")[0])
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+
+
 def test_sendgrid_published_test_vector_verifies():
     """The known answer from SendGrid's own eventwebhook tests (all its helper libraries)."""
     verifier = sendgrid.verifier("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepx"

@@ -399,6 +399,16 @@ def test_status_callback_without_its_fields_is_400_naming_them(client):
     assert answer.status_code == 400 and "MessageStatus" in answer.get_json()["error"]
 
 
+def test_status_callback_while_the_database_is_out_of_reach_is_503_with_retry_after(client, ctx, monkeypatch):
+    import sqlalchemy as sa
+
+    def unreachable(*args, **kwargs):
+        raise sa.exc.OperationalError("SELECT ... FROM ledger", {}, ConnectionError("refused"))
+    monkeypatch.setattr(ctx.db, "ledger_by_provider_id", unreachable)
+    answer = post_fixture(client, twilio.STATUS_PATH, "status__delivered.txt")
+    assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
+
+
 # ---------------------------------------------------------------- the signature
 
 @pytest.mark.parametrize("route,fixture", [(twilio.STATUS_PATH, "status__delivered.txt"),

@@ -55,7 +55,7 @@ def handle_http_error(exc: HTTPException):
         response = jsonify(error="request body too large" if code == 413 else (exc.name or "error").lower())
         response.status_code = code
     else:
-        template = "busy.html" if code == 429 and request.endpoint == "webform.request_form" else "error.html"
+        template = "busy.html" if code == 429 and request.endpoint == "request_form.request_form" else "error.html"
         heading, advice = PAGES.get(code, PAGES[500])
         response = current_app.make_response(
             (render_template(template, code=code, heading=heading, advice=advice, **_page_context()), code))

@@ -1,5 +1,5 @@
 """The supporter's private page, `GET /s/<signed-token>`: how to reach the person whose request
-they accepted. Not an outside system: the service's own page, registered beside them.
+they accepted. A page of the service's own, registered by `web.register_pages`.
 
 The link reaches only the supporter who accepted (by SMS and email, workflows/offers.py). The
 token is signed with SECRET_KEY and names one accepted offer, so one case, and when it stops
@@ -7,8 +7,8 @@ working (program.toml [offers] link_valid_hours). It also stops when the case is
 or given to someone else. Every opening is an Event on the case. The page is never cached and
 sends no referrer; it works without JavaScript. Logs carry no token and no case detail: our
 own never name it, and gunicorn's access log masks it when started with
-`--logger-class integrations.supporter_page.AccessLogger` (a token in a log would let whoever
-reads the logs open the page while it works).
+`--logger-class web.supporter.AccessLogger`, as config/gunicorn.conf.py does (a token in a log
+would let whoever reads the logs open the page while it works).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from workflows import notify, offers
 
-bp = Blueprint("supporter_page", __name__)
+bp = Blueprint("supporter", __name__)
 
 PREFERENCE_TEXT = {
     "role_preference": {"Same": "someone in the same role as them", "Different": "someone in a different role"},
@@ -75,3 +75,7 @@ class AccessLogger(GunicornLogger):
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         return {key: mask_token(value) if isinstance(value, str) else value for key, value in atoms.items()}
+
+
+def init_app(app) -> None:
+    app.register_blueprint(bp)

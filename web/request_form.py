@@ -1,5 +1,6 @@
 """The built-in request form, `GET/POST /request`: the form a flyer's QR code opens when the
-program uses no Qualtrics or REDCap survey (and always available beside them).
+program uses no Qualtrics or REDCap survey (and always available beside them). A page of the
+service's own, so it lives in `web/` (no outside system's wire format here).
 
 The POST only checks the CSRF token and the rate limit, stores the answers in the inbox and
 answers; the worker makes the case. Works without JavaScript. `?flyer=<tag>` on the link is
@@ -17,13 +18,13 @@ from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
-from integrations import _ratelimit
-from integrations._webhooks import record_and_enqueue
+from web import ratelimit
+from workflows.inbox import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
 
-log = logging.getLogger("peerline.webform")
+log = logging.getLogger("peerline.web.request_form")
 
-bp = Blueprint("webform", __name__)
+bp = Blueprint("request_form", __name__)
 
 PREFERENCE_CHOICES = [SelectChoice("Any", "No preference"), SelectChoice("Same", "Same as mine"),
                       SelectChoice("Different", "Different from mine")]
@@ -126,7 +127,7 @@ def request_form():
         inbox_id, new = record_and_enqueue(ctx, source="web", source_key=f"web:{submission}",
                                            payload={"answers": answers}, crisis=answers["urgency"] == "Crisis")
         log.info("request received inbox=%s new=%s", inbox_id, new)
-        return redirect(url_for("webform.thanks", urgent=1 if answers["urgency"] == "Crisis" else None,
+        return redirect(url_for("request_form.thanks", urgent=1 if answers["urgency"] == "Crisis" else None,
                                 colleague=1 if answers["for_whom"] == "Colleague" else None), 303)
     status = 400 if request.method == "POST" else 200
     return render_template("request.html", form=form, crisis=ctx.program.get("crisis", {}),
@@ -160,9 +161,10 @@ def field_attrs(field, *, type=None, hint=None, autocomplete=None) -> dict:
 
 def init_app(app) -> None:
     app.jinja_env.globals["field_attrs"] = field_attrs
-    # One count for every process (integrations/_ratelimit.py); the 429 page is web/home.py's.
-    limiter = _ratelimit.make_limiter(app)
+    # One count for every process (web/ratelimit.py, set up first by web.register_pages);
+    # the 429 page is web/home.py's.
+    limiter = app.extensions["peerline_limiter"]
     app.register_blueprint(bp)
-    per_browser = limiter.limit(_rate_limit, key_func=_ratelimit.browser_key, methods=["POST"])
-    per_address = limiter.limit(_rate_limit_per_address, key_func=_ratelimit.address_key, methods=["POST"])
-    app.view_functions["webform.request_form"] = per_address(per_browser(request_form))
+    per_browser = limiter.limit(_rate_limit, key_func=ratelimit.browser_key, methods=["POST"])
+    per_address = limiter.limit(_rate_limit_per_address, key_func=ratelimit.address_key, methods=["POST"])
+    app.view_functions["request_form.request_form"] = per_address(per_browser(request_form))

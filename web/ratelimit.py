@@ -1,4 +1,6 @@
-"""The form's rate limit, counted once for the whole deployment.
+"""The form's rate limit, counted once for the whole deployment: Flask-Limiter's setup and
+its keys. `init_app(app)` runs first in `web.register_pages`, so every page's limiter (the
+form's, the console's) uses the shared store it configures.
 
 Every web process (gunicorn workers, machines) shares one count, so a limit means the same
 thing however many processes run:
@@ -74,6 +76,8 @@ class SqlStorage(Storage):
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         if not database_url:
             raise limits.errors.ConfigurationError(f"{SCHEME}:// needs the database_url option")
+        # The service database's engine (one pool per URL per process). This SQL storage may
+        # move into the database package later; it is here because only the pages use it.
         from integrations import database
         self.engine = database.engine_for(database_url)
         self.clock = clock or Clock().now
@@ -171,7 +175,7 @@ def address_key() -> str:
     return "address:" + _digest(get_remote_address())
 
 
-def make_limiter(app) -> Limiter:
+def init_app(app) -> Limiter:
     """A Limiter for this app (never shared between apps), on the deployment's shared store."""
     values = app.config
     check_limit_settings(values)
