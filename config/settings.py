@@ -50,7 +50,7 @@ DEFAULTS: dict[str, object] = {
     # Operational knobs (not in docs/architecture.md section 5; documented in the README).
     # Posts of the built-in form, counted once for all processes (Redis, else the database):
     # per browser session (strict), and per client address (loose: a hospital's staff share
-    # one NAT address). See integrations/_ratelimit.py.
+    # one NAT address). See web/ratelimit.py.
     "REQUEST_RATE_LIMIT": "5 per minute;30 per hour",
     "REQUEST_RATE_LIMIT_PER_ADDRESS": "30 per minute;300 per hour",
     "RATELIMIT_ENABLED": "true",
