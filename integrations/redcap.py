@@ -30,9 +30,9 @@ import requests
 from flask import Blueprint, current_app, jsonify, request
 from flask.cli import AppGroup
 
-from config import form_mapping
 from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
+from workflows import form_mapping
 from workflows.errors import CredentialsRefused, PermanentError, TransientError
 from workflows.intake import FIELD_LABELS
 
