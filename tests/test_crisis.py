@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+import peerline_root
 from test_intake import GOOD, submit
 from test_sendgrid import SENDGRID, mail_posts, sendgrid_accepts
 from conftest import load_fixture
@@ -161,14 +162,14 @@ def test_crisis_retries_come_back_within_two_minutes(ctx, roster, mocked, night,
 
 
 def _queues(tmp_path):
-    yield "sqlite", tasks.make_huey({"DATA_DIR": str(tmp_path / "q")})
+    yield "sqlite", peerline_root.make_huey({"DATA_DIR": str(tmp_path / "q")})
     redis = pytest.importorskip("redis")
     url = "redis://127.0.0.1:6379/14"
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
     except Exception as exc:
         pytest.skip(f"Redis not reachable at {url} ({type(exc).__name__})")
-    yield "redis", tasks.make_huey({"REDIS_URL": url, "DATA_DIR": str(tmp_path / "q")})
+    yield "redis", peerline_root.make_huey({"REDIS_URL": url, "DATA_DIR": str(tmp_path / "q")})
 
 
 def test_crisis_work_jumps_the_queue_backlog_on_every_queue_backend(tmp_path):

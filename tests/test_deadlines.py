@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+import peerline_root
 from tests.test_offers import AVERY, approve, clock, events, new_case, sent, sms
 from workflows import deadlines, intake, notify, tasks
 
@@ -17,7 +18,7 @@ LEADS = {"+15550101133", "toni.marchetti@example.org"}
 def review_clock(ctx):
     """The periodic task itself, run in-process on this test's context."""
     tasks.use_context(ctx)
-    yield tasks.review_clock.call_local
+    yield peerline_root.queue(ctx.settings).review_clock.call_local
     tasks.use_context(None)
 
 
