@@ -17,7 +17,7 @@ what rules out the supporters who declined or let the offer run out, and what se
 Every change to one case's offers happens under the lock `offer:<Case ID>`, so two YES replies,
 a YES racing the expiry task and a coordinator's CLI all see one order: exactly one wins.
 
-`integrations.twilio` parses a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
+`workflows.sms_commands` reads a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
 calls `accept`, `accept_only_offer`, `decline` or `contact_made`; each returns the short reply.
 A number that is not in the roster gets the same generic reply whatever it asks.
 """
