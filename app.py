@@ -26,10 +26,10 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    from integrations import build_context, register_all
-    from workflows import tasks
+    import peerline_root
+    from integrations import register_all
 
-    app.extensions["peerline"] = build_context(values, enqueue=tasks.enqueue_submission)
+    app.extensions["peerline"] = peerline_root.context(values)
     register_all(app)
 
     import web

@@ -6,7 +6,7 @@ that enforces Airtable's limit (5 requests a second per base, 429 and 30 s of re
 Starts tests/fake_airtable.py as an HTTP server on 127.0.0.1, creates the base's tables with
 the code of `flask airtable init`, imports config/sample_roster.csv into it, records the
 submissions in the inbox of a temporary DATA_DIR, queues them, and runs a real
-`huey_consumer workflows.tasks.huey` process (thread workers, as the Procfile) with the
+`huey_consumer peerline_root.huey` process (thread workers, as the Procfile) with the
 environment pointing at the fake. Prints Airtable requests per case (and by kind), 429s met,
 cases created, and the elapsed time against the floor (requests / 5 per second).
 Bounded in time (--max-minutes); loopback only.
@@ -58,10 +58,10 @@ def main() -> None:
         os.environ.update(env)
 
         from cli import read_roster_csv
-        from integrations import airtable, build_context
-        from workflows import tasks
+        import peerline_root
+        from integrations import airtable
         values = settings_module.load()
-        ctx = build_context(values, enqueue=tasks.enqueue_submission)
+        ctx = peerline_root.context(values)
         created, refused = airtable.init_base(ctx.store, ctx.program["program"].get("timezone", "utc"))
         assert len(created) == 6 and not refused, (created, refused)
         counts = ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
@@ -72,12 +72,12 @@ def main() -> None:
         for n in range(args.cases):
             inbox_id, _ = ctx.db.record_submission(source="web", source_key=f"web:bench-{n:04d}",
                                                    payload={"answers": answers(n)})
-            tasks.enqueue_submission(inbox_id)
+            ctx.enqueue(inbox_id)
         print(f"{args.cases} submissions in the inbox and queued; starting huey_consumer "
               f"({args.workers} thread workers)")
 
         consumer = subprocess.Popen(
-            [os.path.join(os.path.dirname(sys.executable), "huey_consumer"), "workflows.tasks.huey",
+            [os.path.join(os.path.dirname(sys.executable), "huey_consumer"), "peerline_root.huey",
              "--workers", str(args.workers), "--worker-type", "thread", "--delay", "0.1", "--max-delay", "1"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started, deadline, last_note = time.monotonic(), time.monotonic() + args.max_minutes * 60, 0.0

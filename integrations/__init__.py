@@ -1,7 +1,7 @@
 """Outside systems, registered in one place.
 
 `build_context` chooses each backend from the settings (docs/architecture.md section 3): the embedded
-default when a system's credentials are absent. `register_all` adds every webhook blueprint.
+default when a system's credentials are absent. Only the composition root (`peerline_root.py`) calls it. `register_all` adds every webhook blueprint.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from workflows.notify import load_templates
 INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable)
 
 
-def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> Context:
+def build_context(values: dict, *, clock: Clock | None = None) -> Context:
+    """The Context's backends for these settings; the composition root (peerline_root.py)
+    connects it to the queue."""
     clock = clock or Clock()
     db = database.Database(settings_module.database_url(values), clock=clock)
     program = settings_module.load_program(values["PROGRAM_FILE"])
@@ -37,8 +39,6 @@ def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> 
     fetchers = {m.SOURCE: m.fetch_answers for m in INTEGRATIONS if hasattr(m, "fetch_answers")}
     ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
                   senders=senders, fetchers=fetchers, clock=clock)
-    if enqueue is not None:
-        ctx.enqueue = enqueue
     return ctx
 
 

@@ -27,12 +27,12 @@ import requests
 from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
-from config import form_mapping
 from config.settings import ROOT
 from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, parse_json, record,
                                     require_token)
-from workflows import notify
-from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+from workflows import form_mapping
+from workflows.errors import CredentialsRefused, PermanentError, TransientError
+from workflows.intake import FIELD_LABELS
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -183,9 +183,8 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status == 429 or status >= 500:
         raise TransientError(f"qualtrics answered HTTP {status} for {response_id}")
     if status in (401, 403):
-        notify.alert_leads_parked(ctx, row, template="qualtrics_token_refused_email", kind="qualtrics_token")
-        raise PermanentError(f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
-                             f"fix the token, then flask inbox replay {row['id']}")
+        raise CredentialsRefused(SOURCE, f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
+                                         f"fix the token, then flask inbox replay {row['id']}")
     if status != 200:
         raise PermanentError(f"qualtrics answered HTTP {status} for {response_id}")
     try:

@@ -30,12 +30,12 @@ import requests
 from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
-from config import form_mapping
 from config.settings import ROOT
 from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, record, require_fields,
                                     require_token)
-from workflows import notify
-from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+from workflows import form_mapping
+from workflows.errors import CredentialsRefused, PermanentError, TransientError
+from workflows.intake import FIELD_LABELS
 
 log = logging.getLogger("peerline.redcap")
 
@@ -217,9 +217,8 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status == 429 or status >= 500:
         raise TransientError(f"redcap answered HTTP {status} for {ids}")
     if status in (401, 403):
-        notify.alert_leads_parked(ctx, row, template="redcap_token_refused_email", kind="redcap_token")
-        raise PermanentError(f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for {ids}; "
-                             f"fix the token, then flask inbox replay {row['id']}")
+        raise CredentialsRefused(SOURCE, f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for {ids}; "
+                                         f"fix the token, then flask inbox replay {row['id']}")
     if status != 200:
         raise PermanentError(f"redcap answered HTTP {status} for {ids}")
     try:

@@ -14,8 +14,8 @@ Connect (README "Twilio"):
 Routes (docs/architecture.md section 4), both authenticated by X-Twilio-Signature, validated with
 twilio's RequestValidator against PUBLIC_BASE_URL + path + query (behind a TLS proxy the
 URL Flask sees is not the one Twilio signed):
-- POST /webhooks/twilio/sms: YES 4821, NO 4821, DONE 4821, HELP and a bare YES, routed to
-  workflows.offers; STOP and its synonyms are recorded as an opt-out. Answers short TwiML.
+- POST /webhooks/twilio/sms: the text goes to workflows.sms_commands, which decides what it
+  does (YES/NO/DONE 4821, HELP, STOP, START) and the reply; answered as short TwiML.
 - POST /webhooks/twilio/status: a message's delivery status; the furthest one wins.
 Logs carry message SIDs and statuses only, never a number or a text.
 """
@@ -40,7 +40,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from integrations._webhooks import SignatureError, Webhook, require_fields
-from workflows import notify, offers
+from workflows import notify, sms_commands
 
 log = logging.getLogger("peerline.twilio")
 
@@ -56,12 +56,6 @@ STATUS_PATH = "/webhooks/twilio/status"
 
 #: Set in the WSGI environ by `flask sms simulate` only: no HTTP request can set it.
 SIMULATION_ENVIRON_KEY = "peerline.sms_simulation"
-
-#: Twilio's default keywords (Twilio's "Advanced Opt-Out" docs). Twilio answers these itself.
-OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
-OPT_IN_WORDS = {"START", "UNSTOP"}
-HELP_WORDS = {"HELP", "INFO"}
-COMMAND_WORDS = {"YES": "yes", "Y": "yes", "NO": "no", "N": "no", "DONE": "done"}
 
 #: Twilio MessageStatus -> our Status. Earlier states (queued, accepted, sending...) add nothing.
 DELIVERY_STATUS = {"sent": "sent", "delivered": "delivered", "undelivered": "undelivered",
@@ -186,54 +180,6 @@ def twiml(reply: str | None = None) -> Response:
     return Response(str(answer), mimetype="application/xml")
 
 
-def parse_command(text: str) -> tuple[str, str | None]:
-    """(command, ref) from an SMS, case-insensitive, spacing and punctuation forgiven:
-    "yes 4821", "YES#4821", " Yes, PS-4821! " -> ("yes", "4821"); "yes" -> ("yes", None).
-    Commands: yes, no, done, help, stop, start; anything else is ("unknown", None)."""
-    tokens = re.findall(r"[A-Z]+|\d+", (text or "").upper())
-    if len(tokens) == 1 and tokens[0] in OPT_OUT_WORDS:
-        return "stop", None
-    if len(tokens) == 1 and tokens[0] in OPT_IN_WORDS:
-        return "start", None
-    if len(tokens) == 1 and tokens[0] in HELP_WORDS:
-        return "help", None
-    if not tokens or tokens[0] not in COMMAND_WORDS:
-        return "unknown", None
-    rest = [t for t in tokens[1:] if t not in ("REF", "PS", "CASE")]
-    if not rest:
-        return COMMAND_WORDS[tokens[0]], None
-    if len(rest) == 1 and rest[0].isdigit():
-        return COMMAND_WORDS[tokens[0]], rest[0]
-    return "unknown", None
-
-
-def handle_sms(ctx, phone: str, text: str, opt_out_type: str = "") -> tuple[str, str | None]:
-    """(command, reply) for one SMS to the program's number; reply None = no answer."""
-    command, ref = parse_command(text)
-    number = notify.normalize_phone(phone)
-    opt_out_type = (opt_out_type or "").upper()
-    if opt_out_type == "STOP" or command == "stop":
-        ctx.db.opt_out("sms", number, source="STOP", now=ctx.now())
-        return "stop", None          # Twilio confirms the opt-out itself
-    if opt_out_type == "START" or command == "start" or (
-            command == "yes" and ref is None and ctx.db.is_opted_out("sms", number)):
-        ctx.db.opt_in("sms", number)  # Twilio re-subscribes on START, UNSTOP and YES
-        return "start", None
-    if command == "yes":
-        return command, offers.accept(ctx, phone, ref) if ref else offers.accept_only_offer(ctx, phone)
-    if command == "no" and ref:
-        return command, offers.decline(ctx, phone, ref)
-    if command == "done" and ref:
-        return command, offers.contact_made(ctx, phone, ref)
-    if offers.person_for_phone(ctx, phone) is None:
-        return command, notify.text(ctx, "sms_reply_unknown_number")
-    if opt_out_type == "HELP" or command == "help":
-        return "help", notify.text(ctx, "sms_reply_help")
-    if command in ("no", "done"):
-        return command, notify.text(ctx, "sms_reply_needs_ref")
-    return command, notify.text(ctx, "sms_reply_unknown_command")
-
-
 class TwilioWebhook(Webhook):
     """Both Twilio routes: X-Twilio-Signature checked, then form fields; answers TwiML."""
 
@@ -252,7 +198,7 @@ class InboundSms(TwilioWebhook):
         return request.form
 
     def dispatch(self, ctx, form):
-        command, reply = handle_sms(ctx, form["From"], form["Body"], form.get("OptOutType", ""))
+        command, reply = sms_commands.reply(ctx, form["From"], form["Body"], form.get("OptOutType", ""))
         log.info("twilio sms handled message=%s command=%s", _sid(form.get("MessageSid")), command)
         return twiml(reply)
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import peerline_root
 from cli import read_roster_csv
 from config.settings import ROOT
 from tests.conftest import load_fixture
@@ -54,7 +55,7 @@ def queued(ctx):
 @pytest.fixture
 def worker(ctx):
     tasks.use_context(ctx)
-    yield tasks
+    yield peerline_root.queue(ctx.settings)
     tasks.use_context(None)
 
 

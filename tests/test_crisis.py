@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+import peerline_root
 from test_intake import GOOD, submit
 from test_sendgrid import SENDGRID, mail_posts, sendgrid_accepts
 from conftest import load_fixture
@@ -161,8 +162,8 @@ def test_crisis_retries_come_back_within_two_minutes(ctx, roster, mocked, night,
 
 
 def _queues(tmp_path, redis_url):
-    yield "sqlite", tasks.make_huey({"DATA_DIR": str(tmp_path / "q")})
-    yield "redis", tasks.make_huey({"REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "q")})
+    yield "sqlite", peerline_root.make_huey({"DATA_DIR": str(tmp_path / "q")})
+    yield "redis", peerline_root.make_huey({"REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "q")})
 
 
 def test_crisis_work_jumps_the_queue_backlog_on_every_queue_backend(tmp_path, redis_url):

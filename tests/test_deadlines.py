@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+import peerline_root
 from tests.test_offers import AVERY, approve, clock, events, new_case, sent, sms
 from workflows import deadlines, intake, notify, tasks
 
@@ -17,7 +18,7 @@ LEADS = {"+15550101133", "toni.marchetti@example.org"}
 def review_clock(ctx):
     """The periodic task itself, run in-process on this test's context."""
     tasks.use_context(ctx)
-    yield tasks.review_clock.call_local
+    yield peerline_root.queue(ctx.settings).review_clock.call_local
     tasks.use_context(None)
 
 
@@ -38,7 +39,7 @@ def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it
     assert told(ctx, case, "review_reminder") == NCH_REVIEWERS            # the institution's, not the leads
     [reminder] = [m for m in sent(ctx, to="+15550101127", case=case) if "still needs review" in m["body"]]
     assert reminder["body"] == (f"Clinician Peer Support Network: ref {case.ref} still needs review, due by "
-                                f"{notify.show_time(ctx, case.review_due)}. {intake.coordinator_link(ctx)}")
+                                f"{notify.show_time(ctx, case.review_due)}. {notify.coordinator_link(ctx)}")
     assert told(ctx, case, "review_overdue") == set()
     clock.pin(case.review_due)
     review_clock()

@@ -29,7 +29,7 @@ ANSWERS = {"for_whom": "Self", "requester_name": "Test Participant", "requester_
 
 def start_worker(env) -> subprocess.Popen:
     return subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "huey_consumer"), "workflows.tasks.huey",
+        [os.path.join(os.path.dirname(sys.executable), "huey_consumer"), "peerline_root.huey",
          "--workers", "4", "--worker-type", "thread", "--delay", "0.05", "--max-delay", "0.2"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -55,8 +55,8 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
     ids = [ctx.db.record_submission(source="web", source_key=f"web:crash-{n}", payload={"answers": ANSWERS})[0]
            for n in range(SUBMISSIONS)]
     # Queue them as the web process does, through the same code and settings.
-    subprocess.run([sys.executable, "-c", "import sys; from workflows import tasks; "
-                    "[tasks.enqueue_submission(int(i)) for i in sys.argv[1:]]", *map(str, ids)],
+    subprocess.run([sys.executable, "-c", "import sys, peerline_root; queue = peerline_root.queue(); "
+                    "[queue.enqueue_submission(int(i)) for i in sys.argv[1:]]", *map(str, ids)],
                    cwd=ROOT, env=backend_env, check=True)
 
     rng = random.Random(4821)

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+import peerline_root
 from tests.test_intake import submit
 from workflows import notify, offers, tasks
 from workflows.model import Reviewer, Roster, Supporter
@@ -27,9 +28,9 @@ def clock(ctx):
 
 @pytest.fixture
 def worker(ctx):
-    """The worker's periodic tasks, run in-process on this test's context."""
+    """The worker's periodic tasks, as the root registers them, run in-process on this test's context."""
     tasks.use_context(ctx)
-    yield tasks
+    yield peerline_root.queue(ctx.settings)
     tasks.use_context(None)
 
 

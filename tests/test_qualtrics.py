@@ -10,13 +10,11 @@ import logging
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-
-from config import form_mapping
 import responses
 from conftest import load_fixture
 
 from integrations import qualtrics
-from workflows import intake
+from workflows import form_mapping, intake
 
 API = "https://iad1.qualtrics.com"
 API_TOKEN = "qualtrics-api-token-0f9e8d"

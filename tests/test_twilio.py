@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from conftest import load_fixture
 from integrations import twilio
-from workflows import notify, offers
+from workflows import notify, offers, sms_commands
 from workflows.model import Case
 
 CONTRACTS = Path(__file__).parent / "contracts"
@@ -470,7 +470,7 @@ def test_query_string_is_part_of_the_signed_url(client, ctx):
     ("", ("unknown", None)), ("stop 4821", ("unknown", None)), ("maybe later", ("unknown", None)),
 ])
 def test_commands_are_read_forgivingly(text, expected):
-    assert twilio.parse_command(text) == expected
+    assert sms_commands.parse_command(text) == expected
 
 
 @pytest.mark.parametrize("text,call", [

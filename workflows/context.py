@@ -1,4 +1,5 @@
-"""Everything a workflow step needs, built once per process by `integrations.build_context`.
+"""Everything a workflow step needs, built once per process by the composition root
+(`peerline_root.context`, through `integrations.build_context`).
 
 Workflows receive this object instead of reaching for Flask globals, so the same code runs
 in the web process, the worker and the CLI.
@@ -32,18 +33,16 @@ class Context:
     db: "object"          # integrations.database.Database
     store: CaseStore
     senders: dict          # channel -> Sender
+    #: Queue an inbox row for the worker; the root connects it to the queue. Unconnected, nothing
+    #: is queued and the periodic sweep picks the row up.
     enqueue: Callable[..., None] = lambda inbox_id, **_: None
     fetchers: dict = field(default_factory=dict)   # source -> callable(ctx, row) -> answers
-    #: Queue a named worker job now (workflows.tasks.run_soon), e.g. "poll_approvals" when an
-    #: Airtable webhook pings. Tests replace it to see what was queued.
-    run_soon: Callable[[str], None] = lambda name: _run_soon(name)
+    #: Queue a named worker job now (workflows.tasks.Queue.run_soon, connected by the root), e.g.
+    #: "poll_approvals" when an Airtable webhook pings. Tests replace it to see what was queued.
+    #: Unconnected, nothing is queued and the job's periodic run does the work.
+    run_soon: Callable[[str], None] = lambda name: None
     #: The one clock, shared with `db` (build_context hands the same object to both).
     clock: Clock = field(default_factory=Clock)
 
     def now(self) -> datetime:
         return self.clock.now()
-
-
-def _run_soon(name: str) -> None:
-    from workflows import tasks
-    tasks.run_soon(name)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from workflows import notify, offers
-from workflows.intake import describe_error
+from workflows.errors import describe_error
 from workflows.model import Case, Event
 
 log = logging.getLogger("peerline.deadlines")

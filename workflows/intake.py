@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from workflows import matching, notify
+from workflows.errors import CredentialsRefused, PermanentError, describe_error
 from workflows.model import (CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Case, Event,
                              Request)
 
@@ -44,16 +45,6 @@ def allowed_values(field: str, program: dict) -> tuple | None:
         "role": tuple(program.get("roles", {}).get("choices", [])),
         "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
     }.get(field)
-
-
-class TransientError(RuntimeError):
-    """An outside system could not answer now; the submission is retried later.
-    The message must hold ids only: it is shown by `flask inbox list`."""
-
-
-class PermanentError(RuntimeError):
-    """Retrying cannot help (a revoked token, a deleted record): park the row at once for a
-    person to fix and replay. The message must hold ids only."""
 
 
 def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[str]]:
@@ -133,25 +124,18 @@ def build_case(ctx, row: dict, req: Request, problems: list[str], case_id: str) 
                 problems="; ".join(problems))
 
 
-def reviewers_for(ctx, institution: str) -> list:
-    """The institution's reviewers and every program lead, each once."""
-    chosen = [r for r in ctx.store.reviewers()
-              if r.program_lead or (institution and r.institution == institution)]
-    return list({r.record_id: r for r in chosen}.values())
-
-
 def add_event_once(ctx, case: Case, event: str, actor: str = "peerline") -> None:
     if not any(e.event == event for e in ctx.store.list_events(case.case_id)):
         ctx.store.add_events([Event(case_id=case.case_id, event=event, at=ctx.now(), actor=actor)])
 
 
 def notify_reviewers(ctx, case: Case) -> int:
-    link = coordinator_link(ctx)
+    link = notify.coordinator_link(ctx)
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
               "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
     sent = 0
-    for reviewer in reviewers_for(ctx, case.institution):
+    for reviewer in notify.reviewers_for(ctx, case.institution):
         recipient = notify.Recipient(key=f"reviewer:{reviewer.record_id}",
                                      role="Program lead" if reviewer.program_lead else "Reviewer",
                                      phone=reviewer.phone, email=reviewer.email)
@@ -168,7 +152,7 @@ def escalate_crisis(ctx, case: Case) -> None:
     crisis resources (988 and the program's own) to the requester through their preferred
     channel, or the other one when that fails. An Event for each message. Safe to repeat:
     every message goes through the ledger, every Event is written once."""
-    values = {"ref": case.ref, "link": coordinator_link(ctx)}
+    values = {"ref": case.ref, "link": notify.coordinator_link(ctx)}
     reviewers = ctx.store.reviewers()
     for reviewer in [r for r in reviewers if r.on_call]:
         status = notify.send(ctx, case_id=case.case_id, kind="crisis", template="crisis_reviewer_sms",
@@ -211,15 +195,6 @@ def send_crisis_resources(ctx, case: Case) -> str:
         if status != "failed":
             break   # the preferred channel carries it; the other is only a fallback
     return status
-
-
-def coordinator_link(ctx) -> str:
-    configured = ctx.program["program"].get("coordinator_url")
-    if configured:
-        return configured
-    if ctx.settings.get("AIRTABLE_BASE_ID"):
-        return f"https://airtable.com/{ctx.settings['AIRTABLE_BASE_ID']}"
-    return "flask cases list"
 
 
 def process_submission(ctx, inbox_id: int) -> str | None:
@@ -278,6 +253,8 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
         return
     if attempts >= limit or isinstance(exc, PermanentError):
         ctx.db.park_submission(row["id"], error)
+        if isinstance(exc, CredentialsRefused):
+            notify.tell_leads_form_refused(ctx, row, exc.source)
         log.error("submission parked inbox=%s source=%s attempts=%s error=%s",
                   row["id"], row["source"], attempts, error)
         return
@@ -293,12 +270,3 @@ def _schedule(ctx, inbox_id: int, delay: int) -> None:
         ctx.enqueue(inbox_id, delay=delay)
     except Exception:  # the sweep will find the row when it is due
         log.warning("could not schedule retry inbox=%s; the sweep will", inbox_id)
-
-
-def describe_error(exc: Exception) -> str:
-    """An error as ids and types only: exception messages from outside clients can quote
-    request data, so only the type and an HTTP status (when there is one) are kept."""
-    if isinstance(exc, (TransientError, PermanentError)):
-        return f"{type(exc).__name__}: {exc}"
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return type(exc).__name__ + (f" (HTTP {status})" if status else "")

@@ -340,7 +340,6 @@ def alert_unreachable(ctx, key: str) -> None:
         log.error("a program lead could not be told of an unreachable person case=%s", row["case_id"])
         ctx.db.ledger_update(key, alerted=True)
         return
-    from workflows.intake import coordinator_link
     leads = [r for r in ctx.store.reviewers() if r.program_lead]
     if not leads:
         log.error("no program lead in the roster to tell of an unreachable person case=%s", row["case_id"])
@@ -352,6 +351,36 @@ def alert_unreachable(ctx, key: str) -> None:
              recipient=Recipient(key=f"lead:{lead.record_id}/{about}", role="Program lead", email=lead.email),
              values=values, crisis=bool(row["crisis"]))
     ctx.db.ledger_update(key, alerted=True)
+
+
+def reviewers_for(ctx, institution: str) -> list:
+    """The institution's reviewers and every program lead, each once."""
+    chosen = [r for r in ctx.store.reviewers()
+              if r.program_lead or (institution and r.institution == institution)]
+    return list({r.record_id: r for r in chosen}.values())
+
+
+def coordinator_link(ctx) -> str:
+    configured = ctx.program["program"].get("coordinator_url")
+    if configured:
+        return configured
+    if ctx.settings.get("AIRTABLE_BASE_ID"):
+        return f"https://airtable.com/{ctx.settings['AIRTABLE_BASE_ID']}"
+    return "flask cases list"
+
+
+#: The email telling the program leads that a form system refused our API token, by source.
+FORM_REFUSED_TEMPLATES = {"qualtrics": "qualtrics_token_refused_email", "redcap": "redcap_token_refused_email"}
+
+
+def tell_leads_form_refused(ctx, row: dict, source: str) -> None:
+    """A form system (`source`, e.g. "qualtrics") refused our API token for inbox `row`: the
+    program leads are emailed once per submission, with the text for that system."""
+    template = FORM_REFUSED_TEMPLATES.get(source)
+    if template is None:
+        log.error("no message for a refused token of source=%s inbox=%s", source, row["id"])
+        return
+    alert_leads_parked(ctx, row, template=template, kind=f"{source}_token")
 
 
 def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:

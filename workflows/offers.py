@@ -17,7 +17,7 @@ what rules out the supporters who declined or let the offer run out, and what se
 Every change to one case's offers happens under the lock `offer:<Case ID>`, so two YES replies,
 a YES racing the expiry task and a coordinator's CLI all see one order: exactly one wins.
 
-`integrations.twilio` parses a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
+`workflows.sms_commands` reads a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
 calls `accept`, `accept_only_offer`, `decline` or `contact_made`; each returns the short reply.
 A number that is not in the roster gets the same generic reply whatever it asks.
 """
@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from workflows import matching, notify
+from workflows.errors import describe_error
 from workflows.model import Case, Event, Reviewer, Supporter
 
 log = logging.getLogger("peerline.offers")
@@ -70,7 +71,7 @@ def poll_approvals(ctx) -> int:
             if start_approved(ctx, case.case_id):
                 started += 1
         except Exception as exc:
-            log.error("offer could not start case=%s error=%s", case.case_id, _describe(exc))
+            log.error("offer could not start case=%s error=%s", case.case_id, describe_error(exc))
     return started
 
 
@@ -179,9 +180,8 @@ def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], 
     and however often. Returns whether it happened now."""
     if ctx.db.milestone_done(case.case_id, kind):
         return False
-    from workflows.intake import coordinator_link, reviewers_for
-    people = reviewers if reviewers is not None else reviewers_for(ctx, case.institution)
-    values = {"ref": case.ref, "link": coordinator_link(ctx),
+    people = reviewers if reviewers is not None else notify.reviewers_for(ctx, case.institution)
+    values = {"ref": case.ref, "link": notify.coordinator_link(ctx),
               "deadline": notify.show_time(ctx, deadline or case.review_due or ctx.now()),
               "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
@@ -214,7 +214,7 @@ def expire_due(ctx) -> int:
                     ended += 1
         except Exception as exc:
             log.error("offer expiry failed case=%s offer=%s error=%s", offer["case_id"], offer["id"],
-                      _describe(exc))
+                      describe_error(exc))
     return ended
 
 
@@ -312,7 +312,7 @@ def accept(ctx, phone: str, ref: str) -> str:
         except Exception as exc:
             # The case is theirs either way. Messages whose intent is recorded go with the
             # periodic delivery; a repeated YES, or the contact check, finishes the rest.
-            log.error("after-accept messages incomplete case=%s error=%s", case.case_id, _describe(exc))
+            log.error("after-accept messages incomplete case=%s error=%s", case.case_id, describe_error(exc))
     return notify.text(ctx, "sms_reply_accepted", ref=ref)
 
 
@@ -587,7 +587,3 @@ def _case_by_ref(ctx, ref: str) -> Case | None:
     prefix = ctx.program["program"].get("case_prefix", "PS")
     return ctx.store.find_case(case_id=f"{prefix}-{ref}")
 
-
-def _describe(exc: Exception) -> str:
-    from workflows.intake import describe_error
-    return describe_error(exc)

@@ -1,0 +1,36 @@
+"""How a step failed, and how a failure is told: ids and types only.
+
+Its own module so that every workflow (intake, offers, deadlines) and every integration that
+fetches answers can use it without importing each other.
+"""
+from __future__ import annotations
+
+
+class TransientError(RuntimeError):
+    """An outside system could not answer now; the submission is retried later.
+    The message must hold ids only: it is shown by `flask inbox list`."""
+
+
+class PermanentError(RuntimeError):
+    """Retrying cannot help (a revoked token, a deleted record): park the row at once for a
+    person to fix and replay. The message must hold ids only."""
+
+
+class CredentialsRefused(PermanentError):
+    """An outside form system refused our API token (HTTP 401/403). Integrations report it;
+    the intake workflow parks the row and tells the program leads which system refused."""
+
+    def __init__(self, source: str, message: str):
+        super().__init__(message)
+        self.source = source
+
+
+def describe_error(exc: Exception) -> str:
+    """An error as ids and types only: exception messages from outside clients can quote
+    request data, so only the type and an HTTP status (when there is one) are kept."""
+    if isinstance(exc, TransientError):
+        return f"TransientError: {exc}"
+    if isinstance(exc, PermanentError):
+        return f"PermanentError: {exc}"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return type(exc).__name__ + (f" (HTTP {status})" if status else "")
