@@ -56,8 +56,7 @@ def new_case(client, ctx, run_worker, **changes):
 
 
 def move_clock(ctx, by: timedelta):
-    start = ctx.now()
-    ctx.clock = lambda: start + by
+    ctx.clock.pin(ctx.now() + by)
 
 
 # ---- flask staff ----
@@ -146,7 +145,7 @@ def test_a_wrong_email_and_a_wrong_password_get_the_same_answer(client, ctx, sta
 
 def test_repeated_failures_slow_that_address_down_but_never_for_good(client, ctx, staff):
     start = ctx.now()
-    at = lambda seconds: setattr(ctx, "clock", lambda: start + timedelta(seconds=seconds))  # noqa: E731
+    at = lambda seconds: ctx.clock.pin(start + timedelta(seconds=seconds))  # noqa: E731
     waits, t = [], 0
     for n in range(1, 13):
         at(t)
@@ -185,13 +184,13 @@ def test_sign_in_attempts_are_rate_limited_per_client(limited, client, ctx, staf
 
 
 def test_a_session_ends_after_the_idle_time_and_activity_keeps_it(client, ctx, staff):
-    assert ctx.program["console"]["idle_minutes"] == 30
+    assert ctx.program.console.idle_minutes == 30
     sign_in(client, *LEAD)
     start = ctx.now()
     for minutes in (20, 40, 60):                           # a request every 20 minutes: still signed in
-        ctx.clock = lambda m=minutes: start + timedelta(minutes=m)
+        ctx.clock.pin(start + timedelta(minutes=minutes))
         assert client.get("/console").status_code == 200
-    ctx.clock = lambda: start + timedelta(minutes=91)      # 31 minutes idle
+    ctx.clock.pin(start + timedelta(minutes=91))           # 31 minutes idle
     answer = client.get("/console")
     assert answer.status_code == 302 and "/console/login" in answer.headers["Location"]
 
