@@ -5,11 +5,12 @@ default when a system's credentials are absent. `register_all` adds every webhoo
 """
 from __future__ import annotations
 
+from config import messages as messages_module
+from config import program as program_module
 from config import settings as settings_module
 from integrations import airtable, database, outbox, qualtrics, redcap, sendgrid, supporter_page, twilio
 from workflows.clock import Clock
 from workflows.context import Context
-from workflows.notify import load_templates
 
 #: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
 #: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
@@ -21,8 +22,8 @@ INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable, supporter_
 def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> Context:
     clock = clock or Clock()
     db = database.Database(settings_module.database_url(values), clock=clock)
-    program = settings_module.load_program(values["PROGRAM_FILE"])
-    templates = load_templates(settings_module.ROOT / "config" / "messages.toml")
+    program = program_module.load(values["PROGRAM_FILE"])
+    templates = messages_module.load(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):
         from integrations import airtable
         store = airtable.AirtableCaseStore.from_settings(values)

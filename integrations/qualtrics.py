@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import click
 import requests
@@ -33,6 +34,9 @@ from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from config.program import Program
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -107,7 +111,7 @@ def survey_ids() -> list[str]:
     return list(_read_form().get("survey", {}).get("ids", []))
 
 
-def load_form(program: dict) -> dict:
+def load_form(program: Program) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
     errors = form_mapping.answer_errors(form, program, key="question", valid_key=bool, key_hint="QID...")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -35,6 +36,9 @@ from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+
+if TYPE_CHECKING:
+    from config.program import Program
 
 log = logging.getLogger("peerline.redcap")
 
@@ -119,7 +123,7 @@ def request_instrument() -> str:
     return str(_read_form().get("project", {}).get("instrument", ""))
 
 
-def load_form(program: dict) -> dict:
+def load_form(program: Program) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
     errors = [] if NAME.fullmatch(request_instrument()) else \

@@ -32,7 +32,7 @@ PREFERENCE_TEXT = {
 def supporter_page(token):
     ctx = current_app.extensions["peerline"]
     case, offer = offers.open_link(ctx, token)
-    common = {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"]}
+    common = {"crisis": ctx.program.crisis, "program": ctx.program.program}
     if case is None:
         answer = make_response(render_template("link_expired.html", **common), 410)
     else:
@@ -54,7 +54,7 @@ def details(ctx, case, offer) -> dict:
         "ref": case.ref, "first_name": case.requester_name or "(no name given)",
         "preferred": case.preferred_contact or "not given", "phone": case.requester_phone, "phone_link": phone,
         "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
-        "role": case.role, "institution": ctx.program.get("institutions", {}).get(case.institution, ""),
+        "role": case.role, "institution": ctx.program.institution_name(case.institution),
         "wishes": wishes, "urgency": case.urgency,
         "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"], case.urgency)),
         "contacted": case.contact_made_at is not None,

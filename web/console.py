@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, make_response, redirect, render_template,
@@ -40,6 +41,9 @@ from integrations.database import StaffStore
 from web.staff_cli import staff_cli
 from workflows import matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
+
+if TYPE_CHECKING:
+    from config.program import Program
 
 log = logging.getLogger("peerline.console")
 
@@ -84,8 +88,8 @@ def _staff() -> StaffStore:
     return current_app.extensions["peerline_staff"]
 
 
-def idle_limit(program: dict) -> timedelta:
-    return timedelta(minutes=float(program.get("console", {}).get("idle_minutes", 30)))
+def idle_limit(program: Program) -> timedelta:
+    return timedelta(minutes=program.console.idle_minutes)
 
 
 @login_manager.user_loader
@@ -123,8 +127,8 @@ def _private(response):
 @bp.context_processor
 def _common():
     ctx = _ctx()
-    return {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"],
-            "institutions": ctx.program.get("institutions", {}), "csrf_token": generate_csrf,
+    return {"crisis": ctx.program.crisis, "program": ctx.program.program,
+            "institutions": ctx.program.institutions, "csrf_token": generate_csrf,
             "user": current_user, "program_idle": int(idle_limit(ctx.program).total_seconds() // 60)}
 
 
@@ -238,7 +242,7 @@ def cases():
                                                                              "Referred") else "",
              "offered": c.status == "Offered"}
             for c in sorted(shown, key=lambda c: _order(c, now))]
-    my_institutions = list(ctx.program.get("institutions", {})) if current_user.is_lead else current_user.institutions
+    my_institutions = list(ctx.program.institutions) if current_user.is_lead else current_user.institutions
     return render_template("console/cases.html", rows=rows, status=status, institution=institution,
                            statuses=STATUSES, my_institutions=my_institutions)
 

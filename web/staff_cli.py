@@ -47,7 +47,7 @@ def staff_add(email, name, role, institutions, password_stdin):
         raise click.ClickException(f"{email!r} is not an email address.")
     if role not in ROLES:
         raise click.ClickException(f"Unknown role {role!r}: use coordinator or lead.")
-    known = ctx.program.get("institutions", {})
+    known = ctx.program.institutions
     codes = [c.strip().upper() for c in institutions]
     unknown = [c for c in codes if c not in known]
     if unknown:

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
+from config.messages import Templates
+from config.program import Program
 from workflows.clock import Clock
 from workflows.model import CaseStore
+
+if TYPE_CHECKING:
+    # For type checkers only: workflows never import integrations at run time.
+    from integrations.database import Database
 
 
 class Sender(Protocol):
@@ -26,14 +32,15 @@ class Sender(Protocol):
 
 @dataclass
 class Context:
-    settings: dict
-    program: dict
-    templates: dict
-    db: "object"          # integrations.database.Database
+    settings: dict[str, str | None]
+    program: Program
+    templates: Templates
+    db: Database
     store: CaseStore
-    senders: dict          # channel -> Sender
+    senders: dict[str, Sender]          # channel ("sms", "email") -> Sender
     enqueue: Callable[..., None] = lambda inbox_id, **_: None
-    fetchers: dict = field(default_factory=dict)   # source -> callable(ctx, row) -> answers
+    #: source -> callable(ctx, row) -> answers
+    fetchers: dict[str, Callable[[Context, dict], dict]] = field(default_factory=dict)
     #: Queue a named worker job now (workflows.tasks.run_soon), e.g. "poll_approvals" when an
     #: Airtable webhook pings. Tests replace it to see what was queued.
     run_soon: Callable[[str], None] = lambda name: _run_soon(name)

@@ -48,9 +48,9 @@ def run(ctx) -> int:
 
 
 def reminder_at(ctx, case: Case):
-    review = ctx.program.get("review", {})
-    hours = review.get("urgent_reminder_before_hours", 4) if case.urgency in ("Urgent", "Crisis") \
-        else review.get("reminder_before_hours", 24)
+    review = ctx.program.review
+    hours = review.urgent_reminder_before_hours if case.urgency in ("Urgent", "Crisis") \
+        else review.reminder_before_hours
     return case.review_due - timedelta(hours=hours)
 
 
@@ -96,7 +96,7 @@ def contact_clock(ctx, case: Case) -> int:
                                     else "Supporter no longer in the roster: contact check not sent", at=now)])
         ctx.db.milestone_mark(case.case_id, "contact_check", now)
         sent += 1
-    escalate = due + timedelta(hours=ctx.program.get("offers", {}).get("contact_escalate_after_hours", 24))
+    escalate = due + timedelta(hours=ctx.program.offers.contact_escalate_after_hours)
     if now >= escalate:
         sent += offers.tell_reviewers_once(
             ctx, case, "contact_overdue", ("contact_overdue_reviewer_sms", "contact_overdue_reviewer_email"),

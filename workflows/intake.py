@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from typing import TYPE_CHECKING
+
+from config.vocabulary import CHOICE_FIELDS, is_true
 from workflows import matching, notify
-from workflows.model import (CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Case, Event,
-                             Request)
+from workflows.model import Case, Event, Request
+
+if TYPE_CHECKING:
+    from config.program import Program
 
 log = logging.getLogger("peerline.intake")
 
-CHOICE_FIELDS = {
-    "for_whom": FOR_CHOICES,
-    "preferred_contact": CONTACT_CHOICES,
-    "role_preference": PREFERENCES,
-    "department_preference": PREFERENCES,
-    "urgency": URGENCIES,
-}
 FIELD_LABELS = {
     "for_whom": "For", "requester_name": "Name", "requester_phone": "Phone",
     "requester_email": "Email", "referrer_name": "Referrer Name", "referrer_phone": "Referrer Phone",
@@ -33,17 +31,6 @@ FIELD_LABELS = {
     "outside_my_institution": "Outside My Institution",
 }
 REQUIRED = ("for_whom", "requester_name", "institution", "role", "preferred_contact")
-TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked"}
-
-
-def allowed_values(field: str, program: dict) -> tuple | None:
-    """The program's values for a request field, for mapping a form's codes (None: any text)."""
-    return {
-        **CHOICE_FIELDS,
-        "institution": tuple(program.get("institutions", {})),
-        "role": tuple(program.get("roles", {}).get("choices", [])),
-        "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
-    }.get(field)
 
 
 class TransientError(RuntimeError):
@@ -56,7 +43,7 @@ class PermanentError(RuntimeError):
     person to fix and replay. The message must hold ids only."""
 
 
-def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[str]]:
+def request_from_answers(answers: dict, program: Program) -> tuple[Request, list[str]]:
     """Turn answers keyed by Request field name into a Request and the problems found.
 
     Never raises on bad answers: what cannot be read is left empty (or at its safe default)
@@ -83,11 +70,11 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
             problems.append(f"{FIELD_LABELS[name]}: unreadable answer")
         else:
             setattr(req, name, match)
-    req.outside_my_institution = str(answers.get("outside_my_institution") or "").strip().lower() in TRUE_WORDS
-    if str(answers.get("crisis") or "").strip().lower() in TRUE_WORDS:
+    req.outside_my_institution = is_true(answers.get("outside_my_institution"))
+    if is_true(answers.get("crisis")):
         req.urgency = "Crisis"
 
-    institutions = program.get("institutions", {})
+    institutions = program.institutions
     raw_inst = str(answers.get("institution") or "").strip()
     if raw_inst:
         code = next((c for c, n in institutions.items() if raw_inst.lower() in (c.lower(), n.lower())), None)
@@ -97,7 +84,7 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
             req.institution = code
     raw_role = str(answers.get("role") or "").strip()
     if raw_role:
-        roles = program.get("roles", {}).get("choices", [])
+        roles = program.roles.choices
         match = next((r for r in roles if r.lower() == raw_role.lower()), None)
         if match is None:
             problems.append("Role: not one of the program's roles")
@@ -117,10 +104,9 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
     return req, problems
 
 
-def review_due(program: dict, submitted_at, urgency: str):
-    review = program.get("review", {})
-    hours = review.get("urgent_window_hours", 12) if urgency in ("Urgent", "Crisis") \
-        else review.get("window_hours", 72)
+def review_due(program: Program, submitted_at, urgency: str):
+    review = program.review
+    hours = review.urgent_window_hours if urgency in ("Urgent", "Crisis") else review.window_hours
     return submitted_at + timedelta(hours=hours)
 
 
@@ -148,7 +134,7 @@ def add_event_once(ctx, case: Case, event: str, actor: str = "peerline") -> None
 def notify_reviewers(ctx, case: Case) -> int:
     link = coordinator_link(ctx)
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
-              "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
+              "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
     sent = 0
     for reviewer in reviewers_for(ctx, case.institution):
@@ -214,7 +200,7 @@ def send_crisis_resources(ctx, case: Case) -> str:
 
 
 def coordinator_link(ctx) -> str:
-    configured = ctx.program["program"].get("coordinator_url")
+    configured = ctx.program.program.coordinator_url
     if configured:
         return configured
     if ctx.settings.get("AIRTABLE_BASE_ID"):
@@ -232,7 +218,7 @@ def process_submission(ctx, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
-        case_id = ctx.db.case_id_for(row["source_key"], ctx.program["program"].get("case_prefix", "PS"))
+        case_id = ctx.db.case_id_for(row["source_key"], ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row['source_key']}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row["source_key"])
             if case is None:

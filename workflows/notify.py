@@ -22,24 +22,18 @@ import json
 import logging
 import random
 import re
-import string
-import tomllib
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+from datetime import datetime, timedelta, timezone
 
+from config.messages import ALLOWED_PLACEHOLDERS, Template, TemplateError  # noqa: F401 (re-exported)
+from config.messages import load as load_templates  # noqa: F401 (re-exported)
 from workflows.model import MessageRecord
 
-log = logging.getLogger("peerline.notify")
+if TYPE_CHECKING:
+    from config.program import Program
 
-#: What each channel's templates may say (docs/architecture.md section 7). Every value here is a
-#: reference, a time, a link, a fixed word or the program's own text: never a name, contact
-#: detail, unit or free text from a request.
-ALLOWED_PLACEHOLDERS = {
-    "sms": {"ref", "deadline", "link", "program", "crisis_resources"},
-    "email": {"ref", "deadline", "link", "program", "crisis_resources", "institution", "urgency", "role",
-              "recipient_role", "channel"},
-}
+log = logging.getLogger("peerline.notify")
 
 #: Statuses before the provider has the message.
 UNSENT = ("pending", "held", "retry", "sending")
@@ -56,10 +50,6 @@ class MessageInFlight(RuntimeError):
     """Another worker is sending this message (or died doing so); retry later."""
 
 
-class TemplateError(ValueError):
-    """A template breaks the confidentiality rules or is malformed."""
-
-
 class SendFailed(Exception):
     """A provider did not take a message. `code` is ids only (e.g. "Twilio 21610",
     "HTTP 503", "timeout"): it is stored as the message's Error and logged.
@@ -70,62 +60,9 @@ class SendFailed(Exception):
         self.code, self.permanent, self.opted_out = code, permanent, opted_out
 
 
-@dataclass(frozen=True)
-class Template:
-    name: str
-    channel: str
-    body: str
-    subject: str = ""
-
-    @property
-    def fields(self) -> set[str]:
-        return _fields(self.subject) | _fields(self.body)
-
-    def render(self, values: dict) -> tuple[str, str]:
-        return self.subject.format(**values), self.body.format(**values)
-
-
-def _fields(text: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-
-
-def load_templates(path) -> dict[str, Template]:
-    """Read and check every template; a broken one stops the start with a clear message."""
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
-    templates, errors = {}, []
-    for name, spec in raw.items():
-        channel = spec.get("channel")
-        if channel not in ALLOWED_PLACEHOLDERS:
-            errors.append(f"[{name}] channel must be one of {sorted(ALLOWED_PLACEHOLDERS)}, not {channel!r}")
-            continue
-        if not spec.get("body"):
-            errors.append(f"[{name}] has no body")
-            continue
-        if channel == "email" and not spec.get("subject"):
-            errors.append(f"[{name}] is an email without a subject")
-        for part in ("subject", "body"):
-            try:
-                used = _fields(spec.get(part, ""))
-            except ValueError as exc:
-                errors.append(f"[{name}] {part}: {exc}")
-                continue
-            bad = sorted(used - ALLOWED_PLACEHOLDERS[channel])
-            if bad:
-                errors.append(f"[{name}] {part} uses {', '.join('{' + b + '}' for b in bad)}, "
-                              f"which a {channel} may not carry: messages name no person, contact "
-                              f"detail, unit or free text (allowed in {channel}: "
-                              f"{', '.join(sorted(ALLOWED_PLACEHOLDERS[channel]))})")
-        templates[name] = Template(name, channel, spec["body"], spec.get("subject", ""))
-    if errors:
-        raise TemplateError(f"{path}: " + "; ".join(errors))
-    return templates
-
-
 def show_time(ctx, when) -> str:
     """A deadline as people read it: in the program's time zone."""
-    tz = ZoneInfo(ctx.program["program"].get("timezone", "UTC"))
-    return when.astimezone(tz).strftime("%a %d %b %H:%M %Z")
+    return when.astimezone(ctx.program.program.tz).strftime("%a %d %b %H:%M %Z")
 
 
 def text(ctx, template: str, **values) -> str:
@@ -134,16 +71,16 @@ def text(ctx, template: str, **values) -> str:
 
 
 def _base_values(ctx) -> dict:
-    return {"program": ctx.program["program"]["name"], "crisis_resources": crisis_resources(ctx.program)}
+    return {"program": ctx.program.program.name, "crisis_resources": crisis_resources(ctx.program)}
 
 
-def crisis_resources(program: dict) -> str:
+def crisis_resources(program: Program) -> str:
     """The program's crisis text (program.toml [crisis]) as one paragraph."""
-    crisis = program.get("crisis", {})
-    parts = [crisis.get("emergency", ""), crisis.get("national", "")]
-    for r in crisis.get("resources", []):
-        hours = f" ({r['hours']})" if r.get("hours") else ""
-        parts.append(f"{r.get('name', '')}: {r.get('phone', '')}{hours}.")
+    crisis = program.crisis
+    parts = [crisis.emergency, crisis.national]
+    for r in crisis.resources:
+        hours = f" ({r.hours})" if r.hours else ""
+        parts.append(f"{r.name}: {r.phone}{hours}.")
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 
@@ -163,17 +100,13 @@ def normalize_phone(phone: str) -> str:
     return "+" + digits
 
 
-def quiet_until(program: dict, now: datetime) -> datetime | None:
+def quiet_until(program: Program, now: datetime) -> datetime | None:
     """When quiet hours end, if `now` is inside them (program.toml [quiet_hours], read in the
     program's time zone); None outside them."""
-    quiet = program.get("quiet_hours") or {}
-    if not quiet.get("start") or not quiet.get("end"):
+    if program.quiet_hours.window is None:
         return None
-    try:
-        start, end = (time.fromisoformat(quiet[k]) for k in ("start", "end"))
-    except ValueError:
-        raise ValueError('program.toml [quiet_hours] start and end must be times like "21:00"') from None
-    tz = ZoneInfo(program["program"].get("timezone", "UTC"))
+    start, end = program.quiet_hours.window
+    tz = program.program.tz
     local = now.astimezone(tz)
     t = local.time().replace(tzinfo=None)
     inside = (start <= t < end) if start < end else (t >= start or t < end) if start != end else False

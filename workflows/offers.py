@@ -152,9 +152,9 @@ def _finish_offer(ctx, case: Case, offer: dict, supporter: Supporter | None = No
 def offer_expiry(ctx, case: Case) -> datetime:
     """When an offer made now runs out: program.toml [offers] (4 h; 30 min for Urgent and
     Crisis), counted from when the SMS can go (a routine SMS waits out quiet hours)."""
-    cfg = ctx.program.get("offers", {})
-    window = timedelta(minutes=cfg.get("urgent_expiry_minutes", 30)) if _urgent(case) \
-        else timedelta(hours=cfg.get("expiry_hours", 4))
+    cfg = ctx.program.offers
+    window = timedelta(minutes=cfg.urgent_expiry_minutes) if _urgent(case) \
+        else timedelta(hours=cfg.expiry_hours)
     return (notify.sms_held_until(ctx, crisis=_urgent(case)) or ctx.now()) + window
 
 
@@ -183,7 +183,7 @@ def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], 
     people = reviewers if reviewers is not None else reviewers_for(ctx, case.institution)
     values = {"ref": case.ref, "link": coordinator_link(ctx),
               "deadline": notify.show_time(ctx, deadline or case.review_due or ctx.now()),
-              "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
+              "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
     for person in people:
         recipient = notify.Recipient(key=f"reviewer:{person.record_id}",
@@ -410,9 +410,8 @@ def contact_due(ctx, accepted_at: datetime, urgency: str) -> datetime:
     """When the supporter is asked to have reached out, and what the requester is promised:
     program.toml [offers] contact_window_hours, or urgent_contact_window_hours for an Urgent
     or Crisis request ("today, if possible" must not be promised two days)."""
-    cfg = ctx.program.get("offers", {})
-    hours = cfg.get("urgent_contact_window_hours", 8) if urgency in ("Urgent", "Crisis") \
-        else cfg.get("contact_window_hours", 48)
+    cfg = ctx.program.offers
+    hours = cfg.urgent_contact_window_hours if urgency in ("Urgent", "Crisis") else cfg.contact_window_hours
     return accepted_at + timedelta(hours=hours)
 
 
@@ -429,7 +428,7 @@ def supporter_link(ctx, offer: dict, *, now: datetime | None = None) -> str:
     """`PUBLIC_BASE_URL/s/<token>`: signed with SECRET_KEY, naming one accepted offer (so one
     case and one supporter, ids only) and when it stops working (program.toml [offers]
     link_valid_hours from now)."""
-    hours = ctx.program.get("offers", {}).get("link_valid_hours", 72)
+    hours = ctx.program.offers.link_valid_hours
     until = (now or ctx.now()) + timedelta(hours=hours)
     token = _serializer(ctx).dumps([offer["id"], int(until.timestamp())])
     return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/s/{token}"
@@ -584,7 +583,7 @@ def _urgent(case: Case) -> bool:
 
 
 def _case_by_ref(ctx, ref: str) -> Case | None:
-    prefix = ctx.program["program"].get("case_prefix", "PS")
+    prefix = ctx.program.program.case_prefix
     return ctx.store.find_case(case_id=f"{prefix}-{ref}")
 
 
