@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
@@ -14,6 +15,9 @@ from config.vocabulary import is_true
 from workflows import tasks
 from workflows.notify import normalize_phone, show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
 inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
@@ -146,7 +150,7 @@ def outbox_cmd(as_json, limit, case_id):
          (r["subject"] + ": " if r["subject"] else "") + " ".join(r["body"].split())) for r in rows])
 
 
-def _zone(ctx):
+def _zone(ctx: Context):
     """The program's time zone (program.toml), as show_time uses it."""
     return ctx.program.program.tz
 
@@ -202,14 +206,14 @@ def cases_list(status):
          c.problems or "") for c in cases])
 
 
-def _case_id(ctx, given: str) -> str:
+def _case_id(ctx: Context, given: str) -> str:
     """PS-4821, ps-4821 or 4821 -> PS-4821."""
     prefix = ctx.program.program.case_prefix
     given = given.strip().upper()
     return given if given.startswith(prefix.upper() + "-") else f"{prefix}-{given}"
 
 
-def _supporter_named(ctx, name: str) -> Supporter:
+def _supporter_named(ctx: Context, name: str) -> Supporter:
     wanted = " ".join(name.split()).casefold()
     found = [s for s in ctx.store.supporters() if " ".join(s.name.split()).casefold() == wanted]
     if not found:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import hmac
 import logging
+from typing import TYPE_CHECKING
 
 from flask import jsonify, request
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.webhooks")
 
@@ -30,7 +34,7 @@ def refuse_without_token(expected: str | None, system: str):
     return None
 
 
-def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
+def record_and_enqueue(ctx: Context, *, source: str, source_key: str, payload: dict,
                        crisis: bool = False) -> tuple[int, bool]:
     """Store a submission durably, then queue it (only the first delivery of a key)."""
     inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload)

@@ -37,6 +37,7 @@ from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -166,7 +167,7 @@ def _headers(settings: dict) -> dict:
     return {"X-API-TOKEN": settings["QUALTRICS_API_TOKEN"], "Accept": "application/json"}
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """GET /API/v3/surveys/{SurveyID}/responses/{ResponseID}, then map its values."""
     survey_id, response_id = row["payload"]["survey_id"], row["payload"]["response_id"]
     if not (ctx.settings.get("QUALTRICS_API_URL") and ctx.settings.get("QUALTRICS_API_TOKEN")):

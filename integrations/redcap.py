@@ -39,6 +39,7 @@ from workflows.intake import FIELD_LABELS, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.redcap")
 
@@ -199,7 +200,7 @@ def pick_row(rows: list, payload: dict) -> dict | None:
     return None
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """Export the one record (content=record, records[0]=...) from REDCAP_API_URL and map it."""
     payload, settings = row["payload"], ctx.settings
     ids = f"project {payload['project_id']} record {payload['record']}"

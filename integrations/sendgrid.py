@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 from email.message import Message
+from typing import TYPE_CHECKING
 
 import python_http_client
 import requests
@@ -40,6 +41,9 @@ from sendgrid.helpers.mail import (Category, ClickTracking, CustomArg, Mail, Ope
                                    SubscriptionTracking, TrackingSettings)
 
 from workflows import notify
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.sendgrid")
 
@@ -196,7 +200,7 @@ def verifier(public_key: str) -> EventWebhook:
     return _verifiers[public_key]
 
 
-def signature_ok(ctx, raw: bytes) -> bool:
+def signature_ok(ctx: Context, raw: bytes) -> bool:
     public_key = ctx.settings.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
     signature, timestamp = request.headers.get(SIGNATURE_HEADER, ""), request.headers.get(TIMESTAMP_HEADER, "")
     if not public_key:
@@ -247,7 +251,7 @@ def events():
     return jsonify(received=len(batch), applied=applied, duplicates=duplicates)
 
 
-def apply_event(ctx, event: dict) -> int:
+def apply_event(ctx: Context, event: dict) -> int:
     """One event onto its ledger row (found by our custom arg). Returns 1 if it changed it."""
     key = event.get(KEY_ARG)
     row = ctx.db.ledger_get(key) if isinstance(key, str) else None

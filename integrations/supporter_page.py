@@ -13,11 +13,15 @@ reads the logs open the page while it works).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, current_app, make_response, render_template
 from gunicorn.glogging import Logger as GunicornLogger
 
 from workflows import notify, offers
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 bp = Blueprint("supporter_page", __name__)
 
@@ -43,7 +47,7 @@ def supporter_page(token):
     return answer
 
 
-def details(ctx, case, offer) -> dict:
+def details(ctx: Context, case, offer) -> dict:
     """What the supporter needs to reach the person, and nothing more."""
     phone = notify.normalize_phone(case.requester_phone) if case.requester_phone else ""
     wishes = [PREFERENCE_TEXT[name][getattr(case, name)] for name in PREFERENCE_TEXT

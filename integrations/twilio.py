@@ -27,6 +27,7 @@ import logging
 import re
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 import click
@@ -40,6 +41,9 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from workflows import notify, offers
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.twilio")
 
@@ -206,7 +210,7 @@ def parse_command(text: str) -> tuple[str, str | None]:
     return "unknown", None
 
 
-def handle_sms(ctx, phone: str, text: str, opt_out_type: str = "") -> tuple[str, str | None]:
+def handle_sms(ctx: Context, phone: str, text: str, opt_out_type: str = "") -> tuple[str, str | None]:
     """(command, reply) for one SMS to the program's number; reply None = no answer."""
     command, ref = parse_command(text)
     number = notify.normalize_phone(phone)

@@ -44,6 +44,7 @@ from workflows.model import OPEN_STATUSES, STATUSES, Event
 
 if TYPE_CHECKING:
     from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.console")
 
@@ -256,7 +257,7 @@ def _case_or_404(case_id: str):
     return case
 
 
-def _candidates(ctx, case, limit: int = 5):
+def _candidates(ctx: Context, case, limit: int = 5):
     ruled_out = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id) if o["status"] in offers.RULED_OUT}
     if case.status in ("Offered", "Assigned") and case.assigned_supporter:
         ruled_out.add(case.assigned_supporter)
@@ -324,7 +325,7 @@ def act(case_id, action):
     return redirect(url_for("console.case", case_id=case.case_id), 303)
 
 
-def _chosen_supporter(ctx, required: bool):
+def _chosen_supporter(ctx: Context, required: bool):
     record_id = request.form.get("supporter", "")
     if not record_id:
         if required:
@@ -336,7 +337,7 @@ def _chosen_supporter(ctx, required: bool):
     return found
 
 
-def _do(ctx, case, action: str, actor: str) -> str:
+def _do(ctx: Context, case, action: str, actor: str) -> str:
     if action == "approve":
         if case.for_whom == "Colleague" and request.form.get("colleague_agreed") != "yes":
             raise ValueError(f"{case.case_id} was asked for by a colleague on someone's behalf: approve it only "
@@ -353,7 +354,7 @@ def _do(ctx, case, action: str, actor: str) -> str:
     return f"{case.case_id} is Closed; any open offer was withdrawn and the supporter's link stopped."
 
 
-def _offer_result(ctx, case_id: str, result, done: str) -> str:
+def _offer_result(ctx: Context, case_id: str, result, done: str) -> str:
     case = ctx.store.find_case(case_id=case_id)
     if result == "offered":
         who = next((s.name for s in ctx.store.supporters() if s.record_id == case.assigned_supporter), "a supporter")

@@ -18,6 +18,7 @@ from workflows.model import Case, Event, Request
 
 if TYPE_CHECKING:
     from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.intake")
 
@@ -110,7 +111,7 @@ def review_due(program: Program, submitted_at, urgency: str):
     return submitted_at + timedelta(hours=hours)
 
 
-def build_case(ctx, row: dict, req: Request, problems: list[str], case_id: str) -> Case:
+def build_case(ctx: Context, row: dict, req: Request, problems: list[str], case_id: str) -> Case:
     submitted = row["received_at"]
     return Case(**vars(req), case_id=case_id, source=row["source"],
                 source_response_id=row["source_key"], submitted_at=submitted,
@@ -119,19 +120,19 @@ def build_case(ctx, row: dict, req: Request, problems: list[str], case_id: str) 
                 problems="; ".join(problems))
 
 
-def reviewers_for(ctx, institution: str) -> list:
+def reviewers_for(ctx: Context, institution: str) -> list:
     """The institution's reviewers and every program lead, each once."""
     chosen = [r for r in ctx.store.reviewers()
               if r.program_lead or (institution and r.institution == institution)]
     return list({r.record_id: r for r in chosen}.values())
 
 
-def add_event_once(ctx, case: Case, event: str, actor: str = "peerline") -> None:
+def add_event_once(ctx: Context, case: Case, event: str, actor: str = "peerline") -> None:
     if not any(e.event == event for e in ctx.store.list_events(case.case_id)):
         ctx.store.add_events([Event(case_id=case.case_id, event=event, at=ctx.now(), actor=actor)])
 
 
-def notify_reviewers(ctx, case: Case) -> int:
+def notify_reviewers(ctx: Context, case: Case) -> int:
     link = coordinator_link(ctx)
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
               "institution": ctx.program.institution_name(case.institution, "not given"),
@@ -148,7 +149,7 @@ def notify_reviewers(ctx, case: Case) -> int:
     return sent
 
 
-def escalate_crisis(ctx, case: Case) -> None:
+def escalate_crisis(ctx: Context, case: Case) -> None:
     """A request in crisis, at once and whatever the hour: an SMS to every on-call reviewer,
     an email to the program leads (a reference and an instruction, no detail), and the
     crisis resources (988 and the program's own) to the requester through their preferred
@@ -172,7 +173,7 @@ def escalate_crisis(ctx, case: Case) -> None:
     log.warning("crisis escalated case=%s", case.case_id)
 
 
-def send_crisis_resources(ctx, case: Case) -> str:
+def send_crisis_resources(ctx: Context, case: Case) -> str:
     """The crisis resources to the requester's own contact: no detail of the request.
 
     Not for a request made on a colleague's behalf: the contact on file is the colleague's,
@@ -199,7 +200,7 @@ def send_crisis_resources(ctx, case: Case) -> str:
     return status
 
 
-def coordinator_link(ctx) -> str:
+def coordinator_link(ctx: Context) -> str:
     configured = ctx.program.program.coordinator_url
     if configured:
         return configured
@@ -208,7 +209,7 @@ def coordinator_link(ctx) -> str:
     return "flask cases list"
 
 
-def process_submission(ctx, inbox_id: int) -> str | None:
+def process_submission(ctx: Context, inbox_id: int) -> str | None:
     """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     if not ctx.db.claim_submission(inbox_id, lease):
@@ -244,7 +245,7 @@ def process_submission(ctx, inbox_id: int) -> str | None:
     return case.case_id
 
 
-def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
+def answers_for(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """Answers keyed by Request field name. Outside forms are fetched by their integration."""
     fetch = ctx.fetchers.get(row["source"])
     if fetch is None:
@@ -252,7 +253,7 @@ def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
     return fetch(ctx, row)
 
 
-def _fail(ctx, row: dict, exc: Exception) -> None:
+def _fail(ctx: Context, row: dict, exc: Exception) -> None:
     error = describe_error(exc)
     attempts, limit = row["attempts"], int(ctx.settings["RETRY_MAX_ATTEMPTS"])
     if isinstance(exc, notify.MessageInFlight):
@@ -274,7 +275,7 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
                 row["id"], row["source"], attempts, delay, error)
 
 
-def _schedule(ctx, inbox_id: int, delay: int) -> None:
+def _schedule(ctx: Context, inbox_id: int, delay: int) -> None:
     try:
         ctx.enqueue(inbox_id, delay=delay)
     except Exception:  # the sweep will find the row when it is due

@@ -32,6 +32,7 @@ from workflows.model import MessageRecord
 
 if TYPE_CHECKING:
     from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.notify")
 
@@ -60,17 +61,17 @@ class SendFailed(Exception):
         self.code, self.permanent, self.opted_out = code, permanent, opted_out
 
 
-def show_time(ctx, when) -> str:
+def show_time(ctx: Context, when) -> str:
     """A deadline as people read it: in the program's time zone."""
     return when.astimezone(ctx.program.program.tz).strftime("%a %d %b %H:%M %Z")
 
 
-def text(ctx, template: str, **values) -> str:
+def text(ctx: Context, template: str, **values) -> str:
     """A template's body filled in, for a direct reply (an SMS answered in TwiML)."""
     return ctx.templates[template].render(_base_values(ctx) | values)[1]
 
 
-def _base_values(ctx) -> dict:
+def _base_values(ctx: Context) -> dict:
     return {"program": ctx.program.program.name, "crisis_resources": crisis_resources(ctx.program)}
 
 
@@ -116,7 +117,7 @@ def quiet_until(program: Program, now: datetime) -> datetime | None:
     return datetime.combine(day, end, tzinfo=tz).astimezone(timezone.utc)
 
 
-def sms_held_until(ctx, *, crisis: bool = False, now: datetime | None = None) -> datetime | None:
+def sms_held_until(ctx: Context, *, crisis: bool = False, now: datetime | None = None) -> datetime | None:
     """When a routine SMS sent now would go out, if quiet hours hold it; None when it goes at
     once. Crisis messages never wait, and only a provider that reaches phones keeps quiet hours
     (the embedded outbox is read by people at a desk)."""
@@ -137,7 +138,7 @@ def message_key(case_id: str, kind: str, recipient_key: str, channel: str) -> st
     return f"{case_id}:{kind}:{recipient_key}:{channel}"
 
 
-def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
+def send(ctx: Context, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
          crisis: bool = False) -> str:
     """Send one message at most once. Returns the ledger status after the attempt: "sent",
     "held" (quiet hours), "retry" (the provider could not take it now), "failed", or a
@@ -162,7 +163,7 @@ def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, v
     return deliver(ctx, key)
 
 
-def deliver(ctx, key: str) -> str:
+def deliver(ctx: Context, key: str) -> str:
     """Hand one ledger row to its provider, at most once. Safe to call any number of times,
     from any worker: intake, the periodic task (`run_due`), a replay."""
     row = ctx.db.ledger_get(key)
@@ -225,7 +226,7 @@ def deliver(ctx, key: str) -> str:
     return ctx.db.ledger_get(key)["status"]
 
 
-def _attempt_failed(ctx, row: dict, exc: SendFailed) -> str:
+def _attempt_failed(ctx: Context, row: dict, exc: SendFailed) -> str:
     key, channel = row["key"], row["channel"]
     if exc.opted_out and channel == "sms":
         ctx.db.opt_out("sms", normalize_phone(row["recipient"]), source=exc.code, now=ctx.now())
@@ -246,14 +247,14 @@ def _attempt_failed(ctx, row: dict, exc: SendFailed) -> str:
     return "retry"
 
 
-def retry_delay(ctx, attempts: int, *, crisis: bool = False) -> float:
+def retry_delay(ctx: Context, attempts: int, *, crisis: bool = False) -> float:
     """Exponential backoff with jitter; crisis messages retry within two minutes."""
     base = int(ctx.settings["RETRY_BASE_SECONDS"])
     delay = min(base * 2 ** max(attempts - 1, 0), 120 if crisis else 3600)
     return delay * random.uniform(1.0, 1.2)
 
 
-def record_delivery(ctx, key: str, status: str, error: str = "", **values) -> bool:
+def record_delivery(ctx: Context, key: str, status: str, error: str = "", **values) -> bool:
     """A provider's delivery report (status callback, event webhook). The furthest status
     wins: late, repeated or out-of-order reports change nothing. Returns whether it moved."""
     rank = STATUS_RANK[status]
@@ -264,7 +265,7 @@ def record_delivery(ctx, key: str, status: str, error: str = "", **values) -> bo
     return moved
 
 
-def alert_unreachable(ctx, key: str) -> None:
+def alert_unreachable(ctx: Context, key: str) -> None:
     """Tell the program leads by email, once per message, that its person was not reached."""
     row = ctx.db.ledger_get(key)
     if row is None or row["alerted"]:
@@ -287,7 +288,7 @@ def alert_unreachable(ctx, key: str) -> None:
     ctx.db.ledger_update(key, alerted=True)
 
 
-def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
+def alert_leads_parked(ctx: Context, row: dict, *, template: str, kind: str) -> None:
     """Email the program leads once per parked submission (e.g. a form system refused our
     token): the key holds the inbox id, so retries and replays send nothing more. Never stops
     the parking."""
@@ -304,7 +305,7 @@ def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
         log.exception("could not email the program leads inbox=%s", row["id"])
 
 
-def run_due(ctx) -> int:
+def run_due(ctx: Context) -> int:
     """The periodic task's work: send what is due (held past quiet hours, retries, sends a
     dead worker left), tell leads of messages that failed, and catch up the Messages mirror.
     Returns how many messages it tried to send."""
@@ -323,7 +324,7 @@ def run_due(ctx) -> int:
     return len(keys)
 
 
-def _mirror(ctx, key: str) -> None:
+def _mirror(ctx: Context, key: str) -> None:
     """Show the ledger row in the Messages table; a store that is down is caught up later."""
     row = ctx.db.ledger_get(key)
     try:

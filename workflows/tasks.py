@@ -13,11 +13,15 @@ import logging
 import os
 import threading
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from huey import Huey, PostgresHuey, PriorityRedisHuey, crontab
 from huey.storage import SqliteStorage
 
 from config import settings as settings_module
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.tasks")
 
@@ -66,7 +70,7 @@ def worker_context():
         return _context
 
 
-def use_context(ctx) -> None:
+def use_context(ctx: Context) -> None:
     """Tests and the CLI hand in their own Context."""
     global _context
     with _context_lock:
@@ -87,7 +91,7 @@ def enqueue_submission(inbox_id: int, *, crisis: bool = False, delay: float | No
         huey.enqueue(process_submission.s(inbox_id, priority=priority))
 
 
-def sweep(ctx) -> int:
+def sweep(ctx: Context) -> int:
     """Re-queue every inbox row the queue may have lost. Returns how many."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     ids = ctx.db.submissions_to_requeue(ctx.now(), grace_seconds=min(60, lease))
