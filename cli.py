@@ -5,15 +5,19 @@ import csv
 import json
 import logging
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+from config.vocabulary import is_true
 from workflows import tasks
 from workflows.notify import normalize_phone, show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
 inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
@@ -21,7 +25,6 @@ cases_cli = AppGroup("cases", help="Cases in the case store.")
 
 ROSTER_COLUMNS = ("Type", "Name", "Phone", "Email", "Institution", "Department", "Role", "Specialty",
                   "Active", "Max Open Cases", "On Call", "Program Lead", "Kind", "URL", "Hours")
-TRUE = {"1", "true", "yes", "y", "x", "checked"}
 
 
 def _ctx():
@@ -56,11 +59,11 @@ def read_roster_csv(path) -> tuple[Roster, list[str]]:
                 roster.supporters.append(Supporter(
                     name=name, phone=get("Phone"), email=get("Email"), institution=get("Institution"),
                     department=get("Department"), role=get("Role"), specialty=get("Specialty"),
-                    active=get("Active").lower() in TRUE if get("Active") else True, max_open_cases=max_open))
+                    active=is_true(get("Active")) if get("Active") else True, max_open_cases=max_open))
             elif kind == "reviewer":
                 roster.reviewers.append(Reviewer(
                     name=name, phone=get("Phone"), email=get("Email"), institution=get("Institution"),
-                    on_call=get("On Call").lower() in TRUE, program_lead=get("Program Lead").lower() in TRUE))
+                    on_call=is_true(get("On Call")), program_lead=is_true(get("Program Lead"))))
             elif kind == "resource":
                 roster.resources.append(Resource(
                     name=name, institution=get("Institution"), kind=get("Kind"), phone=get("Phone"),
@@ -147,9 +150,9 @@ def outbox_cmd(as_json, limit, case_id):
          (r["subject"] + ": " if r["subject"] else "") + " ".join(r["body"].split())) for r in rows])
 
 
-def _zone(ctx):
+def _zone(ctx: Context):
     """The program's time zone (program.toml), as show_time uses it."""
-    return ZoneInfo(ctx.program["program"].get("timezone", "UTC"))
+    return ctx.program.program.tz
 
 
 @inbox_cli.command("list")
@@ -203,14 +206,14 @@ def cases_list(status):
          c.problems or "") for c in cases])
 
 
-def _case_id(ctx, given: str) -> str:
+def _case_id(ctx: Context, given: str) -> str:
     """PS-4821, ps-4821 or 4821 -> PS-4821."""
-    prefix = ctx.program["program"].get("case_prefix", "PS")
+    prefix = ctx.program.program.case_prefix
     given = given.strip().upper()
     return given if given.startswith(prefix.upper() + "-") else f"{prefix}-{given}"
 
 
-def _supporter_named(ctx, name: str) -> Supporter:
+def _supporter_named(ctx: Context, name: str) -> Supporter:
     wanted = " ".join(name.split()).casefold()
     found = [s for s in ctx.store.supporters() if " ".join(s.name.split()).casefold() == wanted]
     if not found:

@@ -62,7 +62,7 @@ def main() -> None:
         from integrations import airtable
         values = settings_module.load()
         ctx = peerline_root.context(values)
-        created, refused = airtable.init_base(ctx.store, ctx.program["program"].get("timezone", "utc"))
+        created, refused = airtable.init_base(ctx.store, ctx.program.program.timezone)
         assert len(created) == 6 and not refused, (created, refused)
         counts = ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
         setup_requests = len(fake.requests)

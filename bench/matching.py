@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.settings import ROOT, load_program  # noqa: E402
+from config.program import load as load_program  # noqa: E402
+from config.settings import ROOT  # noqa: E402
 from workflows import matching  # noqa: E402
 from workflows.model import Request, Supporter  # noqa: E402
 

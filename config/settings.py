@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import tomllib
 from pathlib import Path
 
 from dotenv import load_dotenv
+
+from config.vocabulary import is_true
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,13 +160,7 @@ def database_url(values: dict) -> str:
 
 
 def flag(values: dict, key: str) -> bool:
-    return str(values.get(key, "")).strip().lower() in ("1", "true", "yes", "on")
-
-
-def load_program(path: str | os.PathLike) -> dict:
-    """The program's rules (config/program.toml)."""
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
+    return is_true(values.get(key))
 
 
 def _resolve(path: str) -> Path:

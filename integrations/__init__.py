@@ -5,11 +5,12 @@ default when a system's credentials are absent. Only the composition root (`peer
 """
 from __future__ import annotations
 
+from config import messages as messages_module
+from config import program as program_module
 from config import settings as settings_module
 from integrations import _webhooks, airtable, database, outbox, qualtrics, redcap, sendgrid, twilio
 from workflows.clock import Clock
 from workflows.context import Context
-from workflows.notify import load_templates
 
 #: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
 #: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
@@ -23,8 +24,8 @@ def build_context(values: dict, *, clock: Clock | None = None) -> Context:
     connects it to the queue."""
     clock = clock or Clock()
     db = database.Database(settings_module.database_url(values), clock=clock)
-    program = settings_module.load_program(values["PROGRAM_FILE"])
-    templates = load_templates(settings_module.ROOT / "config" / "messages.toml")
+    program = program_module.load(values["PROGRAM_FILE"])
+    templates = messages_module.load(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):
         from integrations import airtable
         store = airtable.AirtableCaseStore.from_settings(values)

@@ -6,9 +6,9 @@ An integration fills a small `Webhook` class and routes it on its blueprint:
 
     class Notice(Webhook):
         system = "qualtrics"
-        def verify(self, ctx, request): require_token(ctx.settings.get("..."), "Qualtrics")
-        def parse(self, ctx, request): ... return event, or Ignored("why"), or raise MalformedPayload
-        def dispatch(self, ctx, event): ... return the answer
+        def verify(self, ctx: Context, request): require_token(ctx.settings.get("..."), "Qualtrics")
+        def parse(self, ctx: Context, request): ... return event, or Ignored("why"), or raise MalformedPayload
+        def dispatch(self, ctx: Context, event): ... return the answer
 
     Notice.route(bp, "/qualtrics")
 
@@ -29,13 +29,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from workflows.inbox import record_and_enqueue
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.webhooks")
 
@@ -121,13 +124,13 @@ class Webhook:
 
     system = "webhook"
 
-    def verify(self, ctx, request) -> None:
+    def verify(self, ctx: Context, request) -> None:
         raise NotImplementedError
 
-    def parse(self, ctx, request) -> Any:
+    def parse(self, ctx: Context, request) -> Any:
         raise NotImplementedError
 
-    def dispatch(self, ctx, event):
+    def dispatch(self, ctx: Context, event):
         raise NotImplementedError
 
     def answer_ignored(self, ignored: Ignored):

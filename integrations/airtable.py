@@ -634,7 +634,7 @@ def _refusal(exc: requests.RequestException,
 def init_cmd():
     """Create the missing tables and fields (safe to run again)."""
     store = _configured_store()
-    time_zone = current_app.extensions["peerline"].program["program"].get("timezone", "utc")
+    time_zone = current_app.extensions["peerline"].program.program.timezone
     try:
         created, refused = init_base(store, time_zone)
     except requests.RequestException as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import click
 import requests
@@ -33,6 +34,10 @@ from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook,
 from workflows import form_mapping
 from workflows.errors import CredentialsRefused, PermanentError, TransientError
 from workflows.intake import FIELD_LABELS
+
+if TYPE_CHECKING:
+    from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -53,10 +58,10 @@ class Notice(Webhook):
 
     system = "qualtrics"
 
-    def verify(self, ctx, request) -> None:
+    def verify(self, ctx: Context, request) -> None:
         require_token(ctx.settings.get("QUALTRICS_WEBHOOK_TOKEN"), "Qualtrics")
 
-    def parse(self, ctx, request):
+    def parse(self, ctx: Context, request):
         """The notice's ids: {"survey_id", "response_id"}; None for the GET probe."""
         if request.method == "GET":   # some Qualtrics set-ups probe the URL with a GET
             return None
@@ -87,7 +92,7 @@ class Notice(Webhook):
             raise Refused("unknown survey")
         return {"survey_id": survey_id, "response_id": response_id}
 
-    def dispatch(self, ctx, notice):
+    def dispatch(self, ctx: Context, notice):
         if notice is None:
             return jsonify(status="ok")
         response_id = notice["response_id"]
@@ -110,7 +115,7 @@ def survey_ids() -> list[str]:
     return list(_read_form().get("survey", {}).get("ids", []))
 
 
-def load_form(program: dict) -> dict:
+def load_form(program: Program) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
     errors = form_mapping.answer_errors(form, program, key="question", valid_key=bool, key_hint="QID...")
@@ -165,7 +170,7 @@ def _headers(settings: dict) -> dict:
     return {"X-API-TOKEN": settings["QUALTRICS_API_TOKEN"], "Accept": "application/json"}
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """GET /API/v3/surveys/{SurveyID}/responses/{ResponseID}, then map its values."""
     survey_id, response_id = row["payload"]["survey_id"], row["payload"]["response_id"]
     if not (ctx.settings.get("QUALTRICS_API_URL") and ctx.settings.get("QUALTRICS_API_TOKEN")):

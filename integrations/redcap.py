@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -36,6 +37,10 @@ from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook,
 from workflows import form_mapping
 from workflows.errors import CredentialsRefused, PermanentError, TransientError
 from workflows.intake import FIELD_LABELS
+
+if TYPE_CHECKING:
+    from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.redcap")
 
@@ -57,10 +62,10 @@ class DataEntryTrigger(Webhook):
 
     system = "redcap"
 
-    def verify(self, ctx, request) -> None:
+    def verify(self, ctx: Context, request) -> None:
         require_token(ctx.settings.get("REDCAP_WEBHOOK_TOKEN"), "REDCap")
 
-    def parse(self, ctx, request):
+    def parse(self, ctx: Context, request):
         """The trigger's ids, as the inbox payload; Ignored for any save but the request
         instrument saved Complete."""
         form = request.form
@@ -93,7 +98,7 @@ class DataEntryTrigger(Webhook):
         return {"project_id": project_id, "record": record_name, "instrument": instrument, "event": event,
                 "repeat_instance": instance, "repeat_instrument": repeat_instrument}
 
-    def dispatch(self, ctx, trigger):
+    def dispatch(self, ctx: Context, trigger):
         project_id, event, instance = trigger["project_id"], trigger["event"], trigger["repeat_instance"]
         key = f"redcap:{project_id}:{trigger['record']}" + (f":{event}:{instance or 1}" if event or instance else "")
         inbox_id, new = record(ctx, system=self.system, retry_message="could not record the trigger; please save again",
@@ -122,7 +127,7 @@ def request_instrument() -> str:
     return str(_read_form().get("project", {}).get("instrument", ""))
 
 
-def load_form(program: dict) -> dict:
+def load_form(program: Program) -> dict:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
     errors = [] if NAME.fullmatch(request_instrument()) else \
@@ -198,7 +203,7 @@ def pick_row(rows: list, payload: dict) -> dict | None:
     return None
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """Export the one record (content=record, records[0]=...) from REDCAP_API_URL and map it."""
     payload, settings = row["payload"], ctx.settings
     ids = f"project {payload['project_id']} record {payload['record']}"

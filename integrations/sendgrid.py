@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 from email.message import Message
+from typing import TYPE_CHECKING
 
 import python_http_client
 import requests
@@ -40,6 +41,9 @@ from sendgrid.helpers.mail import (Category, ClickTracking, CustomArg, Mail, Ope
 
 from integrations._webhooks import MalformedPayload, SignatureError, Webhook, parse_json
 from workflows import notify
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.sendgrid")
 
@@ -196,7 +200,7 @@ def verifier(public_key: str) -> EventWebhook:
     return _verifiers[public_key]
 
 
-def signature_ok(ctx, raw: bytes) -> bool:
+def signature_ok(ctx: Context, raw: bytes) -> bool:
     public_key = ctx.settings.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
     signature, timestamp = request.headers.get(SIGNATURE_HEADER, ""), request.headers.get(TIMESTAMP_HEADER, "")
     if not public_key:
@@ -227,12 +231,12 @@ class EventBatch(Webhook):
 
     system = "sendgrid"
 
-    def verify(self, ctx, request) -> None:
+    def verify(self, ctx: Context, request) -> None:
         if not signature_ok(ctx, request.get_data(cache=True)):
             log.warning("sendgrid events refused: missing, wrong or stale signature")
             raise SignatureError("signature or timestamp missing, wrong or stale")
 
-    def parse(self, ctx, request) -> list[dict]:
+    def parse(self, ctx: Context, request) -> list[dict]:
         batch = parse_json(request.get_data(cache=True), "body")
         if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
             raise MalformedPayload("body", "a JSON array of event objects is expected")
@@ -242,7 +246,7 @@ class EventBatch(Webhook):
                     raise MalformedPayload(f"body[{n}].{name}", "not text")
         return batch
 
-    def dispatch(self, ctx, batch: list[dict]):
+    def dispatch(self, ctx: Context, batch: list[dict]):
         applied = duplicates = 0
         for event in batch:
             event_id = event.get("sg_event_id")
@@ -263,7 +267,7 @@ class EventBatch(Webhook):
 EventBatch.route(bp, EVENTS_PATH, endpoint="events")
 
 
-def apply_event(ctx, event: dict) -> int:
+def apply_event(ctx: Context, event: dict) -> int:
     """One event onto its ledger row (found by our custom arg). Returns 1 if it changed it."""
     key = event.get(KEY_ARG)
     row = ctx.db.ledger_get(key) if isinstance(key, str) else None

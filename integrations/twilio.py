@@ -27,6 +27,7 @@ import logging
 import re
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
 import click
@@ -41,6 +42,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from integrations._webhooks import SignatureError, Webhook, require_fields
 from workflows import notify, sms_commands
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.twilio")
 
@@ -185,7 +189,7 @@ class TwilioWebhook(Webhook):
 
     system = "twilio"
 
-    def verify(self, ctx, request) -> None:
+    def verify(self, ctx: Context, request) -> None:
         if not signature_ok():
             raise SignatureError("X-Twilio-Signature missing or wrong")
 
@@ -193,11 +197,11 @@ class TwilioWebhook(Webhook):
 class InboundSms(TwilioWebhook):
     """POST /webhooks/twilio/sms: a person's text to the program's number."""
 
-    def parse(self, ctx, request):
+    def parse(self, ctx: Context, request):
         require_fields(request.form, "From", "Body", allow_empty=True)   # an empty text is a text
         return request.form
 
-    def dispatch(self, ctx, form):
+    def dispatch(self, ctx: Context, form):
         command, reply = sms_commands.reply(ctx, form["From"], form["Body"], form.get("OptOutType", ""))
         log.info("twilio sms handled message=%s command=%s", _sid(form.get("MessageSid")), command)
         return twiml(reply)
@@ -206,11 +210,11 @@ class InboundSms(TwilioWebhook):
 class StatusCallback(TwilioWebhook):
     """POST /webhooks/twilio/status: a message's delivery status; the furthest one wins."""
 
-    def parse(self, ctx, request):
+    def parse(self, ctx: Context, request):
         require_fields(request.form, "MessageSid", "MessageStatus")
         return request.form
 
-    def dispatch(self, ctx, form):
+    def dispatch(self, ctx: Context, form):
         sid, status = _sid(form["MessageSid"]), form["MessageStatus"]
         row = ctx.db.ledger_by_provider_id(sid)
         moved = False

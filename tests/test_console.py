@@ -184,7 +184,7 @@ def test_sign_in_attempts_are_rate_limited_per_client(limited, client, ctx, staf
 
 
 def test_a_session_ends_after_the_idle_time_and_activity_keeps_it(client, ctx, staff):
-    assert ctx.program["console"]["idle_minutes"] == 30
+    assert ctx.program.console.idle_minutes == 30
     sign_in(client, *LEAD)
     start = ctx.now()
     for minutes in (20, 40, 60):                           # a request every 20 minutes: still signed in

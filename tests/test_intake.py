@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from config.program import Program
 from workflows import intake
 
 
@@ -148,7 +149,8 @@ def test_rate_limit_per_client(overrides, overrides_extra, tmp_path):
 
 
 def test_request_from_answers_never_raises_on_junk():
-    program = {"institutions": {"NCH": "Northgate"}, "roles": {"choices": ["Nurse"]}}
+    program = Program.model_validate({"program": {"name": "P"}, "institutions": {"NCH": "Northgate"},
+                                      "roles": {"choices": ["Nurse"]}})
     req, problems = intake.request_from_answers({"urgency": None, "institution": 7, "crisis": "yes"}, program)
     assert req.urgency == "Crisis"
     assert any(p.startswith("Institution") for p in problems)

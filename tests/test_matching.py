@@ -14,14 +14,22 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from config.program import Program
 from workflows import matching
 from workflows.model import Case, Request, Supporter
 
 NOW = datetime(2025, 3, 4, 15, 0, tzinfo=timezone.utc)
-PROGRAM = {"matching": {"suggestions": 3, "require_outside_institution": False,
-                        "weight_role_preference": 3.0, "weight_department_preference": 1.0,
-                        "weight_specialty": 1.0, "weight_open_cases": 1.0,
-                        "weight_days_since_assigned": 0.5, "rest_days": 14}}
+PROGRAM = Program.model_validate({
+    "program": {"name": "P"},
+    "matching": {"suggestions": 3, "require_outside_institution": False,
+                 "weight_role_preference": 3.0, "weight_department_preference": 1.0,
+                 "weight_specialty": 1.0, "weight_open_cases": 1.0,
+                 "weight_days_since_assigned": 0.5, "rest_days": 14}})
+
+
+def with_matching(program: Program, **changes) -> Program:
+    """`program` with some `[matching]` values changed."""
+    return program.model_copy(update={"matching": program.matching.model_copy(update=changes)})
 
 
 def sup(name, record_id=None, **kw):
@@ -58,7 +66,7 @@ def test_each_never_offered_rule_leaves_out_exactly_its_supporter():
                             open_cases={"full": 2}, excluded={"declined"})
     assert sorted(names(outside)) == ["Ok Nurse", "Was Paused"]
 
-    required = {"matching": {**PROGRAM["matching"], "require_outside_institution": True}}
+    required = with_matching(PROGRAM, require_outside_institution=True)
     assert names(matching.rank(REQ, roster, required, NOW, open_cases={"full": 2},
                                excluded={"declined"})) == names(outside)
 
@@ -141,7 +149,7 @@ def test_nobody_left_says_why_without_naming_the_requester():
 
 def test_a_program_without_a_matching_section_uses_the_defaults():
     roster = [sup(f"S{i}", role="Nurse" if i % 2 else "Staff") for i in range(6)]
-    text = matching.suggested_supporters(REQ, roster, {}, NOW)
+    text = matching.suggested_supporters(REQ, roster, Program.model_validate({"program": {"name": "P"}}), NOW)
     assert [line.split(":")[0] for line in text.splitlines()] == ["1. S1 (Nurse)", "2. S3 (Nurse)", "3. S5 (Nurse)"]
 
 
@@ -185,8 +193,7 @@ requests = st.builds(
     specialty=st.sampled_from(["Critical Care", "Oncology", ""]),
     role_preference=st.sampled_from(["Same", "Different", "Any"]),
     department_preference=st.sampled_from(["Same", "Different", "Any"]), outside_my_institution=mostly_false)
-programs = mostly_false.map(lambda required: {"matching": {**PROGRAM["matching"],
-                                                            "require_outside_institution": required}})
+programs = mostly_false.map(lambda required: with_matching(PROGRAM, require_outside_institution=required))
 
 
 @st.composite
@@ -212,7 +219,7 @@ def may_be_offered(req, s, program, open_cases, excluded) -> bool:
         return False
     if s.record_id in excluded:
         return False
-    outside = req.outside_my_institution or program["matching"]["require_outside_institution"]
+    outside = req.outside_my_institution or program.matching.require_outside_institution
     if outside and (not req.institution.strip() or not s.institution.strip() or same(req.institution, s.institution)):
         return False
     if req.department_preference == "Different" and req.institution and req.department and \
@@ -243,7 +250,7 @@ department_different = requests.map(lambda r: replace(
 @given(situations(requests=department_different))
 def test_department_different_over_generated_rosters(situation):
     req, roster, program, open_cases, excluded = situation
-    program = {"matching": {**program["matching"], "require_outside_institution": False}}
+    program = with_matching(program, require_outside_institution=False)
     got = matching.rank(req, roster, program, NOW, open_cases=open_cases, excluded=excluded)
     allowed = [s.record_id for s in roster if may_be_offered(req, s, program, open_cases, excluded)]
     assert sorted(c.supporter.record_id for c in got) == sorted(allowed)

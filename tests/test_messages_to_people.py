@@ -30,7 +30,7 @@ def test_an_urgent_requester_is_promised_contact_within_the_urgent_window(client
     case = new_case(client, ctx, run_worker, urgency="Urgent")
     approve(runner, case)
     sms(runner, AVERY, f"YES {case.ref}")
-    hours = ctx.program["offers"]["urgent_contact_window_hours"]
+    hours = ctx.program.offers.urgent_contact_window_hours
     assert hours < 24     # "today, if possible"
     [told] = sent(ctx, to="+15550100123")
     assert notify.show_time(ctx, clock.now() + timedelta(hours=hours)) in told["body"]
@@ -64,9 +64,9 @@ def test_a_colleague_referral_page_does_not_promise_contact_the_way_the_referrer
 def test_each_crisis_resource_states_its_hours_once(client, ctx):
     html, _ = get_form(client)
     aside = html[html.index('<aside class="crisis"'):html.index("</aside>")]
-    for resource in ctx.program["crisis"]["resources"]:
-        hours = resource["hours"]
-        line = re.search(rf"<li>{re.escape(resource['name'])}:.*?</li>", aside).group(0)
+    for resource in ctx.program.crisis.resources:
+        hours = resource.hours
+        line = re.search(rf"<li>{re.escape(resource.name)}:.*?</li>", aside).group(0)
         assert line.count(hours) == 1, line
     text = notify.crisis_resources(ctx.program)
     assert text.count("24/7") == 1 and "Employee Assistance Program: +1 800 555 0142 (24/7)." in text

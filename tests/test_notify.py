@@ -13,12 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config import program as program_config
 from config import settings as settings_module
+from config.program import Program, QuietHours
 from workflows import notify
 from workflows.model import MessageRecord
 
 NEW_YORK = ZoneInfo("America/New_York")
-PROGRAM = {"program": {"name": "P", "timezone": "America/New_York"}, "quiet_hours": {"start": "21:00", "end": "07:00"}}
+PROGRAM = Program.model_validate({"program": {"name": "P", "timezone": "America/New_York"},
+                                  "quiet_hours": {"start": "21:00", "end": "07:00"}})
 VALUES = {"ref": "4821", "deadline": "Tue 24 Nov 09:00 EST", "link": "L"}
 
 
@@ -107,12 +110,12 @@ def test_quiet_hours_are_read_in_the_program_time_zone(local, until):
 
 
 def test_quiet_hours_within_one_day_and_none():
-    day = {**PROGRAM, "quiet_hours": {"start": "12:00", "end": "13:00"}}
+    day = PROGRAM.model_copy(update={"quiet_hours": QuietHours(start="12:00", end="13:00")})
     noon = datetime(2026, 11, 23, 12, 30, tzinfo=NEW_YORK)
     assert notify.quiet_until(day, noon) == datetime(2026, 11, 23, 13, 0, tzinfo=NEW_YORK)
-    assert notify.quiet_until({**PROGRAM, "quiet_hours": {}}, noon) is None
+    assert notify.quiet_until(PROGRAM.model_copy(update={"quiet_hours": QuietHours()}), noon) is None
     with pytest.raises(ValueError, match=r'\[quiet_hours\] start and end must be times like "21:00"'):
-        notify.quiet_until({**PROGRAM, "quiet_hours": {"start": "9pm", "end": "7am"}}, noon)
+        program_config.parse({"program": {"name": "P"}, "quiet_hours": {"start": "9pm", "end": "7am"}})
 
 
 def test_the_embedded_outbox_shows_messages_at_once_even_at_night(ctx):
@@ -135,8 +138,8 @@ def test_phone_numbers_compare_in_one_form(raw, number):
 def test_crisis_resources_carry_988_and_the_programs_own(ctx):
     text = notify.crisis_resources(ctx.program)
     assert "988" in text and "911" in text
-    for resource in ctx.program["crisis"]["resources"]:
-        assert resource["name"] in text and resource["phone"] in text
+    for resource in ctx.program.crisis.resources:
+        assert resource.name in text and resource.phone in text
 
 
 # ---------------------------------------------------------------- exactly once

@@ -503,7 +503,7 @@ def test_unknown_number_gets_one_generic_reply_whatever_it_asks(client, ctx, ros
     assert reply_text(post_fixture(client, twilio.SMS_PATH, "sms__unknown_number.txt")) == generic
     for text in ("HELP", "NO 4821", "DONE 4821", "yes", "what is this?"):
         assert reply_text(post_sms(client, text, "+1 555 999 0000")) == generic
-    assert "4821" not in generic and ctx.program["program"]["name"] not in generic
+    assert "4821" not in generic and ctx.program.program.name not in generic
 
 
 def test_help_and_unknown_text_from_a_known_number(client, ctx, roster):

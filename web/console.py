@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, jsonify, make_response, redirect, render_template,
@@ -40,6 +41,10 @@ from integrations.database import StaffStore
 from web.staff_cli import staff_cli
 from workflows import matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
+
+if TYPE_CHECKING:
+    from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.console")
 
@@ -84,8 +89,8 @@ def _staff() -> StaffStore:
     return current_app.extensions["peerline_staff"]
 
 
-def idle_limit(program: dict) -> timedelta:
-    return timedelta(minutes=float(program.get("console", {}).get("idle_minutes", 30)))
+def idle_limit(program: Program) -> timedelta:
+    return timedelta(minutes=program.console.idle_minutes)
 
 
 @login_manager.user_loader
@@ -123,8 +128,8 @@ def _private(response):
 @bp.context_processor
 def _common():
     ctx = _ctx()
-    return {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"],
-            "institutions": ctx.program.get("institutions", {}), "csrf_token": generate_csrf,
+    return {"crisis": ctx.program.crisis, "program": ctx.program.program,
+            "institutions": ctx.program.institutions, "csrf_token": generate_csrf,
             "user": current_user, "program_idle": int(idle_limit(ctx.program).total_seconds() // 60)}
 
 
@@ -238,7 +243,7 @@ def cases():
                                                                              "Referred") else "",
              "offered": c.status == "Offered"}
             for c in sorted(shown, key=lambda c: _order(c, now))]
-    my_institutions = list(ctx.program.get("institutions", {})) if current_user.is_lead else current_user.institutions
+    my_institutions = list(ctx.program.institutions) if current_user.is_lead else current_user.institutions
     return render_template("console/cases.html", rows=rows, status=status, institution=institution,
                            statuses=STATUSES, my_institutions=my_institutions)
 
@@ -252,7 +257,7 @@ def _case_or_404(case_id: str):
     return case
 
 
-def _candidates(ctx, case, limit: int = 5):
+def _candidates(ctx: Context, case, limit: int = 5):
     ruled_out = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id) if o["status"] in offers.RULED_OUT}
     if case.status in ("Offered", "Assigned") and case.assigned_supporter:
         ruled_out.add(case.assigned_supporter)
@@ -320,7 +325,7 @@ def act(case_id, action):
     return redirect(url_for("console.case", case_id=case.case_id), 303)
 
 
-def _chosen_supporter(ctx, required: bool):
+def _chosen_supporter(ctx: Context, required: bool):
     record_id = request.form.get("supporter", "")
     if not record_id:
         if required:
@@ -332,7 +337,7 @@ def _chosen_supporter(ctx, required: bool):
     return found
 
 
-def _do(ctx, case, action: str, actor: str) -> str:
+def _do(ctx: Context, case, action: str, actor: str) -> str:
     if action == "approve":
         if case.for_whom == "Colleague" and request.form.get("colleague_agreed") != "yes":
             raise ValueError(f"{case.case_id} was asked for by a colleague on someone's behalf: approve it only "
@@ -349,7 +354,7 @@ def _do(ctx, case, action: str, actor: str) -> str:
     return f"{case.case_id} is Closed; any open offer was withdrawn and the supporter's link stopped."
 
 
-def _offer_result(ctx, case_id: str, result, done: str) -> str:
+def _offer_result(ctx: Context, case_id: str, result, done: str) -> str:
     case = ctx.store.find_case(case_id=case_id)
     if result == "offered":
         who = next((s.name for s in ctx.store.supporters() if s.record_id == case.assigned_supporter), "a supporter")

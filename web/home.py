@@ -37,7 +37,7 @@ PAGES = {
 
 def _page_context() -> dict:
     ctx = current_app.extensions["peerline"]
-    return {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"]}
+    return {"crisis": ctx.program.crisis, "program": ctx.program.program}
 
 
 @bp.get("/")

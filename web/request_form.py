@@ -18,6 +18,7 @@ from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
 
+from config.program import Program
 from web import ratelimit
 from workflows.inbox import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
@@ -91,12 +92,12 @@ class RequestForm(FlaskForm):
         return ok and not self.errors
 
 
-def build_form(program: dict) -> RequestForm:
+def build_form(program: Program) -> RequestForm:
     form = RequestForm()
     form.institution.choices = [SelectChoice("", "Choose your hospital")] + [
-        SelectChoice(code, name) for code, name in program.get("institutions", {}).items()]
+        SelectChoice(code, name) for code, name in program.institutions.items()]
     form.role.choices = [SelectChoice("", "Choose your role")] + [
-        SelectChoice(r) for r in program.get("roles", {}).get("choices", [])]
+        SelectChoice(r) for r in program.roles.choices]
     return form
 
 
@@ -130,15 +131,15 @@ def request_form():
         return redirect(url_for("request_form.thanks", urgent=1 if answers["urgency"] == "Crisis" else None,
                                 colleague=1 if answers["for_whom"] == "Colleague" else None), 303)
     status = 400 if request.method == "POST" else 200
-    return render_template("request.html", form=form, crisis=ctx.program.get("crisis", {}),
-                           program=ctx.program["program"]), status
+    return render_template("request.html", form=form, crisis=ctx.program.crisis,
+                           program=ctx.program.program), status
 
 
 @bp.get("/request/thanks")
 def thanks():
     ctx = current_app.extensions["peerline"]
-    return render_template("thanks.html", crisis=ctx.program.get("crisis", {}),
-                           program=ctx.program["program"], urgent=request.args.get("urgent") == "1",
+    return render_template("thanks.html", crisis=ctx.program.crisis,
+                           program=ctx.program.program, urgent=request.args.get("urgent") == "1",
                            colleague=request.args.get("colleague") == "1")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from flask import current_app
@@ -15,6 +16,9 @@ from flask.cli import AppGroup
 from werkzeug.security import generate_password_hash
 
 from integrations.database import StaffStore
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 ROLES = ("coordinator", "lead")
 MIN_PASSWORD_LENGTH = 12
@@ -27,7 +31,7 @@ def _ctx():
     return current_app.extensions["peerline"]
 
 
-def staff_store(ctx) -> StaffStore:
+def staff_store(ctx: Context) -> StaffStore:
     return StaffStore(ctx.db)
 
 
@@ -47,7 +51,7 @@ def staff_add(email, name, role, institutions, password_stdin):
         raise click.ClickException(f"{email!r} is not an email address.")
     if role not in ROLES:
         raise click.ClickException(f"Unknown role {role!r}: use coordinator or lead.")
-    known = ctx.program.get("institutions", {})
+    known = ctx.program.institutions
     codes = [c.strip().upper() for c in institutions]
     unknown = [c for c in codes if c not in known]
     if unknown:

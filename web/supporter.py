@@ -13,11 +13,15 @@ would let whoever reads the logs open the page while it works).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, current_app, make_response, render_template
 from gunicorn.glogging import Logger as GunicornLogger
 
 from workflows import notify, offers
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 bp = Blueprint("supporter", __name__)
 
@@ -32,7 +36,7 @@ PREFERENCE_TEXT = {
 def supporter_page(token):
     ctx = current_app.extensions["peerline"]
     case, offer = offers.open_link(ctx, token)
-    common = {"crisis": ctx.program.get("crisis", {}), "program": ctx.program["program"]}
+    common = {"crisis": ctx.program.crisis, "program": ctx.program.program}
     if case is None:
         answer = make_response(render_template("link_expired.html", **common), 410)
     else:
@@ -43,7 +47,7 @@ def supporter_page(token):
     return answer
 
 
-def details(ctx, case, offer) -> dict:
+def details(ctx: Context, case, offer) -> dict:
     """What the supporter needs to reach the person, and nothing more."""
     phone = notify.normalize_phone(case.requester_phone) if case.requester_phone else ""
     wishes = [PREFERENCE_TEXT[name][getattr(case, name)] for name in PREFERENCE_TEXT
@@ -54,7 +58,7 @@ def details(ctx, case, offer) -> dict:
         "ref": case.ref, "first_name": case.requester_name or "(no name given)",
         "preferred": case.preferred_contact or "not given", "phone": case.requester_phone, "phone_link": phone,
         "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
-        "role": case.role, "institution": ctx.program.get("institutions", {}).get(case.institution, ""),
+        "role": case.role, "institution": ctx.program.institution_name(case.institution),
         "wishes": wishes, "urgency": case.urgency,
         "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"], case.urgency)),
         "contacted": case.contact_made_at is not None,

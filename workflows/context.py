@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
+from config.messages import Templates
+from config.program import Program
 from workflows.clock import Clock
 from workflows.model import CaseStore
 
@@ -27,16 +29,19 @@ class Sender(Protocol):
 
 @dataclass
 class Context:
-    settings: dict
-    program: dict
-    templates: dict
-    db: "object"          # integrations.database.Database
+    settings: dict[str, str | None]
+    program: Program
+    templates: Templates
+    #: The service's own database (integrations.database.Database, handed in by the root;
+    #: workflows do not import integrations, so it is not named here).
+    db: Any
     store: CaseStore
-    senders: dict          # channel -> Sender
+    senders: dict[str, Sender]          # channel ("sms", "email") -> Sender
     #: Queue an inbox row for the worker; the root connects it to the queue. Unconnected, nothing
     #: is queued and the periodic sweep picks the row up.
     enqueue: Callable[..., None] = lambda inbox_id, **_: None
-    fetchers: dict = field(default_factory=dict)   # source -> callable(ctx, row) -> answers
+    #: source -> callable(ctx, row) -> answers
+    fetchers: dict[str, Callable[[Context, dict], dict]] = field(default_factory=dict)
     #: Queue a named worker job now (workflows.tasks.Queue.run_soon, connected by the root), e.g.
     #: "poll_approvals" when an Airtable webhook pings. Tests replace it to see what was queued.
     #: Unconnected, nothing is queued and the job's periodic run does the work.

@@ -22,17 +22,21 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from workflows import notify, offers
 from workflows.errors import describe_error
 from workflows.model import Case, Event
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.deadlines")
 
 NOT_YET_APPROVED = ("New", "Needs attention")
 
 
-def run(ctx) -> int:
+def run(ctx: Context) -> int:
     """One pass of the clock. Returns how many reminders and escalations went out now."""
     with _only_one_run(ctx) as mine:
         if not mine:
@@ -47,14 +51,14 @@ def run(ctx) -> int:
         return done
 
 
-def reminder_at(ctx, case: Case):
-    review = ctx.program.get("review", {})
-    hours = review.get("urgent_reminder_before_hours", 4) if case.urgency in ("Urgent", "Crisis") \
-        else review.get("reminder_before_hours", 24)
+def reminder_at(ctx: Context, case: Case):
+    review = ctx.program.review
+    hours = review.urgent_reminder_before_hours if case.urgency in ("Urgent", "Crisis") \
+        else review.reminder_before_hours
     return case.review_due - timedelta(hours=hours)
 
 
-def review_clock(ctx, case: Case) -> int:
+def review_clock(ctx: Context, case: Case) -> int:
     """Remind the reviewers before Review Due; tell the program leads at it."""
     if case.review_due is None:
         return 0
@@ -75,7 +79,7 @@ def review_clock(ctx, case: Case) -> int:
     return sent
 
 
-def contact_clock(ctx, case: Case) -> int:
+def contact_clock(ctx: Context, case: Case) -> int:
     """Ask the supporter whether they reached the person; later, tell the reviewers."""
     if case.contact_made_at is not None:
         return 0
@@ -96,7 +100,7 @@ def contact_clock(ctx, case: Case) -> int:
                                     else "Supporter no longer in the roster: contact check not sent", at=now)])
         ctx.db.milestone_mark(case.case_id, "contact_check", now)
         sent += 1
-    escalate = due + timedelta(hours=ctx.program.get("offers", {}).get("contact_escalate_after_hours", 24))
+    escalate = due + timedelta(hours=ctx.program.offers.contact_escalate_after_hours)
     if now >= escalate:
         sent += offers.tell_reviewers_once(
             ctx, case, "contact_overdue", ("contact_overdue_reviewer_sms", "contact_overdue_reviewer_email"),
@@ -104,7 +108,7 @@ def contact_clock(ctx, case: Case) -> int:
     return sent
 
 
-def _guarded(ctx, case: Case, step) -> int:
+def _guarded(ctx: Context, case: Case, step) -> int:
     try:
         return step(ctx, case)
     except Exception as exc:   # one case must not stop the others
@@ -114,7 +118,7 @@ def _guarded(ctx, case: Case, step) -> int:
 
 
 @contextmanager
-def _only_one_run(ctx):
+def _only_one_run(ctx: Context):
     """Yields True when this run holds the clock's lock, False when another run does."""
     lock = ctx.db.lock("review_clock", ttl_seconds=600, wait_seconds=0)
     try:

@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 from typing import Callable
 
-from workflows.intake import allowed_values
-from workflows.model import Request
+from config.program import Program
+from config.vocabulary import REQUEST_FIELDS
 
 
 class FormConfigError(ValueError):
@@ -25,12 +25,12 @@ def read(path: Path) -> dict:
         raise FormConfigError(f"{path}: {exc}") from None
 
 
-def answer_errors(form: dict, program: dict, *, key: str, valid_key: Callable[[str], bool],
+def answer_errors(form: dict, program: Program, *, key: str, valid_key: Callable[[str], bool],
                   key_hint: str) -> list[str]:
     """Problems with [answers]: unknown request fields, a missing or malformed question key
     (`key`, e.g. "question" or "field"), and choices the program does not have."""
     answers, errors = form.get("answers"), []
-    request_fields = set(vars(Request())) | {"crisis"}
+    request_fields = set(REQUEST_FIELDS)
     if not isinstance(answers, dict) or not answers:
         return ["[answers] is empty"]
     for name, spec in answers.items():
@@ -42,7 +42,7 @@ def answer_errors(form: dict, program: dict, *, key: str, valid_key: Callable[[s
             continue
         if spec.get("checkbox") and not spec.get("choices"):
             errors.append(f"[answers.{name}] is a checkbox without choices")
-        allowed = allowed_values(name, program)
+        allowed = program.allowed_values(name)
         for code, value in (spec.get("choices") or {}).items():
             if allowed is not None and value not in allowed:
                 errors.append(f"[answers.{name}] choice {code} = {value!r} is not one of {', '.join(allowed)}")

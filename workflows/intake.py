@@ -10,20 +10,19 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from typing import TYPE_CHECKING
+
+from config.vocabulary import CHOICE_FIELDS, is_true
 from workflows import matching, notify
 from workflows.errors import CredentialsRefused, PermanentError, describe_error
-from workflows.model import (CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Case, Event,
-                             Request)
+from workflows.model import Case, Event, Request
+
+if TYPE_CHECKING:
+    from config.program import Program
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.intake")
 
-CHOICE_FIELDS = {
-    "for_whom": FOR_CHOICES,
-    "preferred_contact": CONTACT_CHOICES,
-    "role_preference": PREFERENCES,
-    "department_preference": PREFERENCES,
-    "urgency": URGENCIES,
-}
 FIELD_LABELS = {
     "for_whom": "For", "requester_name": "Name", "requester_phone": "Phone",
     "requester_email": "Email", "referrer_name": "Referrer Name", "referrer_phone": "Referrer Phone",
@@ -34,20 +33,9 @@ FIELD_LABELS = {
     "outside_my_institution": "Outside My Institution",
 }
 REQUIRED = ("for_whom", "requester_name", "institution", "role", "preferred_contact")
-TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked"}
 
 
-def allowed_values(field: str, program: dict) -> tuple | None:
-    """The program's values for a request field, for mapping a form's codes (None: any text)."""
-    return {
-        **CHOICE_FIELDS,
-        "institution": tuple(program.get("institutions", {})),
-        "role": tuple(program.get("roles", {}).get("choices", [])),
-        "outside_my_institution": ("yes", "no"), "crisis": ("yes", "no"),
-    }.get(field)
-
-
-def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[str]]:
+def request_from_answers(answers: dict, program: Program) -> tuple[Request, list[str]]:
     """Turn answers keyed by Request field name into a Request and the problems found.
 
     Never raises on bad answers: what cannot be read is left empty (or at its safe default)
@@ -74,11 +62,11 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
             problems.append(f"{FIELD_LABELS[name]}: unreadable answer")
         else:
             setattr(req, name, match)
-    req.outside_my_institution = str(answers.get("outside_my_institution") or "").strip().lower() in TRUE_WORDS
-    if str(answers.get("crisis") or "").strip().lower() in TRUE_WORDS:
+    req.outside_my_institution = is_true(answers.get("outside_my_institution"))
+    if is_true(answers.get("crisis")):
         req.urgency = "Crisis"
 
-    institutions = program.get("institutions", {})
+    institutions = program.institutions
     raw_inst = str(answers.get("institution") or "").strip()
     if raw_inst:
         code = next((c for c, n in institutions.items() if raw_inst.lower() in (c.lower(), n.lower())), None)
@@ -88,7 +76,7 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
             req.institution = code
     raw_role = str(answers.get("role") or "").strip()
     if raw_role:
-        roles = program.get("roles", {}).get("choices", [])
+        roles = program.roles.choices
         match = next((r for r in roles if r.lower() == raw_role.lower()), None)
         if match is None:
             problems.append("Role: not one of the program's roles")
@@ -108,14 +96,13 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
     return req, problems
 
 
-def review_due(program: dict, submitted_at, urgency: str):
-    review = program.get("review", {})
-    hours = review.get("urgent_window_hours", 12) if urgency in ("Urgent", "Crisis") \
-        else review.get("window_hours", 72)
+def review_due(program: Program, submitted_at, urgency: str):
+    review = program.review
+    hours = review.urgent_window_hours if urgency in ("Urgent", "Crisis") else review.window_hours
     return submitted_at + timedelta(hours=hours)
 
 
-def build_case(ctx, row: dict, req: Request, problems: list[str], case_id: str) -> Case:
+def build_case(ctx: Context, row: dict, req: Request, problems: list[str], case_id: str) -> Case:
     submitted = row["received_at"]
     return Case(**vars(req), case_id=case_id, source=row["source"],
                 source_response_id=row["source_key"], submitted_at=submitted,
@@ -124,15 +111,15 @@ def build_case(ctx, row: dict, req: Request, problems: list[str], case_id: str) 
                 problems="; ".join(problems))
 
 
-def add_event_once(ctx, case: Case, event: str, actor: str = "peerline") -> None:
+def add_event_once(ctx: Context, case: Case, event: str, actor: str = "peerline") -> None:
     if not any(e.event == event for e in ctx.store.list_events(case.case_id)):
         ctx.store.add_events([Event(case_id=case.case_id, event=event, at=ctx.now(), actor=actor)])
 
 
-def notify_reviewers(ctx, case: Case) -> int:
+def notify_reviewers(ctx: Context, case: Case) -> int:
     link = notify.coordinator_link(ctx)
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
-              "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
+              "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
     sent = 0
     for reviewer in notify.reviewers_for(ctx, case.institution):
@@ -146,7 +133,7 @@ def notify_reviewers(ctx, case: Case) -> int:
     return sent
 
 
-def escalate_crisis(ctx, case: Case) -> None:
+def escalate_crisis(ctx: Context, case: Case) -> None:
     """A request in crisis, at once and whatever the hour: an SMS to every on-call reviewer,
     an email to the program leads (a reference and an instruction, no detail), and the
     crisis resources (988 and the program's own) to the requester through their preferred
@@ -170,7 +157,7 @@ def escalate_crisis(ctx, case: Case) -> None:
     log.warning("crisis escalated case=%s", case.case_id)
 
 
-def send_crisis_resources(ctx, case: Case) -> str:
+def send_crisis_resources(ctx: Context, case: Case) -> str:
     """The crisis resources to the requester's own contact: no detail of the request.
 
     Not for a request made on a colleague's behalf: the contact on file is the colleague's,
@@ -197,7 +184,7 @@ def send_crisis_resources(ctx, case: Case) -> str:
     return status
 
 
-def process_submission(ctx, inbox_id: int) -> str | None:
+def process_submission(ctx: Context, inbox_id: int) -> str | None:
     """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     if not ctx.db.claim_submission(inbox_id, lease):
@@ -207,7 +194,7 @@ def process_submission(ctx, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
-        case_id = ctx.db.case_id_for(row["source_key"], ctx.program["program"].get("case_prefix", "PS"))
+        case_id = ctx.db.case_id_for(row["source_key"], ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row['source_key']}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row["source_key"])
             if case is None:
@@ -233,7 +220,7 @@ def process_submission(ctx, inbox_id: int) -> str | None:
     return case.case_id
 
 
-def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
+def answers_for(ctx: Context, row: dict) -> tuple[dict, list[str]]:
     """Answers keyed by Request field name. Outside forms are fetched by their integration."""
     fetch = ctx.fetchers.get(row["source"])
     if fetch is None:
@@ -241,7 +228,7 @@ def answers_for(ctx, row: dict) -> tuple[dict, list[str]]:
     return fetch(ctx, row)
 
 
-def _fail(ctx, row: dict, exc: Exception) -> None:
+def _fail(ctx: Context, row: dict, exc: Exception) -> None:
     error = describe_error(exc)
     attempts, limit = row["attempts"], int(ctx.settings["RETRY_MAX_ATTEMPTS"])
     if isinstance(exc, notify.MessageInFlight):
@@ -265,7 +252,7 @@ def _fail(ctx, row: dict, exc: Exception) -> None:
                 row["id"], row["source"], attempts, delay, error)
 
 
-def _schedule(ctx, inbox_id: int, delay: int) -> None:
+def _schedule(ctx: Context, inbox_id: int, delay: int) -> None:
     try:
         ctx.enqueue(inbox_id, delay=delay)
     except Exception:  # the sweep will find the row when it is due

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Iterable, Mapping, NamedTuple
 
+from config.program import Matching, Program
 from workflows.model import OPEN_STATUSES, Case, Request, Supporter
 
 #: Why a supporter was left out (the keys of `exclusion_counts`), in the order checked.
@@ -43,28 +44,6 @@ SAME_DEPARTMENT = "in the requester's department"
 NO_INSTITUTION = "not known to be outside the requester's hospital"
 LEFT_OUT_ORDER = (INACTIVE, PAUSED, AT_CAPACITY, REQUESTER, EXCLUDED, SAME_INSTITUTION,
                   NO_INSTITUTION, SAME_DEPARTMENT)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The `[matching]` section of program.toml, with the defaults used when a key is absent."""
-    suggestions: int = 3
-    require_outside_institution: bool = False
-    weight_role_preference: float = 3.0
-    weight_department_preference: float = 1.0
-    weight_specialty: float = 1.0
-    weight_open_cases: float = 1.0
-    weight_days_since_assigned: float = 0.5
-    rest_days: float = 14.0
-
-    @classmethod
-    def from_program(cls, program: Mapping) -> "Rules":
-        section = dict(program.get("matching", {}))
-        known = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
-        rules = cls(**known)
-        if rules.rest_days <= 0:
-            raise ValueError("[matching] rest_days must be more than 0")
-        return rules
 
 
 class Reason(NamedTuple):
@@ -86,7 +65,7 @@ class Candidate:
         return "; ".join(r.text for r in self.reasons)
 
 
-def rank(request: Request | Case, supporters: Iterable[Supporter], program: Mapping,
+def rank(request: Request | Case, supporters: Iterable[Supporter], program: Program,
          now: datetime, *, open_cases: Mapping[str, int] | None = None,
          excluded: Iterable[str] = (), limit: int | None = None) -> list[Candidate]:
     """The supporters who may be offered this request, best first.
@@ -94,7 +73,7 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Mapp
     - `request`: the Request or Case being matched (its requester fields are only compared,
       never copied into the result).
     - `supporters`: the roster.
-    - `program`: program.toml as loaded (its `[matching]` section is read).
+    - `program`: the program's rules (its `[matching]` section is read).
     - `now`: the time to judge Paused Until and Last Assigned At against (aware, UTC;
       a naive time is taken as UTC).
     - `open_cases`: Supporter.record_id -> number of open cases assigned to them now
@@ -103,7 +82,7 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Mapp
       offer expire).
     - `limit`: return only the best `limit` candidates (same order as the full list).
     """
-    rules = Rules.from_program(program)
+    rules = program.matching
     wanted = _Wanted.of(request, rules)
     now = _aware(now)
     open_cases = open_cases or {}
@@ -120,11 +99,11 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Mapp
             for score, s, fit in chosen]
 
 
-def exclusion_counts(request: Request | Case, supporters: Iterable[Supporter], program: Mapping,
+def exclusion_counts(request: Request | Case, supporters: Iterable[Supporter], program: Program,
                      now: datetime, *, open_cases: Mapping[str, int] | None = None,
                      excluded: Iterable[str] = ()) -> Counter:
     """How many supporters each rule left out (keys: the constants at the top of the module)."""
-    wanted = _Wanted.of(request, Rules.from_program(program))
+    wanted = _Wanted.of(request, program.matching)
     now, open_cases, excluded = _aware(now), open_cases or {}, frozenset(excluded)
     return Counter(reason for s in supporters
                    if (reason := _exclusion(wanted, s, now, max(int(open_cases.get(s.record_id, 0)), 0),
@@ -154,13 +133,13 @@ def suggestions_text(candidates: list[Candidate], *, left_out: Counter | None = 
     return "\n".join(lines)
 
 
-def suggested_supporters(request: Request | Case, supporters: list[Supporter], program: Mapping,
+def suggested_supporters(request: Request | Case, supporters: list[Supporter], program: Program,
                          now: datetime, *, open_cases: Mapping[str, int] | None = None,
                          excluded: Iterable[str] = ()) -> str:
     """The Suggested Supporters text for a case: the top `[matching] suggestions` candidates."""
     excluded = frozenset(excluded)
     top = rank(request, supporters, program, now, open_cases=open_cases, excluded=excluded,
-               limit=Rules.from_program(program).suggestions)
+               limit=program.matching.suggestions)
     left_out = None if top else exclusion_counts(request, supporters, program, now,
                                                  open_cases=open_cases, excluded=excluded)
     return suggestions_text(top, left_out=left_out)
@@ -182,7 +161,7 @@ class _Wanted:
     email: str
 
     @classmethod
-    def of(cls, request: Request, rules: Rules) -> "_Wanted":
+    def of(cls, request: Request, rules: Matching) -> "_Wanted":
         role = _norm(request.role)
         # A role relation cannot be judged without the requester's role: no preference then.
         role_pref = request.role_preference if role else ""
@@ -253,13 +232,13 @@ def _role_as_asked(fit: _Fit) -> bool:
     return bool(fit.role_preference) and fit.same_role == (fit.role_preference == "Same")
 
 
-def _rest_points(fit: _Fit, rules: Rules) -> float:
+def _rest_points(fit: _Fit, rules: Matching) -> float:
     """Never assigned, or rested `rest_days` or more: the full weight; less in proportion."""
     rested = rules.rest_days if fit.rested_days is None else min(fit.rested_days, rules.rest_days)
     return rules.weight_days_since_assigned * rested / rules.rest_days
 
 
-def _points(fit: _Fit, rules: Rules) -> float:
+def _points(fit: _Fit, rules: Matching) -> float:
     """The score; `_reasons` gives the same points, one per reason (the tests hold them equal)."""
     return ((rules.weight_role_preference if _role_as_asked(fit) else 0.0)
             + (rules.weight_department_preference if fit.department in ("same", "elsewhere") else 0.0)
@@ -268,7 +247,7 @@ def _points(fit: _Fit, rules: Rules) -> float:
             + _rest_points(fit, rules))
 
 
-def _reasons(fit: _Fit, rules: Rules) -> tuple[Reason, ...]:
+def _reasons(fit: _Fit, rules: Matching) -> tuple[Reason, ...]:
     reasons: list[Reason] = []
     if fit.hospital:
         reasons.append(Reason("same hospital" if fit.hospital == "same" else "outside requester's hospital"))

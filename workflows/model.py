@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from config.vocabulary import CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES  # noqa: F401 (re-exported)
+
 STATUSES = ("New", "Needs attention", "Approved", "Offered", "Assigned", "Contacted",
             "Referred", "Closed", "Withdrawn")
 OPEN_STATUSES = ("New", "Needs attention", "Approved", "Offered", "Assigned", "Contacted", "Referred")
-URGENCIES = ("Routine", "Urgent", "Crisis")
-FOR_CHOICES = ("Self", "Colleague")
-PREFERENCES = ("Same", "Different", "Any")
-CONTACT_CHOICES = ("Phone call", "Text message", "Email")
 
 
 @dataclass

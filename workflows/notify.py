@@ -22,24 +22,19 @@ import json
 import logging
 import random
 import re
-import string
-import tomllib
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+from datetime import datetime, timedelta, timezone
 
+from config.messages import ALLOWED_PLACEHOLDERS, Template, TemplateError  # noqa: F401 (re-exported)
+from config.messages import load as load_templates  # noqa: F401 (re-exported)
 from workflows.model import MessageRecord
 
-log = logging.getLogger("peerline.notify")
+if TYPE_CHECKING:
+    from config.program import Program
+    from workflows.context import Context
 
-#: What each channel's templates may say (docs/architecture.md section 7). Every value here is a
-#: reference, a time, a link, a fixed word or the program's own text: never a name, contact
-#: detail, unit or free text from a request.
-ALLOWED_PLACEHOLDERS = {
-    "sms": {"ref", "deadline", "link", "program", "crisis_resources"},
-    "email": {"ref", "deadline", "link", "program", "crisis_resources", "institution", "urgency", "role",
-              "recipient_role", "channel"},
-}
+log = logging.getLogger("peerline.notify")
 
 #: Statuses before the provider has the message.
 UNSENT = ("pending", "held", "retry", "sending")
@@ -56,10 +51,6 @@ class MessageInFlight(RuntimeError):
     """Another worker is sending this message (or died doing so); retry later."""
 
 
-class TemplateError(ValueError):
-    """A template breaks the confidentiality rules or is malformed."""
-
-
 class SendFailed(Exception):
     """A provider did not take a message. `code` is ids only (e.g. "Twilio 21610",
     "HTTP 503", "timeout"): it is stored as the message's Error and logged.
@@ -70,80 +61,27 @@ class SendFailed(Exception):
         self.code, self.permanent, self.opted_out = code, permanent, opted_out
 
 
-@dataclass(frozen=True)
-class Template:
-    name: str
-    channel: str
-    body: str
-    subject: str = ""
-
-    @property
-    def fields(self) -> set[str]:
-        return _fields(self.subject) | _fields(self.body)
-
-    def render(self, values: dict) -> tuple[str, str]:
-        return self.subject.format(**values), self.body.format(**values)
-
-
-def _fields(text: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-
-
-def load_templates(path) -> dict[str, Template]:
-    """Read and check every template; a broken one stops the start with a clear message."""
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
-    templates, errors = {}, []
-    for name, spec in raw.items():
-        channel = spec.get("channel")
-        if channel not in ALLOWED_PLACEHOLDERS:
-            errors.append(f"[{name}] channel must be one of {sorted(ALLOWED_PLACEHOLDERS)}, not {channel!r}")
-            continue
-        if not spec.get("body"):
-            errors.append(f"[{name}] has no body")
-            continue
-        if channel == "email" and not spec.get("subject"):
-            errors.append(f"[{name}] is an email without a subject")
-        for part in ("subject", "body"):
-            try:
-                used = _fields(spec.get(part, ""))
-            except ValueError as exc:
-                errors.append(f"[{name}] {part}: {exc}")
-                continue
-            bad = sorted(used - ALLOWED_PLACEHOLDERS[channel])
-            if bad:
-                errors.append(f"[{name}] {part} uses {', '.join('{' + b + '}' for b in bad)}, "
-                              f"which a {channel} may not carry: messages name no person, contact "
-                              f"detail, unit or free text (allowed in {channel}: "
-                              f"{', '.join(sorted(ALLOWED_PLACEHOLDERS[channel]))})")
-        templates[name] = Template(name, channel, spec["body"], spec.get("subject", ""))
-    if errors:
-        raise TemplateError(f"{path}: " + "; ".join(errors))
-    return templates
-
-
-def show_time(ctx, when) -> str:
+def show_time(ctx: Context, when) -> str:
     """A deadline as people read it: in the program's time zone."""
-    tz = ZoneInfo(ctx.program["program"].get("timezone", "UTC"))
-    return when.astimezone(tz).strftime("%a %d %b %H:%M %Z")
+    return when.astimezone(ctx.program.program.tz).strftime("%a %d %b %H:%M %Z")
 
 
-def text(ctx, template: str, **values) -> str:
+def text(ctx: Context, template: str, **values) -> str:
     """A template's body filled in, for a direct reply (an SMS answered in TwiML)."""
     return ctx.templates[template].render(_base_values(ctx) | values)[1]
 
 
-def _base_values(ctx) -> dict:
-    return {"program": ctx.program["program"]["name"], "crisis_resources": crisis_resources(ctx.program)}
+def _base_values(ctx: Context) -> dict:
+    return {"program": ctx.program.program.name, "crisis_resources": crisis_resources(ctx.program)}
 
 
-def crisis_resources(program: dict) -> str:
+def crisis_resources(program: Program) -> str:
     """The program's crisis text (program.toml [crisis]) as one paragraph."""
-    crisis = program.get("crisis", {})
-    parts = [crisis.get("emergency", ""), crisis.get("national", "")]
-    for r in crisis.get("resources", []):
-        hours = f" ({r['hours']})" if r.get("hours") else ""
-        parts.append(f"{r.get('name', '')}: {r.get('phone', '')}{hours}.")
+    crisis = program.crisis
+    parts = [crisis.emergency, crisis.national]
+    for r in crisis.resources:
+        hours = f" ({r.hours})" if r.hours else ""
+        parts.append(f"{r.name}: {r.phone}{hours}.")
     return " ".join(p.strip() for p in parts if p and p.strip())
 
 
@@ -163,17 +101,13 @@ def normalize_phone(phone: str) -> str:
     return "+" + digits
 
 
-def quiet_until(program: dict, now: datetime) -> datetime | None:
+def quiet_until(program: Program, now: datetime) -> datetime | None:
     """When quiet hours end, if `now` is inside them (program.toml [quiet_hours], read in the
     program's time zone); None outside them."""
-    quiet = program.get("quiet_hours") or {}
-    if not quiet.get("start") or not quiet.get("end"):
+    if program.quiet_hours.window is None:
         return None
-    try:
-        start, end = (time.fromisoformat(quiet[k]) for k in ("start", "end"))
-    except ValueError:
-        raise ValueError('program.toml [quiet_hours] start and end must be times like "21:00"') from None
-    tz = ZoneInfo(program["program"].get("timezone", "UTC"))
+    start, end = program.quiet_hours.window
+    tz = program.program.tz
     local = now.astimezone(tz)
     t = local.time().replace(tzinfo=None)
     inside = (start <= t < end) if start < end else (t >= start or t < end) if start != end else False
@@ -183,7 +117,7 @@ def quiet_until(program: dict, now: datetime) -> datetime | None:
     return datetime.combine(day, end, tzinfo=tz).astimezone(timezone.utc)
 
 
-def sms_held_until(ctx, *, crisis: bool = False, now: datetime | None = None) -> datetime | None:
+def sms_held_until(ctx: Context, *, crisis: bool = False, now: datetime | None = None) -> datetime | None:
     """When a routine SMS sent now would go out, if quiet hours hold it; None when it goes at
     once. Crisis messages never wait, and only a provider that reaches phones keeps quiet hours
     (the embedded outbox is read by people at a desk)."""
@@ -204,7 +138,7 @@ def message_key(case_id: str, kind: str, recipient_key: str, channel: str) -> st
     return f"{case_id}:{kind}:{recipient_key}:{channel}"
 
 
-def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
+def send(ctx: Context, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
          crisis: bool = False) -> str:
     """Send one message at most once. Returns the ledger status after the attempt: "sent",
     "held" (quiet hours), "retry" (the provider could not take it now), "failed", or a
@@ -229,7 +163,7 @@ def send(ctx, *, case_id: str, kind: str, template: str, recipient: Recipient, v
     return deliver(ctx, key)
 
 
-def deliver(ctx, key: str) -> str:
+def deliver(ctx: Context, key: str) -> str:
     """Hand one ledger row to its provider, at most once. Safe to call any number of times,
     from any worker: intake, the periodic task (`run_due`), a replay."""
     row = ctx.db.ledger_get(key)
@@ -292,7 +226,7 @@ def deliver(ctx, key: str) -> str:
     return ctx.db.ledger_get(key)["status"]
 
 
-def _attempt_failed(ctx, row: dict, exc: SendFailed) -> str:
+def _attempt_failed(ctx: Context, row: dict, exc: SendFailed) -> str:
     key, channel = row["key"], row["channel"]
     if exc.opted_out and channel == "sms":
         ctx.db.opt_out("sms", normalize_phone(row["recipient"]), source=exc.code, now=ctx.now())
@@ -313,14 +247,14 @@ def _attempt_failed(ctx, row: dict, exc: SendFailed) -> str:
     return "retry"
 
 
-def retry_delay(ctx, attempts: int, *, crisis: bool = False) -> float:
+def retry_delay(ctx: Context, attempts: int, *, crisis: bool = False) -> float:
     """Exponential backoff with jitter; crisis messages retry within two minutes."""
     base = int(ctx.settings["RETRY_BASE_SECONDS"])
     delay = min(base * 2 ** max(attempts - 1, 0), 120 if crisis else 3600)
     return delay * random.uniform(1.0, 1.2)
 
 
-def record_delivery(ctx, key: str, status: str, error: str = "", **values) -> bool:
+def record_delivery(ctx: Context, key: str, status: str, error: str = "", **values) -> bool:
     """A provider's delivery report (status callback, event webhook). The furthest status
     wins: late, repeated or out-of-order reports change nothing. Returns whether it moved."""
     rank = STATUS_RANK[status]
@@ -331,7 +265,7 @@ def record_delivery(ctx, key: str, status: str, error: str = "", **values) -> bo
     return moved
 
 
-def alert_unreachable(ctx, key: str) -> None:
+def alert_unreachable(ctx: Context, key: str) -> None:
     """Tell the program leads by email, once per message, that its person was not reached."""
     row = ctx.db.ledger_get(key)
     if row is None or row["alerted"]:
@@ -353,15 +287,15 @@ def alert_unreachable(ctx, key: str) -> None:
     ctx.db.ledger_update(key, alerted=True)
 
 
-def reviewers_for(ctx, institution: str) -> list:
+def reviewers_for(ctx: Context, institution: str) -> list:
     """The institution's reviewers and every program lead, each once."""
     chosen = [r for r in ctx.store.reviewers()
               if r.program_lead or (institution and r.institution == institution)]
     return list({r.record_id: r for r in chosen}.values())
 
 
-def coordinator_link(ctx) -> str:
-    configured = ctx.program["program"].get("coordinator_url")
+def coordinator_link(ctx: Context) -> str:
+    configured = ctx.program.program.coordinator_url
     if configured:
         return configured
     if ctx.settings.get("AIRTABLE_BASE_ID"):
@@ -373,7 +307,7 @@ def coordinator_link(ctx) -> str:
 FORM_REFUSED_TEMPLATES = {"qualtrics": "qualtrics_token_refused_email", "redcap": "redcap_token_refused_email"}
 
 
-def tell_leads_form_refused(ctx, row: dict, source: str) -> None:
+def tell_leads_form_refused(ctx: Context, row: dict, source: str) -> None:
     """A form system (`source`, e.g. "qualtrics") refused our API token for inbox `row`: the
     program leads are emailed once per submission, with the text for that system."""
     template = FORM_REFUSED_TEMPLATES.get(source)
@@ -383,7 +317,7 @@ def tell_leads_form_refused(ctx, row: dict, source: str) -> None:
     alert_leads_parked(ctx, row, template=template, kind=f"{source}_token")
 
 
-def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
+def alert_leads_parked(ctx: Context, row: dict, *, template: str, kind: str) -> None:
     """Email the program leads once per parked submission (e.g. a form system refused our
     token): the key holds the inbox id, so retries and replays send nothing more. Never stops
     the parking."""
@@ -400,7 +334,7 @@ def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
         log.exception("could not email the program leads inbox=%s", row["id"])
 
 
-def run_due(ctx) -> int:
+def run_due(ctx: Context) -> int:
     """The periodic task's work: send what is due (held past quiet hours, retries, sends a
     dead worker left), tell leads of messages that failed, and catch up the Messages mirror.
     Returns how many messages it tried to send."""
@@ -419,7 +353,7 @@ def run_due(ctx) -> int:
     return len(keys)
 
 
-def _mirror(ctx, key: str) -> None:
+def _mirror(ctx: Context, key: str) -> None:
     """Show the ledger row in the Messages table; a store that is down is caught up later."""
     row = ctx.db.ledger_get(key)
     try:

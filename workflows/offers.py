@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from workflows import matching, notify
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Reviewer, Supporter
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.offers")
 
@@ -43,7 +47,7 @@ LINK_SALT = "peerline supporter link"
 
 # ---------------------------------------------------------------------------- approval
 
-def approve(ctx, case_id: str, *, supporter: Supporter | None = None, actor: str = "cli") -> str | None:
+def approve(ctx: Context, case_id: str, *, supporter: Supporter | None = None, actor: str = "cli") -> str | None:
     """`flask cases approve`: what a reviewer does in Airtable (Status Approved, optionally an
     Assigned Supporter), then the same path as the poll. Returns what `start_approved` did."""
     with _case_lock(ctx, case_id):
@@ -62,7 +66,7 @@ def approve(ctx, case_id: str, *, supporter: Supporter | None = None, actor: str
     return start_approved(ctx, case_id, seen=False)
 
 
-def poll_approvals(ctx) -> int:
+def poll_approvals(ctx: Context) -> int:
     """Start every Approved case not yet offered (the periodic task, and an Airtable ping).
     Returns how many were started. One case that fails does not stop the others."""
     started = 0
@@ -75,7 +79,7 @@ def poll_approvals(ctx) -> int:
     return started
 
 
-def start_approved(ctx, case_id: str, *, seen: bool = True) -> str | None:
+def start_approved(ctx: Context, case_id: str, *, seen: bool = True) -> str | None:
     """Offer an Approved case: to the supporter a coordinator chose in Assigned Supporter, else
     to the best candidate. Returns "offered", "needs a person", or None when the case is not
     Approved (any more). Safe to run any number of times, from any process: an offer left half
@@ -100,7 +104,7 @@ def start_approved(ctx, case_id: str, *, seen: bool = True) -> str | None:
 
 # ---------------------------------------------------------------------------- making offers
 
-def _offer_next(ctx, case: Case, *, chosen: str = "") -> str:
+def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
     """Offer the case to the chosen supporter, else the best candidate not ruled out; an SMS
     that cannot go rules its supporter out and the next one is tried."""
     supporters = ctx.store.supporters()
@@ -126,7 +130,7 @@ def _offer_next(ctx, case: Case, *, chosen: str = "") -> str:
             return "offered"
 
 
-def _finish_offer(ctx, case: Case, offer: dict, supporter: Supporter | None = None) -> str:
+def _finish_offer(ctx: Context, case: Case, offer: dict, supporter: Supporter | None = None) -> str:
     """Send the offer's SMS (once, through the ledger) and show the case as Offered."""
     supporter = supporter or _supporter(ctx, offer["supporter_id"])
     status = "failed" if supporter is None else notify.send(
@@ -150,16 +154,16 @@ def _finish_offer(ctx, case: Case, offer: dict, supporter: Supporter | None = No
     return "offered"
 
 
-def offer_expiry(ctx, case: Case) -> datetime:
+def offer_expiry(ctx: Context, case: Case) -> datetime:
     """When an offer made now runs out: program.toml [offers] (4 h; 30 min for Urgent and
     Crisis), counted from when the SMS can go (a routine SMS waits out quiet hours)."""
-    cfg = ctx.program.get("offers", {})
-    window = timedelta(minutes=cfg.get("urgent_expiry_minutes", 30)) if _urgent(case) \
-        else timedelta(hours=cfg.get("expiry_hours", 4))
+    cfg = ctx.program.offers
+    window = timedelta(minutes=cfg.urgent_expiry_minutes) if _urgent(case) \
+        else timedelta(hours=cfg.expiry_hours)
     return (notify.sms_held_until(ctx, crisis=_urgent(case)) or ctx.now()) + window
 
 
-def _nobody_left(ctx, case: Case, supporters: list[Supporter], ruled_out: set) -> str:
+def _nobody_left(ctx: Context, case: Case, supporters: list[Supporter], ruled_out: set) -> str:
     """No candidate is left: the case goes back to a coordinator, who chooses; the reviewers
     are told once."""
     suggestions = matching.suggested_supporters(
@@ -173,7 +177,7 @@ def _nobody_left(ctx, case: Case, supporters: list[Supporter], ruled_out: set) -
     return "needs a person"
 
 
-def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], *, event: str,
+def tell_reviewers_once(ctx: Context, case: Case, kind: str, templates: tuple[str, ...], *, event: str,
                         reviewers: list | None = None, deadline: datetime | None = None) -> bool:
     """Tell the case's reviewers (its institution's and the program leads, unless `reviewers`
     says who) by each template, and write `event`: all once per case and kind, whoever runs it
@@ -183,7 +187,7 @@ def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], 
     people = reviewers if reviewers is not None else notify.reviewers_for(ctx, case.institution)
     values = {"ref": case.ref, "link": notify.coordinator_link(ctx),
               "deadline": notify.show_time(ctx, deadline or case.review_due or ctx.now()),
-              "institution": ctx.program.get("institutions", {}).get(case.institution, "not given"),
+              "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
     for person in people:
         recipient = notify.Recipient(key=f"reviewer:{person.record_id}",
@@ -201,7 +205,7 @@ def tell_reviewers_once(ctx, case: Case, kind: str, templates: tuple[str, ...], 
 
 # ---------------------------------------------------------------------------- expiry
 
-def expire_due(ctx) -> int:
+def expire_due(ctx: Context) -> int:
     """The periodic task: every open offer past its expiry ends, and its case goes to the next
     candidate. Safe to run twice or late: an offer ends once, under its case's lock."""
     ended = 0
@@ -218,7 +222,7 @@ def expire_due(ctx) -> int:
     return ended
 
 
-def _expire(ctx, offer: dict) -> None:
+def _expire(ctx: Context, offer: dict) -> None:
     """End an open offer whose time is up (the caller holds the case lock), and move on."""
     case = ctx.store.find_case(case_id=offer["case_id"])
     if not _still_offered(ctx, case, offer):
@@ -234,7 +238,7 @@ def _expire(ctx, offer: dict) -> None:
 
 # ---------------------------------------------------------------------------- answers by SMS
 
-def person_for_phone(ctx, phone: str) -> Supporter | Reviewer | None:
+def person_for_phone(ctx: Context, phone: str) -> Supporter | Reviewer | None:
     """The supporter (or else reviewer) whose roster phone is `phone`."""
     wanted = notify.normalize_phone(phone)
     if not wanted:
@@ -245,7 +249,7 @@ def person_for_phone(ctx, phone: str) -> Supporter | Reviewer | None:
     return None
 
 
-def open_offers(ctx, supporter: Supporter) -> list[Case]:
+def open_offers(ctx: Context, supporter: Supporter) -> list[Case]:
     """Cases offered to this supporter, not yet answered and not past their expiry."""
     found = []
     for offer in ctx.db.offers_open_for(supporter.record_id, ctx.now()):
@@ -255,7 +259,7 @@ def open_offers(ctx, supporter: Supporter) -> list[Case]:
     return found
 
 
-def _sender_and_case(ctx, phone: str, ref: str):
+def _sender_and_case(ctx: Context, phone: str, ref: str):
     """(supporter, case, None), or (.., .., the reply) when the sender is unknown (the
     generic reply) or no case of theirs has that reference."""
     person = person_for_phone(ctx, phone)
@@ -267,14 +271,14 @@ def _sender_and_case(ctx, phone: str, ref: str):
     return person, case, None
 
 
-def _case_and_offers_to(ctx, case_id: str, person: Supporter):
+def _case_and_offers_to(ctx: Context, case_id: str, person: Supporter):
     """The case as it is now, and the offers of it made to this supporter (oldest first).
     Called under the case's lock, so the answer cannot change underneath."""
     case = ctx.store.find_case(case_id=case_id)
     return case, [o for o in ctx.db.offers_for_case(case_id) if o["supporter_id"] == person.record_id]
 
 
-def accept(ctx, phone: str, ref: str) -> str:
+def accept(ctx: Context, phone: str, ref: str) -> str:
     """YES <ref>: the supporter takes the case offered to them. Exactly one YES wins; a late
     one (after the expiry, after a NO, after someone else took it) is thanked and told the
     case is covered."""
@@ -316,7 +320,7 @@ def accept(ctx, phone: str, ref: str) -> str:
     return notify.text(ctx, "sms_reply_accepted", ref=ref)
 
 
-def accept_only_offer(ctx, phone: str) -> str:
+def accept_only_offer(ctx: Context, phone: str) -> str:
     """A bare YES: accepts the sender's offer when they have exactly one open."""
     person = person_for_phone(ctx, phone)
     if person is None:
@@ -329,7 +333,7 @@ def accept_only_offer(ctx, phone: str) -> str:
     return accept(ctx, phone, offers[0].ref)
 
 
-def decline(ctx, phone: str, ref: str) -> str:
+def decline(ctx: Context, phone: str, ref: str) -> str:
     """NO <ref>: the supporter cannot take the case; it goes to the next candidate at once."""
     person, case, reply = _sender_and_case(ctx, phone, ref)
     if reply:
@@ -352,7 +356,7 @@ def decline(ctx, phone: str, ref: str) -> str:
     return notify.text(ctx, "sms_reply_declined", ref=ref)
 
 
-def contact_made(ctx, phone: str, ref: str) -> str:
+def contact_made(ctx: Context, phone: str, ref: str) -> str:
     """DONE <ref>: the assigned supporter has reached the requester."""
     person = person_for_phone(ctx, phone)
     if person is None:
@@ -370,7 +374,7 @@ def contact_made(ctx, phone: str, ref: str) -> str:
 
 # ---------------------------------------------------------------------------- after YES
 
-def after_accept(ctx, case: Case, supporter: Supporter, offer: dict) -> None:
+def after_accept(ctx: Context, case: Case, supporter: Supporter, offer: dict) -> None:
     """The supporter's private link by SMS and email, and the requester told someone will
     reach out and by when. Each message once (the ledger); safe to repeat."""
     deadline = notify.show_time(ctx, contact_due(ctx, offer["answered_at"], case.urgency))
@@ -383,7 +387,7 @@ def after_accept(ctx, case: Case, supporter: Supporter, offer: dict) -> None:
     tell_requester(ctx, case, deadline)
 
 
-def tell_requester(ctx, case: Case, deadline: str) -> str:
+def tell_requester(ctx: Context, case: Case, deadline: str) -> str:
     """"A peer supporter will reach out by ..." through the requester's preferred channel, the
     other one when that is missing or fails. Names no supporter."""
     requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
@@ -406,17 +410,16 @@ def tell_requester(ctx, case: Case, deadline: str) -> str:
     return status
 
 
-def contact_due(ctx, accepted_at: datetime, urgency: str) -> datetime:
+def contact_due(ctx: Context, accepted_at: datetime, urgency: str) -> datetime:
     """When the supporter is asked to have reached out, and what the requester is promised:
     program.toml [offers] contact_window_hours, or urgent_contact_window_hours for an Urgent
     or Crisis request ("today, if possible" must not be promised two days)."""
-    cfg = ctx.program.get("offers", {})
-    hours = cfg.get("urgent_contact_window_hours", 8) if urgency in ("Urgent", "Crisis") \
-        else cfg.get("contact_window_hours", 48)
+    cfg = ctx.program.offers
+    hours = cfg.urgent_contact_window_hours if urgency in ("Urgent", "Crisis") else cfg.contact_window_hours
     return accepted_at + timedelta(hours=hours)
 
 
-def accepted_offer(ctx, case: Case) -> dict | None:
+def accepted_offer(ctx: Context, case: Case) -> dict | None:
     """The offer through which the case's assigned supporter took it."""
     found = [o for o in ctx.db.offers_for_case(case.case_id)
              if o["status"] == "accepted" and o["supporter_id"] == case.assigned_supporter]
@@ -425,17 +428,17 @@ def accepted_offer(ctx, case: Case) -> dict | None:
 
 # ---------------------------------------------------------------------------- the private link
 
-def supporter_link(ctx, offer: dict, *, now: datetime | None = None) -> str:
+def supporter_link(ctx: Context, offer: dict, *, now: datetime | None = None) -> str:
     """`PUBLIC_BASE_URL/s/<token>`: signed with SECRET_KEY, naming one accepted offer (so one
     case and one supporter, ids only) and when it stops working (program.toml [offers]
     link_valid_hours from now)."""
-    hours = ctx.program.get("offers", {}).get("link_valid_hours", 72)
+    hours = ctx.program.offers.link_valid_hours
     until = (now or ctx.now()) + timedelta(hours=hours)
     token = _serializer(ctx).dumps([offer["id"], int(until.timestamp())])
     return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/s/{token}"
 
 
-def open_link(ctx, token: str) -> tuple[Case | None, dict | None]:
+def open_link(ctx: Context, token: str) -> tuple[Case | None, dict | None]:
     """What a link shows: (case, offer) while it is genuine, unexpired, and its supporter
     still has the case; (None, offer-or-None) otherwise. A genuine opening, and a genuine
     link opened too late, are recorded as Events."""
@@ -461,13 +464,13 @@ def open_link(ctx, token: str) -> tuple[Case | None, dict | None]:
     return case, offer
 
 
-def _serializer(ctx) -> URLSafeSerializer:
+def _serializer(ctx: Context) -> URLSafeSerializer:
     return URLSafeSerializer(ctx.settings["SECRET_KEY"], salt=LINK_SALT)
 
 
 # ---------------------------------------------------------------------------- closing
 
-def close(ctx, case_id: str, *, actor: str = "cli") -> Case:
+def close(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
     """`flask cases close`: the case is Closed; an open offer is withdrawn (a late YES is
     told the case is covered) and the supporter's link stops working."""
     with _case_lock(ctx, case_id):
@@ -484,7 +487,7 @@ def close(ctx, case_id: str, *, actor: str = "cli") -> Case:
     return case
 
 
-def withdraw(ctx, case_id: str, *, actor: str = "cli") -> Case:
+def withdraw(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
     """`flask cases withdraw` and the console: the request is Withdrawn (the requester, or the
     colleague they asked for, no longer wants support); an open offer is withdrawn and the
     supporter's link stops working at once."""
@@ -502,7 +505,7 @@ def withdraw(ctx, case_id: str, *, actor: str = "cli") -> Case:
     return case
 
 
-def reassign(ctx, case_id: str, supporter: Supporter, *, actor: str = "cli") -> str | None:
+def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "cli") -> str | None:
     """Give an Offered or Assigned case (or one in Needs attention) to another supporter: what a
     coordinator does in Airtable by setting Assigned Supporter and Status Approved. The open
     offer is withdrawn, the previous supporter's link stops working, and the chosen supporter
@@ -528,16 +531,16 @@ def reassign(ctx, case_id: str, supporter: Supporter, *, actor: str = "cli") -> 
 
 # ---------------------------------------------------------------------------- helpers
 
-def _case_lock(ctx, case_id: str):
+def _case_lock(ctx: Context, case_id: str):
     return ctx.db.lock(f"offer:{case_id}", ttl_seconds=int(ctx.settings.get("INBOX_LEASE_SECONDS") or 300),
                        wait_seconds=30)
 
 
-def _open_offer(ctx, case_id: str) -> dict | None:
+def _open_offer(ctx: Context, case_id: str) -> dict | None:
     return next((o for o in ctx.db.offers_for_case(case_id) if o["status"] == "open"), None)
 
 
-def _still_offered(ctx, case: Case | None, offer: dict) -> bool:
+def _still_offered(ctx: Context, case: Case | None, offer: dict) -> bool:
     """The case still waits for this open offer's answer, unless a coordinator changed it: set
     another Status, or put someone we never offered it to in Assigned Supporter. (A case that
     still shows an earlier supporter of ours is one our own write missed after the SMS went.)"""
@@ -549,12 +552,12 @@ def _still_offered(ctx, case: Case | None, offer: dict) -> bool:
     return case.assigned_supporter in ours | {""}
 
 
-def _withdraw(ctx, offer: dict, why: str) -> None:
+def _withdraw(ctx: Context, offer: dict, why: str) -> None:
     if ctx.db.offer_close(offer["id"], "withdrawn", ctx.now()):
         ctx.store.add_events([Event(offer["case_id"], f"Offer {offer['round']} withdrawn: {why}", at=ctx.now())])
 
 
-def _send(ctx, **message) -> str:
+def _send(ctx: Context, **message) -> str:
     """notify.send, where a message another worker holds (or died holding) counts as on its
     way: its intent is in the ledger and the periodic delivery sends it once the claim runs out."""
     try:
@@ -563,14 +566,14 @@ def _send(ctx, **message) -> str:
         return "sending"
 
 
-def _event_once(ctx, case_id: str, milestone: str, text: str) -> None:
+def _event_once(ctx: Context, case_id: str, milestone: str, text: str) -> None:
     if ctx.db.milestone_done(case_id, milestone):
         return
     ctx.store.add_events([Event(case_id, text, at=ctx.now())])
     ctx.db.milestone_mark(case_id, milestone, ctx.now())
 
 
-def _supporter(ctx, record_id: str) -> Supporter | None:
+def _supporter(ctx: Context, record_id: str) -> Supporter | None:
     return next((s for s in ctx.store.supporters() if s.record_id == record_id), None)
 
 
@@ -583,7 +586,7 @@ def _urgent(case: Case) -> bool:
     return case.urgency in ("Urgent", "Crisis")
 
 
-def _case_by_ref(ctx, ref: str) -> Case | None:
-    prefix = ctx.program["program"].get("case_prefix", "PS")
+def _case_by_ref(ctx: Context, ref: str) -> Case | None:
+    prefix = ctx.program.program.case_prefix
     return ctx.store.find_case(case_id=f"{prefix}-{ref}")
 

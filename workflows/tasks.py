@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
 from workflows import deadlines, intake, notify, offers
+
+if TYPE_CHECKING:
+    from workflows.context import Context
 
 log = logging.getLogger("peerline.tasks")
 
@@ -47,7 +50,7 @@ def worker_context():
         return _context
 
 
-def use_context(ctx) -> None:
+def use_context(ctx: Context | None) -> None:
     """Tests hand in their own Context (None: build it again)."""
     global _context
     with _context_lock:
@@ -60,7 +63,7 @@ def process_submission(inbox_id: int) -> None:
     intake.process_submission(worker_context(), inbox_id)
 
 
-def sweep(ctx) -> int:
+def sweep(ctx: Context) -> int:
     """Re-queue every inbox row the queue may have lost. Returns how many."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     ids = ctx.db.submissions_to_requeue(ctx.now(), grace_seconds=min(60, lease))

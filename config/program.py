@@ -1,0 +1,163 @@
+"""The program's rules (config/program.toml) as a typed, checked object.
+
+`load(path)` reads and validates the file when a process starts: an unknown or misspelt key,
+a wrong type, an unknown time zone, quiet hours that are not "HH:MM" or a window that is not
+positive stops the start with a message naming the file, the key and the reason. Defaults live
+here, so code reads `ctx.program.offers.link_valid_hours`, never `.get(key, default)`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from config._load import ConfigError, Section, load_toml, shown, validate
+from config.vocabulary import CHOICE_FIELDS, YES_NO
+
+HHMM = re.compile(r"\d{2}:\d{2}")
+
+
+class ProgramError(ConfigError):
+    """config/program.toml cannot be used; the message names the key and why."""
+
+
+class About(Section):
+    """[program]"""
+    name: str
+    timezone: str = "UTC"
+    case_prefix: str = "PS"
+    #: Counts under this are shown as "<11" on the dashboard and in reports.
+    small_count_threshold: PositiveInt = 11
+    #: Days after closing before names, phones, emails and free text are purged.
+    retention_days: int = Field(default=30, ge=0)
+    #: Where reviewers open a case; default: the Airtable base, else `flask cases list`.
+    coordinator_url: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like \"America/New_York\")") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Roles(Section):
+    """[roles]"""
+    choices: tuple[str, ...] = ()
+
+
+class Review(Section):
+    """[review], in hours."""
+    window_hours: PositiveFloat = 72
+    reminder_before_hours: PositiveFloat = 24
+    urgent_window_hours: PositiveFloat = 12
+    urgent_reminder_before_hours: PositiveFloat = 4
+
+
+class Offers(Section):
+    """[offers], in hours unless the name says minutes."""
+    expiry_hours: PositiveFloat = 4
+    urgent_expiry_minutes: PositiveFloat = 30
+    contact_window_hours: PositiveFloat = 48
+    urgent_contact_window_hours: PositiveFloat = 8
+    contact_escalate_after_hours: PositiveFloat = 24
+    link_valid_hours: PositiveFloat = 72
+
+
+class Matching(Section):
+    """[matching]: how supporters are ranked (workflows/matching.py)."""
+    suggestions: int = Field(default=3, ge=0)
+    require_outside_institution: bool = False
+    weight_role_preference: float = 3.0
+    weight_department_preference: float = 1.0
+    weight_specialty: float = 1.0
+    weight_open_cases: float = 1.0
+    weight_days_since_assigned: float = 0.5
+    rest_days: PositiveFloat = 14.0
+
+
+class Console(Section):
+    """[console]"""
+    idle_minutes: PositiveFloat = 30
+
+
+class QuietHours(Section):
+    """[quiet_hours], in the program's time zone; none when both are left out."""
+    start: str = ""
+    end: str = ""
+
+    @model_validator(mode="after")
+    def _times(self) -> "QuietHours":
+        if (self.start or self.end) and not all(HHMM.fullmatch(t) and _time(t) for t in (self.start, self.end)):
+            raise ValueError('start and end must be times like "21:00"')
+        return self
+
+    @property
+    def window(self) -> tuple[time, time] | None:
+        """(start, end), or None when the program keeps no quiet hours."""
+        return (time.fromisoformat(self.start), time.fromisoformat(self.end)) if self.start else None
+
+
+def _time(text: str) -> bool:
+    try:
+        time.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+class CrisisResource(Section):
+    name: str
+    phone: str
+    hours: str = ""
+
+
+class Crisis(Section):
+    """[crisis]: shown on every page a person sees and sent on the crisis path."""
+    national: str = ""
+    emergency: str = ""
+    resources: tuple[CrisisResource, ...] = ()
+
+
+class Program(Section):
+    """config/program.toml."""
+    program: About
+    institutions: dict[str, str] = Field(default_factory=dict)
+    roles: Roles = Roles()
+    review: Review = Review()
+    offers: Offers = Offers()
+    matching: Matching = Matching()
+    console: Console = Console()
+    quiet_hours: QuietHours = QuietHours()
+    crisis: Crisis = Crisis()
+
+    def allowed_values(self, field: str) -> tuple[str, ...] | None:
+        """The program's values for a request field, for mapping a form's codes (None: any text)."""
+        return {
+            **CHOICE_FIELDS,
+            "institution": tuple(self.institutions),
+            "role": self.roles.choices,
+            "outside_my_institution": YES_NO, "crisis": YES_NO,
+        }.get(field)
+
+    def institution_name(self, code: str, default: str = "") -> str:
+        return self.institutions.get(code, default)
+
+
+def parse(data: dict, source: str = "config/program.toml") -> Program:
+    """`data` (program.toml as read) checked into a Program; ProgramError names each problem."""
+    return validate(Program, data, source, ProgramError)
+
+
+def load(path: str | os.PathLike) -> Program:
+    """Read and check config/program.toml (or PROGRAM_FILE)."""
+    return parse(load_toml(path, ProgramError), shown(path))
