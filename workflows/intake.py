@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from workflows import matching, notify
+from workflows import matching, notify, phones
 from workflows.model import (CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, URGENCIES, Case, Event,
                              Request)
 
@@ -69,8 +69,8 @@ def request_from_answers(answers: dict, program: dict) -> tuple[Request, list[st
     for name in ("requester_phone", "referrer_phone"):
         raw_phone = getattr(req, name)
         if raw_phone:
-            phone = notify.normalize_phone(raw_phone)
-            if 11 <= len(phone) <= 16:      # + and 10 to 15 digits: E.164, what SMS providers take
+            phone = phones.e164(raw_phone, phones.region(program))
+            if phone:
                 setattr(req, name, phone)
             else:
                 problems.append(f"{FIELD_LABELS[name]}: not a phone number we can call or text")
