@@ -12,8 +12,8 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from config.vocabulary import is_true
-from workflows import tasks
-from workflows.notify import normalize_phone, show_time
+from workflows import phones, tasks
+from workflows.notify import show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
 
 if TYPE_CHECKING:
@@ -31,8 +31,9 @@ def _ctx():
     return current_app.extensions["peerline"]
 
 
-def read_roster_csv(path) -> tuple[Roster, list[str]]:
-    """Parse a roster CSV (see config/sample_roster.csv). Returns the roster and row errors."""
+def read_roster_csv(path, phone_region: str = phones.DEFAULT_REGION) -> tuple[Roster, list[str]]:
+    """Parse a roster CSV (see config/sample_roster.csv). Returns the roster and row errors.
+    Phones are read in `phone_region` when they have no country code."""
     roster, errors = Roster(), []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -46,7 +47,11 @@ def read_roster_csv(path) -> tuple[Roster, list[str]]:
             get = lambda k: (row.get(k) or "").strip()  # noqa: E731
             kind, name = get("Type").lower(), get("Name")
             if get("Phone") and kind in ("supporter", "reviewer"):
-                row["Phone"] = normalize_phone(get("Phone"))   # E.164, as SMS providers want
+                number = phones.e164(get("Phone"), phone_region)   # E.164, as SMS providers want
+                if number:
+                    row["Phone"] = number
+                else:
+                    errors.append(f"line {line}: Phone is not a number we can call or text; kept as written")
             if not name:
                 errors.append(f"line {line}: Name is empty; row skipped")
                 continue
@@ -83,7 +88,7 @@ def roster_import(path, if_empty):
         click.echo("Roster already loaded; nothing imported.")
         return
     try:
-        roster, errors = read_roster_csv(path)
+        roster, errors = read_roster_csv(path, phones.region(ctx.program))
     except UnicodeDecodeError:
         raise click.ClickException(f"{path} is not UTF-8 text: save it as \"CSV UTF-8\" and import again.") from None
     if not (roster.supporters or roster.reviewers or roster.resources):
@@ -106,7 +111,7 @@ def roster_seed():
     if not ctx.store.roster_is_empty():
         return
     from config.settings import ROOT
-    roster, _ = read_roster_csv(ROOT / "config" / "sample_roster.csv")
+    roster, _ = read_roster_csv(ROOT / "config" / "sample_roster.csv", phones.region(ctx.program))
     counts = ctx.store.import_roster(roster)
     click.echo(f"Loaded the sample roster: {counts['supporters']} supporters, {counts['reviewers']} reviewers, "
                f"{counts['resources']} resources (config/sample_roster.csv).")

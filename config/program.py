@@ -33,8 +33,10 @@ class About(Section):
     small_count_threshold: PositiveInt = 11
     #: Days after closing before names, phones, emails and free text are purged.
     retention_days: int = Field(default=30, ge=0)
-    #: Where reviewers open a case; default: the Airtable base, else `flask cases list`.
+    #: Where reviewers open a case; default: the Airtable base, else the console.
     coordinator_url: str = ""
+    #: Phone numbers written without a country code are read as this region's (ISO 3166 code).
+    phone_region: str = "US"
 
     @field_validator("timezone")
     @classmethod

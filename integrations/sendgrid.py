@@ -22,19 +22,13 @@ are off, so no pixel or rewritten link follows a reader.
 from __future__ import annotations
 
 import binascii
-import io
 import logging
 import re
-import urllib.error
-import urllib.request
 from datetime import timedelta
-from email.message import Message
 from typing import TYPE_CHECKING
 
-import python_http_client
 import requests
 from flask import Blueprint, jsonify, request
-from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.mail import (Category, ClickTracking, CustomArg, Mail, OpenTracking,
                                    SubscriptionTracking, TrackingSettings)
@@ -47,12 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peerline.sendgrid")
 
-#: python-http-client logs whole request bodies (addresses, text) at DEBUG: never ours.
-logging.getLogger("python_http_client").setLevel(logging.WARNING)
-
 bp = Blueprint("sendgrid", __name__)
 
 EVENTS_PATH = "/webhooks/sendgrid/events"
+MAIL_SEND_PATH = "/v3/mail/send"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 #: Signed timestamps further than this from our clock are refused (replays).
@@ -63,86 +55,27 @@ KEY_ARG = "peerline_key"
 DELIVERY_STATUS = {"delivered": "delivered", "deferred": "deferred", "bounce": "bounced", "dropped": "dropped"}
 
 
-# ---------------------------------------------------------------------------- HTTP seam
-
-class RequestsOpener:
-    """The HTTP seam of python-http-client: it builds the request (URL, headers, JSON body)
-    as a `urllib.request.Request` and hands it to an opener's `open(request, timeout)`.
-    This opener carries it with `requests` instead of urllib, so one HTTP stack (and in
-    tests the `responses` mock that blocks every outside call) covers SendGrid too.
-    Answers look like urllib's: a response with getcode/read/info, HTTPError at >= 400."""
-
-    def __init__(self, session: requests.Session | None = None):
-        self.session = session or requests.Session()
-
-    def open(self, req: urllib.request.Request, timeout=None):
-        answer = self.session.request(req.get_method(), req.full_url, data=req.data,
-                                      headers=dict(req.header_items()), timeout=timeout,
-                                      allow_redirects=False)
-        headers = _message(answer.headers)
-        if answer.status_code >= 400:
-            raise urllib.error.HTTPError(req.full_url, answer.status_code, answer.reason or "", headers,
-                                         io.BytesIO(answer.content))
-        return _Answer(answer.status_code, answer.content, headers)
-
-
-class _Answer:
-    def __init__(self, status: int, body: bytes, headers):
-        self.status, self._body, self._headers = status, body, headers
-
-    def getcode(self):
-        return self.status
-
-    def read(self):
-        return self._body
-
-    def info(self):
-        return self._headers
-
-
-def _message(headers) -> Message:
-    """Response headers as urllib hands them over (an email.message.Message)."""
-    out = Message()
-    for name, value in headers.items():
-        out[name] = value
-    return out
-
-
-class SeamClient(python_http_client.Client):
-    """python-http-client's Client with its opener given, kept along the fluent chain
-    (`client.mail.send.post`), which otherwise builds plain Clients."""
-
-    def __init__(self, *args, opener, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.opener = opener
-
-    def _build_client(self, name=None):
-        url_path = self._url_path + [name] if name else self._url_path
-        return SeamClient(host=self.host, version=self._version, request_headers=self.request_headers,
-                          url_path=url_path, append_slash=self.append_slash, timeout=self.timeout,
-                          opener=self.opener)
-
-    def _make_request(self, opener, request, timeout=None):
-        return super()._make_request(self.opener, request, timeout=timeout)
-
-
 # ---------------------------------------------------------------------------- sending
 
 class SendGridSender:
-    """Sends plain-text email through POST /v3/mail/send."""
+    """Sends plain-text email through POST /v3/mail/send: the body is built with the sendgrid
+    library's `Mail` helpers and posted with `requests`, so one HTTP stack (and in tests the
+    `responses` mock that blocks every outside call) covers SendGrid too."""
 
-    def __init__(self, *, api_key: str, from_email: str, api_url: str, timeout: float, db, opener=None):
-        self.api = SendGridAPIClient(api_key=api_key, host=api_url.rstrip("/"))
-        self.api.client = SeamClient(host=self.api.host, request_headers=self.api.client.request_headers,
-                                     version=3, timeout=timeout, opener=opener or RequestsOpener())
+    def __init__(self, *, api_key: str, from_email: str, api_url: str, timeout: float, db,
+                 session: requests.Session | None = None):
+        self.url = api_url.rstrip("/") + MAIL_SEND_PATH
+        self.headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self.timeout = timeout
+        self.session = session or requests.Session()
         self.from_email = from_email
         self.db = db
 
     @classmethod
-    def from_settings(cls, values: dict, db, opener=None) -> "SendGridSender":
+    def from_settings(cls, values: dict, db, session: requests.Session | None = None) -> "SendGridSender":
         return cls(api_key=values["SENDGRID_API_KEY"], from_email=values["SENDGRID_FROM_EMAIL"],
                    api_url=values["SENDGRID_API_URL"], timeout=float(values["OUTSIDE_TIMEOUT_SECONDS"]),
-                   db=db, opener=opener)
+                   db=db, session=session)
 
     def mail(self, *, message_key, to, subject, body) -> Mail:
         mail = Mail(from_email=self.from_email, to_emails=to, subject=subject, plain_text_content=body)
@@ -157,16 +90,17 @@ class SendGridSender:
         return mail
 
     def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
+        payload = self.mail(message_key=message_key, to=to, subject=subject, body=body).get()
         try:
-            answer = self.api.send(self.mail(message_key=message_key, to=to, subject=subject, body=body))
-        except python_http_client.exceptions.HTTPError as exc:
-            raise classify(exc.status_code) from None
+            answer = self.session.post(self.url, json=payload, headers=self.headers, timeout=self.timeout,
+                                       allow_redirects=False)
         except requests.Timeout:
             raise notify.SendFailed("SendGrid timeout", permanent=False) from None
-        except (requests.RequestException, urllib.error.URLError, OSError) as exc:
+        except (requests.RequestException, OSError) as exc:
             raise notify.SendFailed(f"SendGrid {type(exc).__name__}", permanent=False) from None
-        message_id = answer.headers.get("X-Message-Id") if answer.headers else None
-        return message_id or f"sendgrid:{answer.status_code}"
+        if answer.status_code >= 400:
+            raise classify(answer.status_code)
+        return answer.headers.get("X-Message-Id") or f"sendgrid:{answer.status_code}"
 
     def find_sent(self, *, message_key, channel, to) -> str | None:
         """SendGrid's send has no idempotency key and no lookup without the paid Email

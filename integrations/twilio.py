@@ -41,7 +41,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 
 from integrations._webhooks import SignatureError, Webhook, require_fields
-from workflows import notify, sms_commands
+from workflows import notify, phones, sms_commands
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -100,7 +100,7 @@ class TwilioSender:
     def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
         try:
             message = self.client.messages.create(
-                to=notify.normalize_phone(to), messaging_service_sid=self.messaging_service_sid,
+                to=phones.e164(to), messaging_service_sid=self.messaging_service_sid,
                 body=body, status_callback=self.status_callback)
         except TwilioRestException as exc:
             raise classify(exc) from None
@@ -122,7 +122,7 @@ class TwilioSender:
         if row is None or not row["body_digest"]:
             return None
         since = row["created_at"] - timedelta(minutes=5)
-        number = notify.normalize_phone(to)
+        number = phones.e164(to)
         try:
             for message in self.client.messages.stream(date_sent_after=since, page_size=200, limit=1000):
                 if (message.to == number and (message.direction or "").startswith("outbound")
@@ -223,7 +223,7 @@ class StatusCallback(TwilioWebhook):
             error = f"Twilio {code}" if code and status in ("failed", "undelivered") else ""
             moved = notify.record_delivery(ctx, row["key"], DELIVERY_STATUS[status], error=error)
             if code == str(OPTED_OUT):
-                ctx.db.opt_out("sms", notify.normalize_phone(row["recipient"]), source=f"Twilio {OPTED_OUT}",
+                ctx.db.opt_out("sms", phones.e164(row["recipient"], phones.region(ctx.program)), source=f"Twilio {OPTED_OUT}",
                                now=ctx.now())
         log.info("twilio status message=%s status=%s known=%s moved=%s", sid, _word(status), bool(row), moved)
         return twiml()
@@ -253,7 +253,7 @@ def simulate(phone, text):
     """Post an SMS from PHONE saying TEXT to our own webhook, correctly signed, and print
     the reply. Works without Twilio (signed with a key derived from SECRET_KEY)."""
     ctx = current_app.extensions["peerline"]
-    if not re.fullmatch(r"\+\d{8,15}", notify.normalize_phone(phone)):
+    if not phones.is_phone(phone, phones.region(ctx.program)):
         raise click.BadParameter(f"{phone!r} is not a phone number (like +15550101101)", param_hint="PHONE")
     form = {"ToCountry": "US", "SmsMessageSid": "", "NumMedia": "0", "SmsSid": "", "SmsStatus": "received",
             "Body": text, "From": phone, "To": "", "NumSegments": "1", "ApiVersion": "2010-04-01",

@@ -80,6 +80,17 @@ def test_roster_import_names_bad_rows_and_loads_the_rest(tmp_path, ctx, runner):
     assert len(ctx.store.supporters()) == 1
 
 
+def test_roster_import_reads_phones_as_intake_does_and_names_the_ones_it_cannot(tmp_path, ctx, runner):
+    csv = tmp_path / "roster.csv"
+    csv.write_text("Type,Name,Phone,Institution\n"
+                   "supporter,Avery Chen,(555) 010-1101,RRMC\n"
+                   "supporter,Sam Doe,555 010 11,RRMC\n")
+    result = runner.invoke(args=["roster", "import", str(csv)])
+    assert result.exit_code == 0
+    assert "line 3: Phone is not a number we can call or text" in result.output and "555 010 11" not in result.output
+    assert {s.name: s.phone for s in ctx.store.supporters()} == {"Avery Chen": "+15550101101", "Sam Doe": "555 010 11"}
+
+
 def test_roster_seed_loads_the_sample_only_into_an_empty_store(ctx, runner):
     assert "Loaded the sample roster" in runner.invoke(args=["roster", "seed"]).output
     count = len(ctx.store.supporters())

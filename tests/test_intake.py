@@ -188,6 +188,35 @@ def test_a_phone_number_that_cannot_be_texted_is_named_as_a_problem(ctx, roster,
     assert "12345" not in case.problems
 
 
+@pytest.mark.parametrize("phone", ["555 010 12", "555 O1O 1234", "555 010 0123 0123"])   # short, letters, long
+def test_a_phone_number_that_cannot_be_called_is_asked_again_on_the_form(client, ctx, phone):
+    answer = submit(client, requester_phone=phone)
+    assert answer.status_code == 400
+    assert "Please enter a phone number, for example 555 010 1234." in answer.get_data(as_text=True)
+    referred = submit(client, for_whom="Colleague", referrer_name="Xavier", referrer_phone=phone, referrer_email="")
+    assert referred.status_code == 400
+    assert "Please enter a phone number, for example 555 010 1234." in referred.get_data(as_text=True)
+    assert ctx.db.list_inbox() == []
+
+
+@pytest.mark.parametrize("phone", ["1-555-010-0123", "555.010.0123", "+1 (555) 010-0123"])
+def test_the_form_takes_a_phone_number_however_it_is_written(client, ctx, phone):
+    assert submit(client, requester_phone=phone).status_code == 303
+
+
+@pytest.mark.parametrize("field,label", [("requester_phone", "Phone"), ("referrer_phone", "Referrer Phone")])
+@pytest.mark.parametrize("phone", ["555 010 12", "555 O1O 1234", "555 010 0123 0123"])   # short, letters, long
+def test_an_outside_forms_phone_that_cannot_be_called_is_named_as_a_problem(ctx, roster, run_worker, field,
+                                                                               label, phone):
+    ctx.db.record_submission(source="web", source_key="web:bad-phone", payload={"answers": {
+        **GOOD, "for_whom": "Colleague", "referrer_name": "Xavier", "referrer_phone": "+1 555 010 0888",
+        "requester_email": "z@example.org", "preferred_contact": "Email", field: phone}})
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert case.status == "Needs attention" and f"{label}: not a phone number" in case.problems
+    assert phone not in case.problems
+
+
 def test_a_request_with_no_way_to_reach_the_person_is_asked_again_on_the_page(client, ctx):
     answer = submit(client, requester_phone="", requester_email="", preferred_contact="Email")
     html = answer.get_data(as_text=True)

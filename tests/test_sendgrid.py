@@ -1,4 +1,4 @@
-"""SendGrid: email built by the sendgrid library and carried through its HTTP seam (so the
+"""SendGrid: email built by the sendgrid library's Mail helpers and posted with requests (so the
 `responses` mock sees it), checked against SendGrid's OpenAPI spec; failures sorted; the
 signed Event Webhook verified, deduplicated and kept in order.
 """

@@ -16,10 +16,11 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, Optional, Regexp
+from wtforms.validators import DataRequired, Email, Length, Optional, ValidationError
 
 from config.program import Program
 from web import ratelimit
+from workflows import phones
 from workflows.inbox import record_and_enqueue
 from workflows.model import CONTACT_CHOICES
 
@@ -34,7 +35,18 @@ URGENCY_CHOICES = [
     SelectChoice("Urgent", "Today, if possible"),
     SelectChoice("Crisis", "I am in crisis or worried about my safety, or someone else's"),
 ]
-PHONE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
+
+
+class PhoneNumber:
+    """A number we can call or text, read as intake will read it (workflows/phones.py), in
+    the program's region (set on the form by `build_form`)."""
+
+    def __init__(self, message: str = "Please enter a phone number, for example 555 010 1234."):
+        self.message = message
+
+    def __call__(self, form, field):
+        if not phones.is_phone(field.data, getattr(form, "phone_region", phones.DEFAULT_REGION)):
+            raise ValidationError(self.message)
 
 
 class RequestForm(FlaskForm):
@@ -45,8 +57,7 @@ class RequestForm(FlaskForm):
         validators=[DataRequired("Please choose who the support is for.")])
     requester_name = StringField("First name, or the name you would like us to use", validators=[
         DataRequired("Please give a name we can use."), Length(max=100)])
-    requester_phone = StringField("Phone number", validators=[
-        Optional(), Regexp(PHONE, message="Please enter a phone number, for example 555 010 1234.")])
+    requester_phone = StringField("Phone number", validators=[Optional(), PhoneNumber()])
     requester_email = StringField("Email", validators=[
         Optional(), Email("Please enter an email address, for example name@example.org."), Length(max=254)])
     preferred_contact = RadioField("How should a peer supporter reach out?",
@@ -63,8 +74,7 @@ class RequestForm(FlaskForm):
     urgency = RadioField("How soon would you like to talk?", choices=URGENCY_CHOICES, default="Routine")
 
     referrer_name = StringField("Your name", validators=[Optional(), Length(max=100)])
-    referrer_phone = StringField("Your phone number", validators=[
-        Optional(), Regexp(PHONE, message="Please enter a phone number, for example 555 010 1234.")])
+    referrer_phone = StringField("Your phone number", validators=[Optional(), PhoneNumber()])
     referrer_email = StringField("Your email", validators=[
         Optional(), Email("Please enter an email address, for example name@example.org."), Length(max=254)])
 
@@ -94,6 +104,7 @@ class RequestForm(FlaskForm):
 
 def build_form(program: Program) -> RequestForm:
     form = RequestForm()
+    form.phone_region = phones.region(program)
     form.institution.choices = [SelectChoice("", "Choose your hospital")] + [
         SelectChoice(code, name) for code, name in program.institutions.items()]
     form.role.choices = [SelectChoice("", "Choose your role")] + [

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, current_app, make_response, render_template
 from gunicorn.glogging import Logger as GunicornLogger
 
-from workflows import notify, offers
+from workflows import notify, offers, phones
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -49,7 +49,7 @@ def supporter_page(token):
 
 def details(ctx: Context, case, offer) -> dict:
     """What the supporter needs to reach the person, and nothing more."""
-    phone = notify.normalize_phone(case.requester_phone) if case.requester_phone else ""
+    phone = phones.e164(case.requester_phone, phones.region(ctx.program))
     wishes = [PREFERENCE_TEXT[name][getattr(case, name)] for name in PREFERENCE_TEXT
               if getattr(case, name) in PREFERENCE_TEXT[name]]
     if case.outside_my_institution:

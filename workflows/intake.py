@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from config.vocabulary import CHOICE_FIELDS, is_true
-from workflows import matching, notify
+from workflows import matching, notify, phones
 from workflows.errors import CredentialsRefused, PermanentError, describe_error
 from workflows.model import Case, Event, Request
 
@@ -39,61 +39,98 @@ def request_from_answers(answers: dict, program: Program) -> tuple[Request, list
     """Turn answers keyed by Request field name into a Request and the problems found.
 
     Never raises on bad answers: what cannot be read is left empty (or at its safe default)
-    and named in the problems, so a coordinator sees it and nothing is lost."""
-    problems: list[str] = []
-    req = Request()
-    for name in ("requester_name", "requester_phone", "requester_email", "referrer_name", "referrer_phone",
-                 "referrer_email", "department", "specialty", "flyer"):
-        setattr(req, name, str(answers.get(name) or "").strip())
+    and named in the problems, so a coordinator sees it and nothing is lost. One step per
+    group of fields; the problems are listed in the order of the steps."""
+    req = Request(flyer=_text(answers, "flyer"))
+    problems = [*_contact(req, answers, phones.region(program)), *_who(req, answers), *_preferences(req, answers),
+                *_urgency(req, answers), *_workplace(req, answers, program)]
+    problems += _missing(req, problems)
+    problems += _unreachable(req)
+    return req, problems
+
+
+def _contact(req: Request, answers: dict, region: str) -> list[str]:
+    """Phones (in E.164 when they read as a number, else kept as written and named) and emails."""
+    problems = []
     for name in ("requester_phone", "referrer_phone"):
-        raw_phone = getattr(req, name)
-        if raw_phone:
-            phone = notify.normalize_phone(raw_phone)
-            if 11 <= len(phone) <= 16:      # + and 10 to 15 digits: E.164, what SMS providers take
-                setattr(req, name, phone)
-            else:
-                problems.append(f"{FIELD_LABELS[name]}: not a phone number we can call or text")
-    for name, choices in CHOICE_FIELDS.items():
-        raw = str(answers.get(name) or "").strip()
-        if not raw:
-            continue
-        match = next((c for c in choices if c.lower() == raw.lower()), None)
-        if match is None:
-            problems.append(f"{FIELD_LABELS[name]}: unreadable answer")
-        else:
-            setattr(req, name, match)
-    req.outside_my_institution = is_true(answers.get("outside_my_institution"))
-    if is_true(answers.get("crisis")):
+        raw = _text(answers, name)
+        number = phones.e164(raw, region) if raw else ""
+        setattr(req, name, number or raw)
+        if raw and not number:
+            problems.append(f"{FIELD_LABELS[name]}: not a phone number we can call or text")
+    req.requester_email, req.referrer_email = _text(answers, "requester_email"), _text(answers, "referrer_email")
+    return problems
+
+
+def _who(req: Request, answers: dict) -> list[str]:
+    """Who the support is for, their name, and who referred them."""
+    req.requester_name, req.referrer_name = _text(answers, "requester_name"), _text(answers, "referrer_name")
+    return _choice(req, answers, "for_whom")
+
+
+def _preferences(req: Request, answers: dict) -> list[str]:
+    """How to reach out, and the kind of supporter wished for."""
+    req.outside_my_institution = _yes(answers, "outside_my_institution")
+    return [*_choice(req, answers, "preferred_contact"), *_choice(req, answers, "role_preference"),
+            *_choice(req, answers, "department_preference")]
+
+
+def _urgency(req: Request, answers: dict) -> list[str]:
+    """How soon; a ticked crisis question makes it a crisis whatever the answer."""
+    problems = _choice(req, answers, "urgency")
+    if _yes(answers, "crisis"):
         req.urgency = "Crisis"
+    return problems
 
-    institutions = program.institutions
-    raw_inst = str(answers.get("institution") or "").strip()
-    if raw_inst:
-        code = next((c for c, n in institutions.items() if raw_inst.lower() in (c.lower(), n.lower())), None)
-        if code is None:
-            problems.append("Institution: not one of the program's institutions")
-        else:
-            req.institution = code
-    raw_role = str(answers.get("role") or "").strip()
-    if raw_role:
-        roles = program.roles.choices
-        match = next((r for r in roles if r.lower() == raw_role.lower()), None)
-        if match is None:
-            problems.append("Role: not one of the program's roles")
-        else:
-            req.role = match
 
-    for name in REQUIRED:
-        if not getattr(req, name) and not any(p.startswith(FIELD_LABELS[name] + ":") for p in problems):
-            problems.append(f"{FIELD_LABELS[name]}: missing")
+def _workplace(req: Request, answers: dict, program: Program) -> list[str]:
+    """Institution (by code or name, kept as its code), department, role and specialty."""
+    req.department, req.specialty = _text(answers, "department"), _text(answers, "specialty")
+    institutions = {code: (code, name) for code, name in program.institutions.items()}
+    roles = {role: (role,) for role in program.roles.choices}
+    return [*_choice(req, answers, "institution", institutions, "Institution: not one of the program's institutions"),
+            *_choice(req, answers, "role", roles, "Role: not one of the program's roles")]
+
+
+def _missing(req: Request, problems: list[str]) -> list[str]:
+    """Required answers left empty (and not already named as unreadable)."""
+    return [f"{FIELD_LABELS[name]}: missing" for name in REQUIRED
+            if not getattr(req, name) and not any(p.startswith(FIELD_LABELS[name] + ":") for p in problems)]
+
+
+def _unreachable(req: Request) -> list[str]:
+    """No way to reach the person, or none by the way they asked for."""
     if not req.requester_phone and not req.requester_email:
         # Flagged for a coordinator; nothing promises contact to nobody (see send_crisis_resources).
-        problems.append("Phone and Email: both missing, no way to reach the person")
-    elif req.preferred_contact in ("Phone call", "Text message") and not req.requester_phone:
-        problems.append("Phone: missing for the preferred contact")
-    elif req.preferred_contact == "Email" and not req.requester_email:
-        problems.append("Email: missing for the preferred contact")
-    return req, problems
+        return ["Phone and Email: both missing, no way to reach the person"]
+    if req.preferred_contact in ("Phone call", "Text message") and not req.requester_phone:
+        return ["Phone: missing for the preferred contact"]
+    if req.preferred_contact == "Email" and not req.requester_email:
+        return ["Email: missing for the preferred contact"]
+    return []
+
+
+def _choice(req: Request, answers: dict, name: str, spellings: dict | None = None, problem: str = "") -> list[str]:
+    """Set `name` to the value whose spelling the answer is (any case); `spellings` maps each
+    value to how it may be written (default: the field's CHOICE_FIELDS, as themselves). An
+    empty answer leaves the default; one that matches nothing is named as a problem."""
+    raw = _text(answers, name).lower()
+    if not raw:
+        return []
+    spellings = {c: (c,) for c in CHOICE_FIELDS[name]} if spellings is None else spellings
+    value = next((v for v, written in spellings.items() if raw in (w.lower() for w in written)), None)
+    if value is None:
+        return [problem or f"{FIELD_LABELS[name]}: unreadable answer"]
+    setattr(req, name, value)
+    return []
+
+
+def _text(answers: dict, name: str) -> str:
+    return str(answers.get(name) or "").strip()
+
+
+def _yes(answers: dict, name: str) -> bool:
+    return is_true(answers.get(name))
 
 
 def review_due(program: Program, submitted_at, urgency: str):

@@ -6,7 +6,7 @@ the same inputs always give the same answer and the rules can be tested exhausti
 
 Rules (docs/architecture.md section 6 field names in brackets):
 - Never offered: an inactive supporter [Active]; one paused [Paused Until in the future];
-  one at their [Max Open Cases]; the requester themself (same phone digits or same email,
+  one at their [Max Open Cases]; the requester themself (the same phone number or the same email,
   case-insensitive); anyone excluded for this case (declined, or let the offer expire); and,
   when [Outside My Institution] is ticked or `program.toml` sets
   `require_outside_institution`, anyone of the requester's [Institution].
@@ -23,7 +23,6 @@ Rules (docs/architecture.md section 6 field names in brackets):
 from __future__ import annotations
 
 import heapq
-import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, NamedTuple
 
 from config.program import Matching, Program
+from workflows import phones
 from workflows.model import OPEN_STATUSES, Case, Request, Supporter
 
 #: Why a supporter was left out (the keys of `exclusion_counts`), in the order checked.
@@ -83,7 +83,7 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Prog
     - `limit`: return only the best `limit` candidates (same order as the full list).
     """
     rules = program.matching
-    wanted = _Wanted.of(request, rules)
+    wanted = _Wanted.of(request, rules, phones.region(program))
     now = _aware(now)
     open_cases = open_cases or {}
     excluded = frozenset(excluded)
@@ -103,7 +103,7 @@ def exclusion_counts(request: Request | Case, supporters: Iterable[Supporter], p
                      now: datetime, *, open_cases: Mapping[str, int] | None = None,
                      excluded: Iterable[str] = ()) -> Counter:
     """How many supporters each rule left out (keys: the constants at the top of the module)."""
-    wanted = _Wanted.of(request, program.matching)
+    wanted = _Wanted.of(request, program.matching, phones.region(program))
     now, open_cases, excluded = _aware(now), open_cases or {}, frozenset(excluded)
     return Counter(reason for s in supporters
                    if (reason := _exclusion(wanted, s, now, max(int(open_cases.get(s.record_id, 0)), 0),
@@ -157,11 +157,12 @@ class _Wanted:
     role_preference: str          # "Same", "Different" or "" (no preference)
     department_preference: str    # "Same", "Different" or "" (no preference)
     outside_required: bool
-    phone: str
+    phone: str                    # E.164, "" when none
     email: str
+    phone_region: str             # where numbers without a country code are read
 
     @classmethod
-    def of(cls, request: Request, rules: Matching) -> "_Wanted":
+    def of(cls, request: Request, rules: Matching, phone_region: str) -> "_Wanted":
         role = _norm(request.role)
         # A role relation cannot be judged without the requester's role: no preference then.
         role_pref = request.role_preference if role else ""
@@ -171,7 +172,8 @@ class _Wanted:
                    department_preference=request.department_preference
                    if request.department_preference in ("Same", "Different") else "",
                    outside_required=bool(request.outside_my_institution or rules.require_outside_institution),
-                   phone=phone_key(request.requester_phone), email=email_key(request.requester_email))
+                   phone=phones.e164(request.requester_phone, phone_region), phone_region=phone_region,
+                   email=email_key(request.requester_email))
 
 
 def _exclusion(wanted: _Wanted, s: Supporter, now: datetime, open_count: int,
@@ -183,7 +185,8 @@ def _exclusion(wanted: _Wanted, s: Supporter, now: datetime, open_count: int,
         return PAUSED
     if open_count >= s.max_open_cases:
         return AT_CAPACITY
-    if (wanted.phone and phone_key(s.phone) == wanted.phone) or (wanted.email and email_key(s.email) == wanted.email):
+    if (wanted.phone and phones.e164(s.phone, wanted.phone_region) == wanted.phone) or \
+            (wanted.email and email_key(s.email) == wanted.email):
         return REQUESTER
     if s.record_id in excluded:
         return EXCLUDED
@@ -287,16 +290,6 @@ def _order(item):
 
 
 # ---- normalising ----
-
-_NON_DIGITS = re.compile(r"\D")
-
-
-def phone_key(phone: str) -> str:
-    """The digits of a phone number, the last ten when there are more (so "+1 555 010 0123"
-    and "(555) 010-0123" are the same number). Empty when there are no digits."""
-    digits = _NON_DIGITS.sub("", phone or "")
-    return digits[-10:]
-
 
 def email_key(email: str) -> str:
     return (email or "").strip().lower()

@@ -21,13 +21,13 @@ import hashlib
 import json
 import logging
 import random
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from config.messages import ALLOWED_PLACEHOLDERS, Template, TemplateError  # noqa: F401 (re-exported)
 from config.messages import load as load_templates  # noqa: F401 (re-exported)
+from workflows import phones
 from workflows.model import MessageRecord
 
 if TYPE_CHECKING:
@@ -83,22 +83,6 @@ def crisis_resources(program: Program) -> str:
         hours = f" ({r.hours})" if r.hours else ""
         parts.append(f"{r.name}: {r.phone}{hours}.")
     return " ".join(p.strip() for p in parts if p and p.strip())
-
-
-def normalize_phone(phone: str) -> str:
-    """A phone number as +digits (E.164). Numbers without a country code are read as North
-    American (+1), the programs this serves."""
-    raw = (phone or "").strip()
-    digits = re.sub(r"\D", "", raw)
-    if not digits:
-        return ""
-    if raw.startswith("+"):
-        return "+" + digits
-    if digits.startswith("00"):
-        return "+" + digits[2:]
-    if len(digits) == 10:
-        return "+1" + digits
-    return "+" + digits
 
 
 def quiet_until(program: Program, now: datetime) -> datetime | None:
@@ -172,9 +156,11 @@ def deliver(ctx: Context, key: str) -> str:
     if row["status"] not in UNSENT:
         return row["status"]
     channel, address = row["channel"], row["recipient"]
+    if channel == "sms":   # the roster's or the form's number, in the form providers take
+        address = phones.e164(address, phones.region(ctx.program))
     sender = ctx.senders[channel]
     now = ctx.now()
-    if channel == "sms" and ctx.db.is_opted_out("sms", normalize_phone(address)):
+    if channel == "sms" and ctx.db.is_opted_out("sms", address):
         if ctx.db.ledger_advance(key, "failed", ("pending", "held", "retry"), error="opted out (STOP)"):
             log.warning("message not sent, opted out case=%s kind=%s channel=sms role=%s",
                         row["case_id"], row["kind"], row["recipient_role"])
@@ -229,7 +215,8 @@ def deliver(ctx: Context, key: str) -> str:
 def _attempt_failed(ctx: Context, row: dict, exc: SendFailed) -> str:
     key, channel = row["key"], row["channel"]
     if exc.opted_out and channel == "sms":
-        ctx.db.opt_out("sms", normalize_phone(row["recipient"]), source=exc.code, now=ctx.now())
+        ctx.db.opt_out("sms", phones.e164(row["recipient"], phones.region(ctx.program)), source=exc.code,
+                       now=ctx.now())
     limit = int(ctx.settings["RETRY_MAX_ATTEMPTS"])
     if exc.permanent or row["attempts"] >= limit:
         ctx.db.ledger_update(key, status="failed", error=exc.code, claimed_until=None, next_attempt_at=None)

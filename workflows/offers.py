@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from workflows import matching, notify
+from workflows import matching, notify, phones
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Reviewer, Supporter
 
@@ -240,11 +240,12 @@ def _expire(ctx: Context, offer: dict) -> None:
 
 def person_for_phone(ctx: Context, phone: str) -> Supporter | Reviewer | None:
     """The supporter (or else reviewer) whose roster phone is `phone`."""
-    wanted = notify.normalize_phone(phone)
+    region = phones.region(ctx.program)
+    wanted = phones.e164(phone, region)
     if not wanted:
         return None
     for person in [*ctx.store.supporters(), *ctx.store.reviewers()]:
-        if person.phone and notify.normalize_phone(person.phone) == wanted:
+        if person.phone and phones.e164(person.phone, region) == wanted:
             return person
     return None
 

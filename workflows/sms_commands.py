@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from workflows import notify, offers
+from workflows import notify, offers, phones
 
 #: Twilio's default keywords (Twilio's "Advanced Opt-Out" docs). Twilio answers these itself.
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -50,7 +50,7 @@ def reply(ctx, phone: str, text: str, keyword: str = "") -> tuple[str, str | Non
     `keyword`: the provider's own reading of an opt-out word ("STOP", "START", "HELP"; Twilio's
     OptOutType), which wins over ours."""
     command, ref = parse_command(text)
-    number = notify.normalize_phone(phone)
+    number = phones.e164(phone, phones.region(ctx.program))
     keyword = (keyword or "").upper()
     if keyword == "STOP" or command == "stop":
         ctx.db.opt_out("sms", number, source="STOP", now=ctx.now())
