@@ -24,8 +24,7 @@ def build_context(values: dict, *, enqueue=None, clock: Clock | None = None) -> 
     program = settings_module.load_program(values["PROGRAM_FILE"])
     templates = load_templates(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):
-        from integrations import airtable
-        store = airtable.AirtableCaseStore.from_settings(values)
+        store = airtable.AirtableCaseStore.from_settings(values, engine=db.engine)
     else:
         store = database.SqlCaseStore(db)
     embedded = outbox.OutboxSender(db)

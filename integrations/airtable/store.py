@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pyairtable
 import requests
+import sqlalchemy as sa
 from pyairtable.formulas import EQ, Field, FunctionCall, match
 
 from integrations.airtable.pacing import Throttle
@@ -44,14 +45,13 @@ class AirtableCaseStore:
         self._last_miss = threading.local()
 
     @classmethod
-    def from_settings(cls, values: dict) -> "AirtableCaseStore":
-        from config import settings as settings_module
-        from integrations.database import Database
-        db = Database(settings_module.database_url(values))
+    def from_settings(cls, values: dict, *, engine: sa.Engine | None = None) -> "AirtableCaseStore":
+        """`engine`: the service's own database, where the pace is shared by every process
+        (the composition root passes it); without one the pace is kept in this process only."""
         return cls(values["AIRTABLE_API_KEY"], values["AIRTABLE_BASE_ID"],
                    api_url=values.get("AIRTABLE_API_URL") or "https://api.airtable.com",
                    timeout=float(values.get("OUTSIDE_TIMEOUT_SECONDS") or 10),
-                   throttle=Throttle(engine=db.engine))
+                   throttle=Throttle(engine=engine))
 
     def table(self, name: str) -> pyairtable.Table:
         return self.api.table(self.base_id, name)
