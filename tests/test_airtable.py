@@ -143,11 +143,11 @@ def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_pat
 def test_429s_that_do_not_stop_are_handed_to_the_inbox_retry(base):
     clock = FakeClock()
     store = make_store(airtable.Throttle(0, clock=clock.now, sleep=clock.sleep))
-    base.refuse_next(BASE, 429, count=airtable.RATE_LIMIT_RETRIES + 1)
+    base.refuse_next(BASE, 429, count=airtable.RETRIES + 1)
     with pytest.raises(requests.HTTPError) as caught:
         store.find_case(case_id="PS-1001")
     assert intake.describe_error(caught.value) == "HTTPError (HTTP 429)"
-    assert clock.now() - 1_000_000.0 >= 30 * airtable.RATE_LIMIT_RETRIES
+    assert clock.now() - 1_000_000.0 >= 30 * airtable.RETRIES
 
 
 def test_server_errors_on_reads_and_upserts_are_retried_with_backoff(base):
@@ -156,7 +156,7 @@ def test_server_errors_on_reads_and_upserts_are_retried_with_backoff(base):
     base.refuse_next(BASE, 503, count=2)
     assert store.create_case(a_case(1)).case_id == "PS-1001"
     assert len(clock.slept) == 2 and 1 <= clock.slept[0] < clock.slept[1]
-    base.refuse_next(BASE, 502, count=airtable.ERROR_RETRIES + 1)
+    base.refuse_next(BASE, 502, count=airtable.RETRIES + 1)
     with pytest.raises(requests.HTTPError) as caught:
         store.find_case(case_id="PS-1001")
     assert caught.value.response.status_code == 502
@@ -172,6 +172,16 @@ def test_a_failed_create_is_not_sent_twice(base):
     store.add_events([Event("PS-1001", "Case created", at=T0)])
     assert len(base.records(BASE, "Events")) == 1
 
+
+
+def test_a_create_refused_with_429_is_sent_again_once_the_wait_is_over(base):
+    clock = FakeClock()
+    store = make_store(airtable.Throttle(0, clock=clock.now, sleep=clock.sleep))
+    store.create_case(a_case(1))
+    base.refuse_next(BASE, 429)          # refused: Airtable did nothing, so a POST may go again
+    store.add_events([Event("PS-1001", "Case created", at=T0)])
+    assert len(base.records(BASE, "Events")) == 1
+    assert clock.slept == [30.0]
 
 @pytest.fixture
 def silent_server():
@@ -210,7 +220,7 @@ def test_every_call_has_the_configured_timeout(silent_server, tmp_path):
     with pytest.raises(requests.Timeout):
         store.find_case(case_id="PS-1001")
     assert time.monotonic() - began < 5
-    assert len(held) == airtable.ERROR_RETRIES + 1
+    assert len(held) == airtable.RETRIES + 1
     database.dispose_engines()
 
 

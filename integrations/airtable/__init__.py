@@ -37,12 +37,12 @@ from integrations.airtable.metadata import base_tables, check_base, init_base
 from integrations.airtable.pacing import (RATE_LIMIT_WAIT_SECONDS, REQUEST_INTERVAL, REQUESTS_PER_SECOND,
                                           Throttle)
 from integrations.airtable.schema import SCHEMA, FieldSpec
-from integrations.airtable.session import ERROR_RETRIES, RATE_LIMIT_RETRIES, ThrottledSession
+from integrations.airtable.session import RETRIES, ThrottledSession
 from integrations.airtable.store import AirtableCaseStore
 from integrations.airtable.webhooks import (WEBHOOK_PATH, bp, create_webhook, mac_ok, our_webhooks,
                                             refresh_webhooks, webhook_ping, webhook_url)
 
-__all__ = ["AirtableCaseStore", "ERROR_RETRIES", "FieldSpec", "RATE_LIMIT_RETRIES", "RATE_LIMIT_WAIT_SECONDS",
+__all__ = ["AirtableCaseStore", "FieldSpec", "RETRIES", "RATE_LIMIT_WAIT_SECONDS",
            "REQUESTS_PER_SECOND", "REQUEST_INTERVAL", "SCHEMA", "Throttle", "ThrottledSession", "WEBHOOK_PATH",
            "base_tables", "bp", "check_base", "cli", "create_webhook", "init_base", "mac_ok", "our_webhooks",
            "refresh_webhooks", "webhook_ping", "webhook_url"]
