@@ -2,6 +2,7 @@
 `airtable init|check` commands, the full intake path on Airtable, and the fake's fidelity."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -13,11 +14,13 @@ from pyairtable.formulas import EQ, Field, FunctionCall, match
 from pyairtable.models.schema import BaseSchema
 
 from integrations import airtable, database
+from integrations.airtable import schema
 from tests.fake_airtable import FakeAirtable, Formula, Linked
 from tests.test_intake import GOOD, get_form
 from tests.test_store_contract import NASTY, T0, a_case
 from workflows import intake
-from workflows.model import Event, Roster, Reviewer, Supporter
+from workflows.model import (CASE_FIELDS, MESSAGE_FIELDS, Case, Event, MessageRecord, Resource, Reviewer, Roster,
+                             Supporter, field_names, shown, shown_fields)
 
 URL = "https://api.airtable.test"
 BASE = "appTest000000001"
@@ -56,6 +59,30 @@ def base(fake):
     airtable.init_base(make_store())
     return fake
 
+
+
+# ---- each field declared once (workflows/model.py), the base's tables derived from it ----
+
+def test_every_field_of_the_model_is_a_field_of_the_base_and_every_field_of_the_base_is_one():
+    assert set(schema.TABLES) == {Case, Supporter, Reviewer, Resource, MessageRecord, Event}
+    for cls, table in schema.TABLES.items():
+        attrs = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
+        names = field_names(cls)
+        assert set(names) == attrs, cls.__name__
+        assert [s.name for s in airtable.SCHEMA[table]] == list(names.values())
+        assert len(set(names.values())) == len(names), f"{table}: two fields share a name"
+        primary = [attr for attr, s in shown_fields(cls).items() if s.primary]
+        assert len(primary) == 1 and airtable.SCHEMA[table][0].name == names[primary[0]]
+    assert CASE_FIELDS == field_names(Case) and MESSAGE_FIELDS == field_names(MessageRecord)
+
+
+def test_a_field_added_without_saying_how_it_shows_is_refused():
+    Undeclared = dataclasses.make_dataclass("Undeclared", [("name", str, shown("Name", primary=True)),
+                                                          ("note", str, "")])
+    with pytest.raises(TypeError, match="Undeclared.note"):
+        shown_fields(Undeclared)
+    with pytest.raises(ValueError, match="unknown kind"):
+        shown("Colour", "colour")
 
 # ---- formulas: what the store sends, and that the fake reads it as Airtable would ----
 

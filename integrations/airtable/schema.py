@@ -1,5 +1,6 @@
-"""The tables of docs/architecture.md section 6 as Airtable holds them: field types, the upsert
-keys, and the conversion of values between the dataclasses of workflows/model.py and cells."""
+"""The tables of docs/architecture.md section 6 as Airtable holds them, derived from the field
+declarations of workflows/model.py: field types, the upsert keys, and the conversion of values
+between the dataclasses and cells."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,8 @@ from datetime import timezone
 
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
 
-from workflows.model import CONTACT_CHOICES, FOR_CHOICES, PREFERENCES, STATUSES, URGENCIES
+from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Shown, Supporter, shown_fields
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -17,61 +19,39 @@ class FieldSpec:
     link_to: str = ""       # table name, for multipleRecordLinks
 
 
-def _text(name):
-    return FieldSpec(name, "singleLineText")
-
-
-def _long(name):
-    return FieldSpec(name, "multilineText")
-
-
-def _select(name, choices):
-    return FieldSpec(name, "singleSelect", {"choices": [{"name": c} for c in choices]})
-
-
-def _when(name):
-    return FieldSpec(name, "dateTime")     # options (display time zone) filled in at init
-
-
-def _check(name):
-    return FieldSpec(name, "checkbox", {"icon": "check", "color": "greenBright"})
-
-
-def _link(name, table):
-    return FieldSpec(name, "multipleRecordLinks", link_to=table)
-
-
 CASES, SUPPORTERS, REVIEWERS, RESOURCES, MESSAGES, EVENTS = (
     "Cases", "Supporters", "Reviewers", "Resources", "Messages", "Events")
 
-#: Table name -> fields, the first being the primary field. Tables are created in this order,
-#: so a link always points at a table made before it.
+#: The model's classes and their tables, in the order `airtable init` creates them, so that a
+#: link always points at a table made before it.
+TABLES = {Supporter: SUPPORTERS, Reviewer: REVIEWERS, Resource: RESOURCES, Case: CASES,
+          MessageRecord: MESSAGES, Event: EVENTS}
+
+#: The model's kinds of value (workflows/model.py KINDS) as Airtable field types.
+TYPES = {"text": "singleLineText", "long_text": "multilineText", "phone": "phoneNumber", "email": "email",
+         "url": "url", "choice": "singleSelect", "flag": "checkbox", "number": "number",
+         "time": "dateTime", "link": "multipleRecordLinks"}
+
+
+def field_spec(shown: Shown) -> FieldSpec:
+    """One field as Airtable holds it. A dateTime's options (the display time zone) are
+    filled in at init."""
+    kind = shown.kind
+    if kind == "choice":
+        return FieldSpec(shown.name, TYPES[kind], {"choices": [{"name": c} for c in shown.choices]})
+    if kind == "flag":
+        return FieldSpec(shown.name, TYPES[kind], {"icon": "check", "color": "greenBright"})
+    if kind == "number":
+        return FieldSpec(shown.name, TYPES[kind], {"precision": 0})
+    if kind == "link":
+        table = next(t for cls, t in TABLES.items() if cls.__name__ == shown.links_to)
+        return FieldSpec(shown.name, TYPES[kind], link_to=table)
+    return FieldSpec(shown.name, TYPES[kind])
+
+
+#: Table name -> fields, the first being the primary field.
 SCHEMA: dict[str, list[FieldSpec]] = {
-    SUPPORTERS: [_text("Name"), FieldSpec("Phone", "phoneNumber"), FieldSpec("Email", "email"),
-                 _text("Institution"), _text("Department"), _text("Role"), _text("Specialty"),
-                 _check("Active"), FieldSpec("Max Open Cases", "number", {"precision": 0}),
-                 _when("Paused Until"), _when("Last Assigned At")],
-    REVIEWERS: [_text("Name"), FieldSpec("Phone", "phoneNumber"), FieldSpec("Email", "email"),
-                _text("Institution"), _check("On Call"), _check("Program Lead")],
-    RESOURCES: [_text("Name"), _text("Institution"), _text("Kind"), FieldSpec("Phone", "phoneNumber"),
-                FieldSpec("URL", "url"), _text("Hours")],
-    CASES: [_text("Case ID"), _text("Source"), _text("Source Response ID"), _when("Submitted At"),
-            _select("Status", STATUSES), _select("Urgency", URGENCIES), _select("For", FOR_CHOICES),
-            _text("Requester Name"), FieldSpec("Requester Phone", "phoneNumber"),
-            FieldSpec("Requester Email", "email"), _text("Referrer Name"),
-            FieldSpec("Referrer Phone", "phoneNumber"), FieldSpec("Referrer Email", "email"),
-            _select("Preferred Contact", CONTACT_CHOICES),
-            _text("Institution"), _text("Department"), _text("Role"), _text("Specialty"),
-            _select("Role Preference", PREFERENCES), _select("Department Preference", PREFERENCES),
-            _check("Outside My Institution"), _text("Flyer"), _when("Review Due"),
-            _long("Suggested Supporters"), _link("Assigned Supporter", SUPPORTERS),
-            _when("Offer Expires"), _when("Contact Made At"), _text("Tier 3 Referral"),
-            _when("Closed At"), _when("Survey Sent At"), _when("Purged At"), _long("Problems")],
-    MESSAGES: [_text("Key"), _link("Case", CASES), _text("Kind"), _text("Channel"),
-               _text("Recipient Role"), _text("Status"), _text("Provider ID"), _when("Sent At"),
-               _long("Error")],
-    EVENTS: [_text("Event"), _link("Case", CASES), _when("At"), _text("Actor")],
-}
+    table: [field_spec(s) for s in shown_fields(cls).values()] for cls, table in TABLES.items()}
 SPECS = {table: {spec.name: spec for spec in specs} for table, specs in SCHEMA.items()}
 #: Upsert keys: Airtable merges only on text, number, select or date fields, never email/phone.
 CASE_KEY = "Source Response ID"
