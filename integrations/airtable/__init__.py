@@ -29,6 +29,12 @@ second per base and refuses everything for 30 s after a 429, so every request fi
 slot from a throttle shared by all threads and, through the service's own database, by every
 process; a 429 is waited out (30 s, a few times) rather than treated as a failure. Formulas
 are built with `pyairtable.formulas` only.
+
+One module per job: `schema` (the tables, derived from workflows/model.py, and cell
+conversion), `pacing` (Throttle), `session` (pacing and retries around every request),
+`store` (AirtableCaseStore), `metadata` (init and check), `webhooks` (the ping route and the
+webhook's management), `commands` (`flask airtable ...`). This module re-exports what the
+rest of the service uses; `bp` and `cli` are what `integrations/__init__.py` registers.
 """
 from __future__ import annotations
 
