@@ -152,6 +152,27 @@ def test_a_burst_from_two_processes_stays_within_five_requests_a_second(fake, tm
     database.dispose_engines()
 
 
+
+def test_processes_built_from_the_same_settings_keep_one_pace(fake, ctx):
+    """What `build_context` gives a web and a worker process (the `overrides` below configure
+    Airtable): their stores pace themselves through the shared database, not each on its own."""
+    from integrations import build_context
+    airtable.init_base(make_store())
+    fake.rate_limit = 5
+    stores = [ctx.store, build_context(ctx.settings, clock=ctx.clock).store]
+    assert all(isinstance(s, airtable.AirtableCaseStore) for s in stores)
+    start = len(fake.requests)
+    threads = [threading.Thread(target=lambda s=s, n=n: [s.find_case(source_response_id=f"web:{n}:{i}")
+                                                        for i in range(4)])
+               for n, s in enumerate(stores * 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake.requests) - start == 16
+    assert fake.times(BASE, status=429) == []
+    assert fake.busiest_second(BASE, since=start) <= 5
+
 def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_path):
     clock = FakeClock()
     base.clock = clock.now
