@@ -27,8 +27,7 @@ def build_context(values: dict, *, clock: Clock | None = None) -> Context:
     program = program_module.load(values["PROGRAM_FILE"])
     templates = messages_module.load(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):
-        from integrations import airtable
-        store = airtable.AirtableCaseStore.from_settings(values)
+        store = airtable.AirtableCaseStore.from_settings(values, engine=db.engine)
     else:
         store = database.SqlCaseStore(db)
     embedded = outbox.OutboxSender(db)

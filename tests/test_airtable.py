@@ -2,6 +2,7 @@
 `airtable init|check` commands, the full intake path on Airtable, and the fake's fidelity."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -13,11 +14,13 @@ from pyairtable.formulas import EQ, Field, FunctionCall, match
 from pyairtable.models.schema import BaseSchema
 
 from integrations import airtable, database
+from integrations.airtable import schema
 from tests.fake_airtable import FakeAirtable, Formula, Linked
 from tests.test_intake import GOOD, get_form
 from tests.test_store_contract import NASTY, T0, a_case
 from workflows import intake
-from workflows.model import Event, Roster, Reviewer, Supporter
+from workflows.model import (CASE_FIELDS, MESSAGE_FIELDS, Case, Event, MessageRecord, Resource, Reviewer, Roster,
+                             Supporter, field_names, shown, shown_fields)
 
 URL = "https://api.airtable.test"
 BASE = "appTest000000001"
@@ -56,6 +59,30 @@ def base(fake):
     airtable.init_base(make_store())
     return fake
 
+
+
+# ---- each field declared once (workflows/model.py), the base's tables derived from it ----
+
+def test_every_field_of_the_model_is_a_field_of_the_base_and_every_field_of_the_base_is_one():
+    assert set(schema.TABLES) == {Case, Supporter, Reviewer, Resource, MessageRecord, Event}
+    for cls, table in schema.TABLES.items():
+        attrs = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
+        names = field_names(cls)
+        assert set(names) == attrs, cls.__name__
+        assert [s.name for s in airtable.SCHEMA[table]] == list(names.values())
+        assert len(set(names.values())) == len(names), f"{table}: two fields share a name"
+        primary = [attr for attr, s in shown_fields(cls).items() if s.primary]
+        assert len(primary) == 1 and airtable.SCHEMA[table][0].name == names[primary[0]]
+    assert CASE_FIELDS == field_names(Case) and MESSAGE_FIELDS == field_names(MessageRecord)
+
+
+def test_a_field_added_without_saying_how_it_shows_is_refused():
+    Undeclared = dataclasses.make_dataclass("Undeclared", [("name", str, shown("Name", primary=True)),
+                                                          ("note", str, "")])
+    with pytest.raises(TypeError, match="Undeclared.note"):
+        shown_fields(Undeclared)
+    with pytest.raises(ValueError, match="unknown kind"):
+        shown("Colour", "colour")
 
 # ---- formulas: what the store sends, and that the fake reads it as Airtable would ----
 
@@ -125,6 +152,27 @@ def test_a_burst_from_two_processes_stays_within_five_requests_a_second(fake, tm
     database.dispose_engines()
 
 
+
+def test_processes_built_from_the_same_settings_keep_one_pace(fake, ctx):
+    """What `build_context` gives a web and a worker process (the `overrides` below configure
+    Airtable): their stores pace themselves through the shared database, not each on its own."""
+    from integrations import build_context
+    airtable.init_base(make_store())
+    fake.rate_limit = 5
+    stores = [ctx.store, build_context(ctx.settings, clock=ctx.clock).store]
+    assert all(isinstance(s, airtable.AirtableCaseStore) for s in stores)
+    start = len(fake.requests)
+    threads = [threading.Thread(target=lambda s=s, n=n: [s.find_case(source_response_id=f"web:{n}:{i}")
+                                                        for i in range(4)])
+               for n, s in enumerate(stores * 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake.requests) - start == 16
+    assert fake.times(BASE, status=429) == []
+    assert fake.busiest_second(BASE, since=start) <= 5
+
 def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_path):
     clock = FakeClock()
     base.clock = clock.now
@@ -143,11 +191,11 @@ def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_pat
 def test_429s_that_do_not_stop_are_handed_to_the_inbox_retry(base):
     clock = FakeClock()
     store = make_store(airtable.Throttle(0, clock=clock.now, sleep=clock.sleep))
-    base.refuse_next(BASE, 429, count=airtable.RATE_LIMIT_RETRIES + 1)
+    base.refuse_next(BASE, 429, count=airtable.RETRIES + 1)
     with pytest.raises(requests.HTTPError) as caught:
         store.find_case(case_id="PS-1001")
     assert intake.describe_error(caught.value) == "HTTPError (HTTP 429)"
-    assert clock.now() - 1_000_000.0 >= 30 * airtable.RATE_LIMIT_RETRIES
+    assert clock.now() - 1_000_000.0 >= 30 * airtable.RETRIES
 
 
 def test_server_errors_on_reads_and_upserts_are_retried_with_backoff(base):
@@ -156,7 +204,7 @@ def test_server_errors_on_reads_and_upserts_are_retried_with_backoff(base):
     base.refuse_next(BASE, 503, count=2)
     assert store.create_case(a_case(1)).case_id == "PS-1001"
     assert len(clock.slept) == 2 and 1 <= clock.slept[0] < clock.slept[1]
-    base.refuse_next(BASE, 502, count=airtable.ERROR_RETRIES + 1)
+    base.refuse_next(BASE, 502, count=airtable.RETRIES + 1)
     with pytest.raises(requests.HTTPError) as caught:
         store.find_case(case_id="PS-1001")
     assert caught.value.response.status_code == 502
@@ -172,6 +220,16 @@ def test_a_failed_create_is_not_sent_twice(base):
     store.add_events([Event("PS-1001", "Case created", at=T0)])
     assert len(base.records(BASE, "Events")) == 1
 
+
+
+def test_a_create_refused_with_429_is_sent_again_once_the_wait_is_over(base):
+    clock = FakeClock()
+    store = make_store(airtable.Throttle(0, clock=clock.now, sleep=clock.sleep))
+    store.create_case(a_case(1))
+    base.refuse_next(BASE, 429)          # refused: Airtable did nothing, so a POST may go again
+    store.add_events([Event("PS-1001", "Case created", at=T0)])
+    assert len(base.records(BASE, "Events")) == 1
+    assert clock.slept == [30.0]
 
 @pytest.fixture
 def silent_server():
@@ -210,7 +268,7 @@ def test_every_call_has_the_configured_timeout(silent_server, tmp_path):
     with pytest.raises(requests.Timeout):
         store.find_case(case_id="PS-1001")
     assert time.monotonic() - began < 5
-    assert len(held) == airtable.ERROR_RETRIES + 1
+    assert len(held) == airtable.RETRIES + 1
     database.dispose_engines()
 
 

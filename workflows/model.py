@@ -1,7 +1,10 @@
 """The program's nouns as plain dataclasses, and the case-store interface both backends keep.
 
-Python names are snake_case; `*_FIELDS` maps each to the field name coordinators see in
-Airtable (docs/architecture.md section 6). The SQL store uses the Python names as column names.
+Each field is declared once, here: its Python name (snake_case, also the SQL store's column),
+its type, its default, and with `shown(...)` how coordinators see it (docs/architecture.md
+section 6): the field name in Airtable and the kind of value, in our own words (`KINDS`),
+which `integrations/airtable/schema.py` turns into Airtable's types. `shown_fields(cls)` and
+the `*_FIELDS` maps (Python name -> field name) are derived from these declarations.
 """
 from __future__ import annotations
 
@@ -16,48 +19,106 @@ STATUSES = ("New", "Needs attention", "Approved", "Offered", "Assigned", "Contac
             "Referred", "Closed", "Withdrawn")
 OPEN_STATUSES = ("New", "Needs attention", "Approved", "Offered", "Assigned", "Contacted", "Referred")
 
+#: Kinds of value a field holds: one line of text, several lines, a phone number, an email
+#: address, a web address, one of `choices`, yes/no, a whole number, a moment in time, and
+#: a link to a record of `links_to` (the field holds that record's id).
+KINDS = ("text", "long_text", "phone", "email", "url", "choice", "flag", "number", "time", "link")
+_EMPTY = {"flag": False, "number": 0, "time": None}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a field shows to coordinators: its name there and the kind of value it holds."""
+    name: str
+    kind: str = "text"
+    choices: tuple[str, ...] = ()
+    links_to: str = ""          # a class name of this module, for kind "link"
+    primary: bool = False       # the field that names a record (the first column)
+
+
+def shown(name: str, kind: str = "text", *, default=None, required: bool = False,
+          choices: tuple[str, ...] = (), links_to: str = "", primary: bool = False):
+    """A dataclass field shown to coordinators as `name`. Its default is the kind's empty
+    value ("" , False, 0 or None) unless `default` is given; `required` means no default."""
+    if kind not in KINDS:
+        raise ValueError(f"{name}: unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    if (kind == "choice") != bool(choices) or (kind == "link") != bool(links_to):
+        raise ValueError(f"{name}: choices go with kind 'choice', links_to with kind 'link'")
+    metadata = {"shown": Shown(name, kind, tuple(choices), links_to, primary)}
+    if required:
+        return field(metadata=metadata)
+    return field(default=_EMPTY.get(kind, "") if default is None else default, metadata=metadata)
+
+
+#: The backend's own id for a row (Airtable `rec...`, SQL primary key); not a field.
+RECORD_ID = "record_id"
+
+
+def shown_fields(cls) -> dict[str, Shown]:
+    """Python name -> how it shows, the primary field first, then in declaration order."""
+    found = {}
+    for f in dataclasses.fields(cls):
+        if f.name == RECORD_ID:
+            continue
+        if "shown" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with shown(...)")
+        found[f.name] = f.metadata["shown"]
+    return dict(sorted(found.items(), key=lambda item: not item[1].primary))
+
+
+def field_names(cls) -> dict[str, str]:
+    """Python name -> the field name coordinators see."""
+    return {attr: s.name for attr, s in shown_fields(cls).items()}
+
 
 @dataclass
 class Request:
     """What a requester asked for, mapped from any form. Empty string: not answered."""
-    for_whom: str = ""
-    requester_name: str = ""
-    requester_phone: str = ""
-    requester_email: str = ""
+    urgency: str = shown("Urgency", "choice", choices=URGENCIES, default="Routine")
+    for_whom: str = shown("For", "choice", choices=FOR_CHOICES)
+    requester_name: str = shown("Requester Name")
+    requester_phone: str = shown("Requester Phone", "phone")
+    requester_email: str = shown("Requester Email", "email")
     #: For a colleague referral: who referred them, so a coordinator can check back with them.
-    referrer_name: str = ""
-    referrer_phone: str = ""
-    referrer_email: str = ""
-    preferred_contact: str = ""
-    institution: str = ""
-    department: str = ""
-    role: str = ""
-    specialty: str = ""
-    role_preference: str = "Any"
-    department_preference: str = "Any"
-    outside_my_institution: bool = False
-    urgency: str = "Routine"
-    flyer: str = ""
+    referrer_name: str = shown("Referrer Name")
+    referrer_phone: str = shown("Referrer Phone", "phone")
+    referrer_email: str = shown("Referrer Email", "email")
+    preferred_contact: str = shown("Preferred Contact", "choice", choices=CONTACT_CHOICES)
+    institution: str = shown("Institution")
+    department: str = shown("Department")
+    role: str = shown("Role")
+    specialty: str = shown("Specialty")
+    role_preference: str = shown("Role Preference", "choice", choices=PREFERENCES, default="Any")
+    department_preference: str = shown("Department Preference", "choice", choices=PREFERENCES, default="Any")
+    outside_my_institution: bool = shown("Outside My Institution", "flag")
+    flyer: str = shown("Flyer")
 
 
 @dataclass
-class Case(Request):
-    case_id: str = ""
-    source: str = ""
-    source_response_id: str = ""
-    submitted_at: datetime | None = None
-    status: str = "New"
-    review_due: datetime | None = None
-    suggested_supporters: str = ""
-    assigned_supporter: str = ""
-    offer_expires: datetime | None = None
-    contact_made_at: datetime | None = None
-    tier3_referral: str = ""
-    closed_at: datetime | None = None
-    survey_sent_at: datetime | None = None
-    purged_at: datetime | None = None
-    problems: str = ""
-    #: The backend's own id for the row (Airtable `rec...`, SQL primary key); not a field.
+class _CaseHead:
+    """The fields a case starts with. `Case` names this class after `Request` so that these
+    come first (a dataclass lays out its bases' fields from the last base to the first) and
+    the Cases table reads in the order of docs/architecture.md section 6."""
+    case_id: str = shown("Case ID", primary=True)
+    source: str = shown("Source")
+    source_response_id: str = shown("Source Response ID")
+    submitted_at: datetime | None = shown("Submitted At", "time")
+    status: str = shown("Status", "choice", choices=STATUSES, default="New")
+
+
+@dataclass
+class Case(Request, _CaseHead):
+    review_due: datetime | None = shown("Review Due", "time")
+    suggested_supporters: str = shown("Suggested Supporters", "long_text")
+    assigned_supporter: str = shown("Assigned Supporter", "link", links_to="Supporter")
+    offer_expires: datetime | None = shown("Offer Expires", "time")
+    contact_made_at: datetime | None = shown("Contact Made At", "time")
+    tier3_referral: str = shown("Tier 3 Referral")
+    closed_at: datetime | None = shown("Closed At", "time")
+    survey_sent_at: datetime | None = shown("Survey Sent At", "time")
+    purged_at: datetime | None = shown("Purged At", "time")
+    #: What could not be read from the form, never the answer itself.
+    problems: str = shown("Problems", "long_text")
     record_id: str = ""
 
     @property
@@ -66,109 +127,73 @@ class Case(Request):
         return self.case_id.rsplit("-", 1)[-1]
 
 
-CASE_FIELDS = {
-    "case_id": "Case ID", "source": "Source", "source_response_id": "Source Response ID",
-    "submitted_at": "Submitted At", "status": "Status", "urgency": "Urgency", "for_whom": "For",
-    "requester_name": "Requester Name", "requester_phone": "Requester Phone",
-    "requester_email": "Requester Email", "referrer_name": "Referrer Name",
-    "referrer_phone": "Referrer Phone", "referrer_email": "Referrer Email",
-    "preferred_contact": "Preferred Contact",
-    "institution": "Institution", "department": "Department", "role": "Role", "specialty": "Specialty",
-    "role_preference": "Role Preference", "department_preference": "Department Preference",
-    "outside_my_institution": "Outside My Institution", "flyer": "Flyer", "review_due": "Review Due",
-    "suggested_supporters": "Suggested Supporters", "assigned_supporter": "Assigned Supporter",
-    "offer_expires": "Offer Expires", "contact_made_at": "Contact Made At",
-    "tier3_referral": "Tier 3 Referral", "closed_at": "Closed At", "survey_sent_at": "Survey Sent At",
-    "purged_at": "Purged At", "problems": "Problems",
-}
-
-
 @dataclass
 class Supporter:
-    name: str
-    phone: str = ""
-    email: str = ""
-    institution: str = ""
-    department: str = ""
-    role: str = ""
-    specialty: str = ""
-    active: bool = True
-    max_open_cases: int = 2
-    paused_until: datetime | None = None
-    last_assigned_at: datetime | None = None
+    name: str = shown("Name", required=True, primary=True)
+    phone: str = shown("Phone", "phone")
+    email: str = shown("Email", "email")
+    institution: str = shown("Institution")
+    department: str = shown("Department")
+    role: str = shown("Role")
+    specialty: str = shown("Specialty")
+    active: bool = shown("Active", "flag", default=True)
+    max_open_cases: int = shown("Max Open Cases", "number", default=2)
+    paused_until: datetime | None = shown("Paused Until", "time")
+    last_assigned_at: datetime | None = shown("Last Assigned At", "time")
     record_id: str = ""
-
-
-SUPPORTER_FIELDS = {
-    "name": "Name", "phone": "Phone", "email": "Email", "institution": "Institution",
-    "department": "Department", "role": "Role", "specialty": "Specialty", "active": "Active",
-    "max_open_cases": "Max Open Cases", "paused_until": "Paused Until",
-    "last_assigned_at": "Last Assigned At",
-}
 
 
 @dataclass
 class Reviewer:
-    name: str
-    phone: str = ""
-    email: str = ""
-    institution: str = ""
-    on_call: bool = False
-    program_lead: bool = False
+    name: str = shown("Name", required=True, primary=True)
+    phone: str = shown("Phone", "phone")
+    email: str = shown("Email", "email")
+    institution: str = shown("Institution")
+    on_call: bool = shown("On Call", "flag")
+    program_lead: bool = shown("Program Lead", "flag")
     record_id: str = ""
-
-
-REVIEWER_FIELDS = {
-    "name": "Name", "phone": "Phone", "email": "Email", "institution": "Institution",
-    "on_call": "On Call", "program_lead": "Program Lead",
-}
 
 
 @dataclass
 class Resource:
-    name: str
-    institution: str = ""
-    kind: str = ""
-    phone: str = ""
-    url: str = ""
-    hours: str = ""
+    name: str = shown("Name", required=True, primary=True)
+    institution: str = shown("Institution")
+    kind: str = shown("Kind")
+    phone: str = shown("Phone", "phone")
+    url: str = shown("URL", "url")
+    hours: str = shown("Hours")
     record_id: str = ""
-
-
-RESOURCE_FIELDS = {
-    "name": "Name", "institution": "Institution", "kind": "Kind", "phone": "Phone",
-    "url": "URL", "hours": "Hours",
-}
 
 
 @dataclass
 class Event:
     """One line of a case's audit trail. `event` is a fixed phrase, never request text."""
-    case_id: str
-    event: str
-    at: datetime
-    actor: str = "peerline"
+    case_id: str = shown("Case", "link", links_to="Case", required=True)
+    event: str = shown("Event", required=True, primary=True)
+    at: datetime = shown("At", "time", required=True)
+    actor: str = shown("Actor", default="peerline")
 
 
 @dataclass
 class MessageRecord:
     """One message in the exactly-once ledger. Holds no message text."""
-    key: str
-    case_id: str
-    kind: str
-    channel: str
-    recipient_role: str
-    status: str = "pending"
-    provider_id: str = ""
-    sent_at: datetime | None = None
-    error: str = ""
+    key: str = shown("Key", required=True, primary=True)
+    case_id: str = shown("Case", "link", links_to="Case", required=True)
+    kind: str = shown("Kind", required=True)
+    channel: str = shown("Channel", required=True)
+    recipient_role: str = shown("Recipient Role", required=True)
+    status: str = shown("Status", default="pending")
+    provider_id: str = shown("Provider ID")
+    sent_at: datetime | None = shown("Sent At", "time")
+    error: str = shown("Error", "long_text")
 
 
-MESSAGE_FIELDS = {
-    "key": "Key", "case_id": "Case", "kind": "Kind", "channel": "Channel",
-    "recipient_role": "Recipient Role", "status": "Status", "provider_id": "Provider ID",
-    "sent_at": "Sent At", "error": "Error",
-}
+CASE_FIELDS = field_names(Case)
+SUPPORTER_FIELDS = field_names(Supporter)
+REVIEWER_FIELDS = field_names(Reviewer)
+RESOURCE_FIELDS = field_names(Resource)
+MESSAGE_FIELDS = field_names(MessageRecord)
+EVENT_FIELDS = field_names(Event)
 
 
 @dataclass
@@ -212,11 +237,6 @@ class CaseStore(Protocol):
 
     def mirror_messages(self, records: list[MessageRecord]) -> None:
         """Show ledger rows to coordinators (Airtable Messages table); SQL needs nothing."""
-
-
-def to_fields(obj, names: dict) -> dict:
-    """Dataclass -> {Display Name: value} for the names given."""
-    return {display: getattr(obj, attr) for attr, display in names.items()}
 
 
 def replace(obj, **changes):

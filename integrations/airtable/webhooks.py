@@ -1,0 +1,122 @@
+"""Webhook: POST /webhooks/airtable (a MAC-checked nudge that queues the poll of approvals),
+and the management of Airtable's webhook (create, list, refresh before its 7-day expiry)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import re
+
+from flask import Blueprint
+
+from integrations._webhooks import Ignored, MalformedPayload, SignatureError, Webhook, parse_json
+from integrations.airtable.metadata import base_tables
+from integrations.airtable.schema import CASES
+from integrations.airtable.store import AirtableCaseStore
+
+log = logging.getLogger("peerline.airtable")
+
+bp = Blueprint("airtable", __name__)
+WEBHOOK_PATH = "/webhooks/airtable"
+#: Whose edits ping us: people in the Airtable app and Airtable automations. Our own API
+#: writes (publicApi) do not, or every offer we record would ping us back.
+WEBHOOK_SOURCES = ["client", "automation"]
+WEBHOOK_SCOPES = "webhook:manage and data.records:read, plus schema.bases:read to find the Cases table"
+
+
+def mac_ok(secret_base64: str | None, body: bytes, header: str) -> bool:
+    """X-Airtable-Content-MAC is "hmac-sha256=" + hex HMAC-SHA256 of the raw body, keyed with
+    the base64-decoded macSecretBase64; compared in constant time."""
+    if not secret_base64 or not header:
+        return False
+    try:
+        key = base64.b64decode(secret_base64, validate=True)
+    except (binascii.Error, ValueError):
+        log.error("AIRTABLE_WEBHOOK_SECRET is not base64: set it to the macSecretBase64 `flask airtable "
+                  "webhook create` printed")
+        return False
+    expected = "hmac-sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode("ascii"), header.strip().encode("utf-8", "replace"))
+
+
+class Ping(Webhook):
+    """POST /webhooks/airtable: a nudge naming only the base and the webhook; queue the poll."""
+
+    system = "airtable"
+
+    def verify(self, ctx, request) -> None:
+        if not mac_ok(ctx.settings.get("AIRTABLE_WEBHOOK_SECRET"), request.get_data(cache=True),
+                      request.headers.get("X-Airtable-Content-MAC", "")):
+            raise SignatureError("X-Airtable-Content-MAC missing or wrong")
+
+    def parse(self, ctx, request) -> dict:
+        ping = parse_json(request.get_data(cache=True), "body")
+        for name in ("base", "webhook"):
+            part = ping.get(name) if isinstance(ping, dict) else None
+            if not isinstance(part, dict) or not isinstance(part.get("id"), str) or not part["id"]:
+                raise MalformedPayload(f"{name}.id", "missing")
+        if ping["base"]["id"] != ctx.settings.get("AIRTABLE_BASE_ID"):
+            return Ignored(f"a ping for another base, webhook={_airtable_id(ping['webhook']['id'])}")
+        return ping
+
+    def answer_ignored(self, ignored):
+        return "", 200
+
+    def dispatch(self, ctx, ping: dict):
+        webhook_id = _airtable_id(ping["webhook"]["id"])
+        try:
+            ctx.run_soon("poll_approvals")
+        except Exception as exc:   # the poll every minute still runs
+            log.warning("airtable ping: could not queue the poll (%s); the minute poll will", type(exc).__name__)
+        log.info("airtable ping webhook=%s: poll queued", webhook_id)
+        return "", 200
+
+
+Ping.route(bp, WEBHOOK_PATH, endpoint="webhook_ping")
+
+
+def _airtable_id(value: str) -> str:
+    """An Airtable id as it may be logged, else a placeholder."""
+    return value if re.fullmatch(r"[a-z]{3}[A-Za-z0-9]{14}", value) else "(not an id)"
+
+
+def webhook_url(public_base_url: str) -> str:
+    return public_base_url.rstrip("/") + WEBHOOK_PATH
+
+
+def our_webhooks(store: AirtableCaseStore, public_base_url: str) -> list:
+    """The base's webhooks that notify this service (pyairtable Webhook objects)."""
+    url = webhook_url(public_base_url)
+    return [w for w in store.api.base(store.base_id).webhooks() if w.notification_url == url]
+
+
+def create_webhook(store: AirtableCaseStore, public_base_url: str):
+    """Watch the Cases table's Status, edited by people or automations (not by our own API
+    writes). Returns pyairtable's CreateWebhookResponse (id, mac_secret_base64, expiration_time)."""
+    cases = base_tables(store).get(CASES)
+    if cases is None:
+        raise LookupError("the base has no Cases table: run `flask airtable init` first")
+    status = next((f["id"] for f in cases.get("fields", []) if f["name"] == "Status"), None)
+    if status is None:
+        raise LookupError("the Cases table has no Status field: run `flask airtable init` first")
+    spec = {"options": {"filters": {"dataTypes": ["tableData"], "recordChangeScope": cases["id"],
+                                    "watchDataInFieldIds": [status], "fromSources": WEBHOOK_SOURCES}}}
+    return store.api.base(store.base_id).add_webhook(webhook_url(public_base_url), spec)
+
+
+def refresh_webhooks(store: AirtableCaseStore, public_base_url: str) -> list:
+    """Extend our webhooks by Airtable's 7 days and turn their notifications back on if Airtable
+    turned them off. Safe to run any number of times. Returns the webhooks refreshed."""
+    hooks = our_webhooks(store, public_base_url)
+    for hook in hooks:
+        hook.extend_expiration()
+        if not hook.are_notifications_enabled:
+            hook.enable_notifications()
+            log.warning("airtable webhook=%s had notifications off; turned them on", _airtable_id(hook.id))
+        log.info("airtable webhook=%s refreshed", _airtable_id(hook.id))
+    if not hooks:
+        log.warning("no Airtable webhook notifies %s: approvals wait for the minute poll "
+                    "(see `flask airtable webhook create`)", WEBHOOK_PATH)
+    return hooks
