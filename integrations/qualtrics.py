@@ -33,6 +33,7 @@ from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+from workflows.records import InboxRow
 
 log = logging.getLogger("peerline.qualtrics")
 
@@ -162,9 +163,9 @@ def _headers(settings: dict) -> dict:
     return {"X-API-TOKEN": settings["QUALTRICS_API_TOKEN"], "Accept": "application/json"}
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx, row: InboxRow) -> tuple[dict, list[str]]:
     """GET /API/v3/surveys/{SurveyID}/responses/{ResponseID}, then map its values."""
-    survey_id, response_id = row["payload"]["survey_id"], row["payload"]["response_id"]
+    survey_id, response_id = row.payload["survey_id"], row.payload["response_id"]
     if not (ctx.settings.get("QUALTRICS_API_URL") and ctx.settings.get("QUALTRICS_API_TOKEN")):
         raise PermanentError("qualtrics is not configured (QUALTRICS_API_URL, QUALTRICS_API_TOKEN)")
     try:
@@ -182,7 +183,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status in (401, 403):
         notify.alert_leads_parked(ctx, row, template="qualtrics_token_refused_email", kind="qualtrics_token")
         raise PermanentError(f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
-                             f"fix the token, then flask inbox replay {row['id']}")
+                             f"fix the token, then flask inbox replay {row.id}")
     if status != 200:
         raise PermanentError(f"qualtrics answered HTTP {status} for {response_id}")
     try:

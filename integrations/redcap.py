@@ -35,6 +35,7 @@ from config.settings import ROOT
 from integrations._webhooks import bad_request, record_and_enqueue, refuse_without_token
 from workflows import notify
 from workflows.intake import FIELD_LABELS, PermanentError, TransientError
+from workflows.records import InboxRow
 
 log = logging.getLogger("peerline.redcap")
 
@@ -195,9 +196,9 @@ def pick_row(rows: list, payload: dict) -> dict | None:
     return None
 
 
-def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx, row: InboxRow) -> tuple[dict, list[str]]:
     """Export the one record (content=record, records[0]=...) from REDCAP_API_URL and map it."""
-    payload, settings = row["payload"], ctx.settings
+    payload, settings = row.payload, ctx.settings
     ids = f"project {payload['project_id']} record {payload['record']}"
     if not (settings.get("REDCAP_API_URL") and settings.get("REDCAP_API_TOKEN")):
         raise PermanentError("redcap is not configured (REDCAP_API_URL, REDCAP_API_TOKEN)")
@@ -216,7 +217,7 @@ def fetch_answers(ctx, row: dict) -> tuple[dict, list[str]]:
     if status in (401, 403):
         notify.alert_leads_parked(ctx, row, template="redcap_token_refused_email", kind="redcap_token")
         raise PermanentError(f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for {ids}; "
-                             f"fix the token, then flask inbox replay {row['id']}")
+                             f"fix the token, then flask inbox replay {row.id}")
     if status != 200:
         raise PermanentError(f"redcap answered HTTP {status} for {ids}")
     try:

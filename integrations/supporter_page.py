@@ -56,7 +56,7 @@ def details(ctx, case, offer) -> dict:
         "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
         "role": case.role, "institution": ctx.program.get("institutions", {}).get(case.institution, ""),
         "wishes": wishes, "urgency": case.urgency,
-        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"], case.urgency)),
+        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer.answered_at, case.urgency)),
         "contacted": case.contact_made_at is not None,
     }
 

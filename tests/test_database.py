@@ -59,7 +59,7 @@ def test_a_database_made_before_migrations_is_adopted_and_keeps_its_rows(url):
 
     db = database.Database(url)
     assert version(db.engine) == head()
-    assert [(r["source_key"], r["case_id"]) for r in db.list_inbox()] == [("webform:1", "PS-1001")]
+    assert [(r.source_key, r.case_id) for r in db.list_inbox()] == [("webform:1", "PS-1001")]
     assert db.record_submission(source="webform", source_key="webform:1", payload={}) == (1, False)
     columns = {c["name"] for c in sa.inspect(db.engine).get_columns("messages")}
     assert "mirror_due" in columns

@@ -29,6 +29,7 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from workflows.model import MessageRecord
+from workflows.records import InboxRow
 
 log = logging.getLogger("peerline.notify")
 
@@ -354,7 +355,7 @@ def alert_unreachable(ctx, key: str) -> None:
     ctx.db.ledger_update(key, alerted=True)
 
 
-def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
+def alert_leads_parked(ctx, row: InboxRow, *, template: str, kind: str) -> None:
     """Email the program leads once per parked submission (e.g. a form system refused our
     token): the key holds the inbox id, so retries and replays send nothing more. Never stops
     the parking."""
@@ -362,13 +363,13 @@ def alert_leads_parked(ctx, row: dict, *, template: str, kind: str) -> None:
         leads = [r for r in ctx.store.reviewers() if r.program_lead]
         for lead in leads:
             send(ctx, case_id="", kind=kind, template=template,
-                 recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row['id']}", role="Program lead",
+                 recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row.id}", role="Program lead",
                                      email=lead.email),
-                 values={"ref": str(row["id"])})
+                 values={"ref": str(row.id)})
         if not leads:
-            log.error("no program lead to tell of a parked submission inbox=%s", row["id"])
+            log.error("no program lead to tell of a parked submission inbox=%s", row.id)
     except Exception:
-        log.exception("could not email the program leads inbox=%s", row["id"])
+        log.exception("could not email the program leads inbox=%s", row.id)
 
 
 def run_due(ctx) -> int:

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from workflows.records import InboxRow, from_row
+
 from .schema import case_refs, inbox
 
 
@@ -33,14 +35,12 @@ class InboxRepo:
                 row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == source_key)).scalar_one()
             return int(row_id), False
 
-    def inbox_row(self, inbox_id: int) -> dict | None:
+    def inbox_row(self, inbox_id: int) -> InboxRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(inbox).where(inbox.c.id == inbox_id)).mappings().first()
         if row is None:
             return None
-        out = dict(row)
-        out["payload"] = json.loads(out["payload"])
-        return out
+        return from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
         """Take a row for processing; only one worker wins, a dead worker's lease runs out, and
@@ -77,7 +77,7 @@ class InboxRepo:
         with self.engine.begin() as conn:
             conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=self.clock.now(), **values))
 
-    def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[dict]:
+    def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[InboxRow]:
         """Rows without their answers: for people and logs."""
         cols = [inbox.c.id, inbox.c.source, inbox.c.source_key, inbox.c.received_at, inbox.c.status,
                 inbox.c.attempts, inbox.c.last_error, inbox.c.case_id, inbox.c.next_attempt_at]
@@ -85,7 +85,7 @@ class InboxRepo:
         if statuses:
             stmt = stmt.where(inbox.c.status.in_(statuses))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(InboxRow, r) for r in conn.execute(stmt).mappings()]
 
     def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
         """Rows the queue may have lost: new ones never picked up, retries that are due,

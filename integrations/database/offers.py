@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from workflows.records import Offer, from_row
+
 from .schema import case_milestones, locks, offers
 
 
@@ -47,7 +49,7 @@ class OffersRepo:
 
     # ---- offers ----
     def offer_create(self, *, case_id: str, supporter_id: str, offered_at: datetime,
-                     expires_at: datetime) -> dict:
+                     expires_at: datetime) -> Offer:
         """A new open offer, numbered after the case's earlier ones. Callers hold the case's
         offer lock; the unique (case, round) keeps two offers from sharing a number anyway."""
         with self.engine.begin() as conn:
@@ -58,30 +60,30 @@ class OffersRepo:
                 offered_at=offered_at, expires_at=expires_at)).inserted_primary_key[0]
         return self.offer_get(int(offer_id))
 
-    def offer_get(self, offer_id: int) -> dict | None:
+    def offer_get(self, offer_id: int) -> Offer | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(offers).where(offers.c.id == offer_id)).mappings().first()
-        return dict(row) if row else None
+        return from_row(Offer, row) if row else None
 
-    def offers_for_case(self, case_id: str) -> list[dict]:
+    def offers_for_case(self, case_id: str) -> list[Offer]:
         """Every offer of the case, first to last."""
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
+            return [from_row(Offer, r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
                                                   .order_by(offers.c.round)).mappings()]
 
-    def offers_open_for(self, supporter_id: str, now: datetime) -> list[dict]:
+    def offers_open_for(self, supporter_id: str, now: datetime) -> list[Offer]:
         """The supporter's offers that are open and not past their expiry."""
         stmt = (sa.select(offers).where(offers.c.supporter_id == supporter_id)
                 .where(offers.c.status == "open").where(offers.c.expires_at > now).order_by(offers.c.id))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
 
-    def offers_expired(self, now: datetime, limit: int = 200) -> list[dict]:
+    def offers_expired(self, now: datetime, limit: int = 200) -> list[Offer]:
         """Open offers whose time is up (the periodic task moves each case on)."""
         stmt = (sa.select(offers).where(offers.c.status == "open").where(offers.c.expires_at <= now)
                 .order_by(offers.c.expires_at).limit(limit))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
 
     def offer_close(self, offer_id: int, status: str, at: datetime) -> bool:
         """Move an open offer to `status`; False when it was no longer open (someone else
