@@ -169,8 +169,8 @@ def inbox_list(show_all):
         click.echo("No submissions waiting." if not show_all else "The inbox is empty.")
         return
     _table(("ID", "Source", "Status", "Attempts", "Received", "Case", "Last error"), [
-        (r["id"], r["source"], r["status"], r["attempts"], _fmt(r["received_at"]), r["case_id"] or "-",
-         r["last_error"] or "") for r in rows])
+        (r.id, r.source, r.status, r.attempts, _fmt(r.received_at), r.case_id or "-",
+         r.last_error or "") for r in rows])
 
 
 @inbox_cli.command("replay")
@@ -185,12 +185,12 @@ def inbox_replay(inbox_id):
     row = ctx.db.inbox_row(inbox_id)
     if case_id:
         click.echo(f"Submission {inbox_id} is case {case_id}.")
-    elif row["status"] == "retry":
-        raise click.ClickException(f"Submission {inbox_id} did not make a case: {row['last_error']}. "
+    elif row.status == "retry":
+        raise click.ClickException(f"Submission {inbox_id} did not make a case: {row.last_error}. "
                                    f"The worker will retry it; see `flask inbox list`.")
     else:
-        raise click.ClickException(f"Submission {inbox_id} did not make a case; it is {row['status']}"
-                                   + (f": {row['last_error']}" if row["last_error"] else "")
+        raise click.ClickException(f"Submission {inbox_id} did not make a case; it is {row.status}"
+                                   + (f": {row.last_error}" if row.last_error else "")
                                    + ". See `flask inbox list`.")
 
 
@@ -310,8 +310,8 @@ def cases_show(case_id, contact):
             if getattr(case, name, ""):
                 click.echo(f"{label + ':':<15}{getattr(case, name)}")
     for o in ctx.db.offers_for_case(case.case_id):
-        click.echo(f"offer {o['round']}: {names.get(o['supporter_id'], o['supporter_id'])}  {o['status']}  "
-                   f"offered {when(o['offered_at'])}  due {when(o['expires_at'])}")
+        click.echo(f"offer {o.round}: {names.get(o.supporter_id, o.supporter_id)}  {o.status}  "
+                   f"offered {when(o.offered_at)}  due {when(o.expires_at)}")
     for m in ctx.db.ledger_rows(case.case_id):
         click.echo(f"message: {m['kind']}  {m['channel']}  to {m['recipient_role']}  {m['status']}")
     for e in ctx.store.list_events(case.case_id):

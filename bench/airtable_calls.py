@@ -83,7 +83,7 @@ def main() -> None:
         started, deadline, last_note = time.monotonic(), time.monotonic() + args.max_minutes * 60, 0.0
         try:
             while time.monotonic() < deadline:
-                status = Counter(r["status"] for r in ctx.db.list_inbox(limit=args.cases + 10))
+                status = Counter(r.status for r in ctx.db.list_inbox(limit=args.cases + 10))
                 if status["done"] + status["parked"] >= args.cases:
                     break
                 if consumer.poll() is not None:
@@ -103,7 +103,7 @@ def main() -> None:
         wall = time.monotonic() - started
 
         work = fake.requests[setup_requests:]
-        status = Counter(r["status"] for r in ctx.db.list_inbox(limit=args.cases + 10))
+        status = Counter(r.status for r in ctx.db.list_inbox(limit=args.cases + 10))
         cases = fake.records(BASE_ID, "Cases")
         distinct = len({c["fields"].get("Source Response ID") for c in cases})
         refused_429 = sum(1 for r in work if r["status"] == 429)

@@ -34,6 +34,7 @@ from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook,
 from workflows import form_mapping
 from workflows.errors import CredentialsRefused, PermanentError, TransientError
 from workflows.intake import FIELD_LABELS
+from workflows.records import InboxRow
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -170,9 +171,9 @@ def _headers(settings: dict) -> dict:
     return {"X-API-TOKEN": settings["QUALTRICS_API_TOKEN"], "Accept": "application/json"}
 
 
-def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
     """GET /API/v3/surveys/{SurveyID}/responses/{ResponseID}, then map its values."""
-    survey_id, response_id = row["payload"]["survey_id"], row["payload"]["response_id"]
+    survey_id, response_id = row.payload["survey_id"], row.payload["response_id"]
     if not (ctx.settings.get("QUALTRICS_API_URL") and ctx.settings.get("QUALTRICS_API_TOKEN")):
         raise PermanentError("qualtrics is not configured (QUALTRICS_API_URL, QUALTRICS_API_TOKEN)")
     try:
@@ -189,7 +190,7 @@ def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
         raise TransientError(f"qualtrics answered HTTP {status} for {response_id}")
     if status in (401, 403):
         raise CredentialsRefused(SOURCE, f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {response_id}; "
-                                         f"fix the token, then flask inbox replay {row['id']}")
+                                         f"fix the token, then flask inbox replay {row.id}")
     if status != 200:
         raise PermanentError(f"qualtrics answered HTTP {status} for {response_id}")
     try:

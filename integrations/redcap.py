@@ -37,6 +37,7 @@ from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook,
 from workflows import form_mapping
 from workflows.errors import CredentialsRefused, PermanentError, TransientError
 from workflows.intake import FIELD_LABELS
+from workflows.records import InboxRow
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -203,9 +204,9 @@ def pick_row(rows: list, payload: dict) -> dict | None:
     return None
 
 
-def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
+def fetch_answers(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
     """Export the one record (content=record, records[0]=...) from REDCAP_API_URL and map it."""
-    payload, settings = row["payload"], ctx.settings
+    payload, settings = row.payload, ctx.settings
     ids = f"project {payload['project_id']} record {payload['record']}"
     if not (settings.get("REDCAP_API_URL") and settings.get("REDCAP_API_TOKEN")):
         raise PermanentError("redcap is not configured (REDCAP_API_URL, REDCAP_API_TOKEN)")
@@ -223,7 +224,7 @@ def fetch_answers(ctx: Context, row: dict) -> tuple[dict, list[str]]:
         raise TransientError(f"redcap answered HTTP {status} for {ids}")
     if status in (401, 403):
         raise CredentialsRefused(SOURCE, f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for {ids}; "
-                                         f"fix the token, then flask inbox replay {row['id']}")
+                                         f"fix the token, then flask inbox replay {row.id}")
     if status != 200:
         raise PermanentError(f"redcap answered HTTP {status} for {ids}")
     try:

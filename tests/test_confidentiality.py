@@ -130,7 +130,7 @@ def test_canaries_never_leave_the_case(client, ctx, roster, providers, run_worke
     for row in ctx.db.ledger_rows():
         assert not leaks(row["error"]) and not leaks(row["values_json"]) and not leaks(row["key"])
     for row in ctx.db.list_inbox():
-        assert not leaks(row["last_error"])
+        assert not leaks(row.last_error)
     for case in cases:
         for event in ctx.store.list_events(case.case_id):
             assert not leaks(event.event) and not leaks(event.actor)

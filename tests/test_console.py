@@ -320,11 +320,11 @@ def test_reassign_withdraw_and_close_go_through_the_workflows(client, ctx, roste
     post_action(client, case.case_id, "reassign", supporter=other.record_id)
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and case.assigned_supporter == other.record_id != first
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn", "open"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn", "open"]
     post_action(client, case.case_id, "withdraw")
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Withdrawn"
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn", "withdrawn"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn", "withdrawn"]
     post_action(client, case.case_id, "close")
     assert ctx.store.find_case(case_id=case.case_id).status == "Closed"
     mine = [e.event for e in ctx.store.list_events(case.case_id) if e.actor == NCH_COORD[0]]

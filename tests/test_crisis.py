@@ -97,7 +97,7 @@ def test_running_it_again_sends_and_records_nothing_twice(client, ctx, roster, p
     case = crisis_case(ctx)
     sent, events = len(providers.calls), ctx.store.list_events(case.case_id)
     [row] = ctx.db.list_inbox()
-    ctx.db.reopen_submission(row["id"])
+    ctx.db.reopen_submission(row.id)
     run_worker()
     intake.escalate_crisis(ctx, case)
     notify.run_due(ctx)

@@ -70,7 +70,7 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         time.sleep(rng.uniform(0.0, 0.2))
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        progress.append(Counter(r["status"] for r in ctx.db.list_inbox()))
+        progress.append(Counter(r.status for r in ctx.db.list_inbox()))
     # The kills really landed mid-flight: rows were left claimed by a dead worker.
     assert any(p["processing"] for p in progress), progress
     time.sleep(2.1)      # the dead workers' leases run out
@@ -79,7 +79,7 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             rows = ctx.db.list_inbox()
-            if all(r["status"] == "done" for r in rows):
+            if all(r.status == "done" for r in rows):
                 break
             time.sleep(0.3)
     finally:
@@ -87,7 +87,7 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
         worker.wait(timeout=20)
 
     rows = ctx.db.list_inbox()
-    assert Counter(r["status"] for r in rows) == {"done": SUBMISSIONS}, [(r["status"], r["attempts"], r["last_error"]) for r in rows if r["status"] != "done"] + [
+    assert Counter(r.status for r in rows) == {"done": SUBMISSIONS}, [(r.status, r.attempts, r.last_error) for r in rows if r.status != "done"] + [
         (m["key"], m["status"], m["claimed_until"]) for m in ctx.db.ledger_rows() if m["status"] != "sent"] + [str(ctx.now())]
     cases = ctx.store.list_cases()
     assert len(cases) == SUBMISSIONS

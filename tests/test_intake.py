@@ -78,7 +78,7 @@ def test_running_the_task_twice_sends_nothing_twice(client, ctx, roster, run_wor
     run_worker()
     before = len(ctx.db.outbox_list())
     [row] = ctx.db.list_inbox()
-    ctx.db.reopen_submission(row["id"])
+    ctx.db.reopen_submission(row.id)
     run_worker()
     assert len(ctx.db.outbox_list()) == before
     assert len(ctx.store.list_cases()) == 1

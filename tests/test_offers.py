@@ -142,7 +142,7 @@ def test_no_goes_to_the_next_candidate_and_never_back(client, ctx, roster, run_w
     assert sms(runner, AVERY, f"YES {case.ref}") == \
         f"Thank you for answering. Ref {case.ref} is already covered, so nothing more is needed from you."
     assert ctx.store.find_case(case_id=case.case_id).assigned_supporter == supporter(ctx, "Blair Kowalski").record_id
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "open"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "open"]
 
 
 def test_silence_runs_out_the_offer_the_next_is_asked_and_a_late_yes_is_covered(client, ctx, roster, run_worker,
@@ -199,7 +199,7 @@ def test_a_yes_for_someone_elses_case_changes_nothing(client, ctx, roster, run_w
     assert sms(runner, reviewer, f"YES {case.ref}") == f"There is no open offer for ref {case.ref}. Nothing has changed."
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and case.assigned_supporter == supporter(ctx, "Avery Chen").record_id
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["open"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["open"]
 
 
 def test_a_bare_yes_takes_the_one_open_offer(client, ctx, roster, run_worker, runner, clock):
@@ -255,7 +255,7 @@ def test_an_offer_left_half_made_by_a_crash_is_finished_once(client, ctx, roster
     worker.poll_approvals.call_local()
     worker.poll_approvals.call_local()
     assert len(sent(ctx, to=AVERY)) == 1
-    assert [o["round"] for o in ctx.db.offers_for_case(case.case_id)] == [1]
+    assert [o.round for o in ctx.db.offers_for_case(case.case_id)] == [1]
     assert ctx.store.find_case(case_id=case.case_id).status == "Offered"
 
 
@@ -308,7 +308,7 @@ def test_closing_withdraws_the_open_offer(client, ctx, roster, run_worker, runne
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Closed" and case.closed_at is not None
     assert sent(ctx, to=BLAIR) == []
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]
 
 
 def test_approve_refuses_what_it_cannot_do(client, ctx, roster, run_worker, runner, clock):
@@ -420,8 +420,8 @@ def test_a_link_never_shows_another_case(client, ctx, roster, run_worker, runner
     assert "Yolanda" not in client.get(first_path).get_data(as_text=True)
     # A token re-signed for the other case's offer is not genuine without the key.
     from itsdangerous import URLSafeSerializer
-    [other] = [o for o in ctx.db.offers_for_case(second.case_id) if o["status"] == "accepted"]
-    forged = URLSafeSerializer("not-the-key", salt=offers.LINK_SALT).dumps([other["id"], 4_000_000_000])
+    [other] = [o for o in ctx.db.offers_for_case(second.case_id) if o.status == "accepted"]
+    forged = URLSafeSerializer("not-the-key", salt=offers.LINK_SALT).dumps([other.id, 4_000_000_000])
     page = client.get(f"/s/{forged}")
     assert page.status_code == 410 and "Yolanda" not in page.get_data(as_text=True)
     assert client.get("/s/garbage").status_code == 410
@@ -609,7 +609,7 @@ def test_a_coordinator_who_puts_someone_else_on_an_offered_case_withdraws_the_of
     approve(runner, case)
     ctx.store.update_case(case.case_id, assigned_supporter=supporter(ctx, "Kai Romero").record_id)
     assert sms(runner, AVERY, f"YES {case.ref}").startswith("Thank you for answering.")
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["withdrawn"]
 
 
 def test_offers_and_the_clock_run_on_postgresql(overrides, pg_url):
@@ -632,7 +632,7 @@ def test_offers_and_the_clock_run_on_postgresql(overrides, pg_url):
     approve(runner, case)
     assert sms(runner, AVERY, f"NO {case.ref}").startswith("Thank you for letting us know")
     assert sms(runner, BLAIR, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
-    assert [o["status"] for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "accepted"]
+    assert [o.status for o in ctx.db.offers_for_case(case.case_id)] == ["declined", "accepted"]
     clock.pin(case.review_due + timedelta(days=2))
     assert deadlines.run(ctx) == 2 and deadlines.run(ctx) == 0        # contact check, then reviewers; once
     assert ctx.db.milestone_done(case.case_id, "contact_overdue")

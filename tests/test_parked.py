@@ -17,18 +17,18 @@ def test_airtable_down_parks_the_submission_and_replay_makes_one_case(fake, clie
     fake.refuse_next(BASE, 503, count=10_000)            # Airtable is down
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == int(ctx.settings["RETRY_MAX_ATTEMPTS"])
+    assert row.status == "parked" and row.attempts == int(ctx.settings["RETRY_MAX_ATTEMPTS"])
     assert ctx.db.outbox_list() == []
 
     listed = runner.invoke(args=["inbox", "list"])
-    assert listed.output.splitlines()[1].split()[:3] == [str(row["id"]), "web", "parked"]
+    assert listed.output.splitlines()[1].split()[:3] == [str(row.id), "web", "parked"]
     assert "HTTPError (HTTP 503)" in listed.output
     assert "Zebulon" not in listed.output and "0123" not in listed.output
 
     fake.stop_refusing(BASE)                             # Airtable is back
-    replayed = runner.invoke(args=["inbox", "replay", str(row["id"])])
+    replayed = runner.invoke(args=["inbox", "replay", str(row.id)])
     assert replayed.exit_code == 0 and "is case PS-" in replayed.output, replayed.output
-    runner.invoke(args=["inbox", "replay", str(row["id"])])   # a second replay changes nothing
+    runner.invoke(args=["inbox", "replay", str(row.id)])   # a second replay changes nothing
     [case] = ctx.store.list_cases()
     assert case.requester_name == "Zebulon"
     assert len(fake.records(BASE, "Cases")) == 1

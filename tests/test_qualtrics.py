@@ -54,9 +54,9 @@ def test_completed_response_becomes_one_case_with_mapped_answers(client, ctx, ro
     answer = post(client, "completed_response__plain.txt")
     assert answer.status_code == 200 and answer.get_json() == {"status": "received"}
     [row] = ctx.db.list_inbox()
-    assert row["source"] == "qualtrics" and row["source_key"] == f"qualtrics:{PLAIN_RID}"
-    assert ctx.db.inbox_row(row["id"])["payload"] == {"survey_id": SURVEY, "response_id": PLAIN_RID}
-    assert ctx.queued == [row["id"]]
+    assert row.source == "qualtrics" and row.source_key == f"qualtrics:{PLAIN_RID}"
+    assert ctx.db.inbox_row(row.id).payload == {"survey_id": SURVEY, "response_id": PLAIN_RID}
+    assert ctx.queued == [row.id]
     assert api_calls(mocked) == []          # nothing is fetched on the request path
 
     run_worker()
@@ -74,7 +74,7 @@ def test_completed_response_becomes_one_case_with_mapped_answers(client, ctx, ro
     assert call.request.headers["X-API-TOKEN"] == API_TOKEN
     told = {m["recipient"] for m in ctx.db.outbox_list()}
     assert {r.email for r in roster.reviewers if r.institution == "NCH" or r.program_lead} <= told
-    assert ctx.db.list_inbox()[0]["status"] == "done"
+    assert ctx.db.list_inbox()[0].status == "done"
 
 
 def test_shared_key_notice_with_msg_is_accepted_by_the_token(client, ctx, roster, mocked, run_worker):
@@ -195,13 +195,13 @@ def test_response_not_yet_visible_is_retried_then_becomes_one_case(client, ctx, 
     answer_with(mocked, PLAIN_RID, "response__complete.json")
     post(client, "completed_response__plain.txt")
     [row] = ctx.db.list_inbox()
-    assert intake.process_submission(ctx, row["id"]) is None
-    row = ctx.db.inbox_row(row["id"])
-    assert row["status"] == "retry"
-    assert row["last_error"] == f"TransientError: qualtrics response not yet visible: {PLAIN_RID}"
+    assert intake.process_submission(ctx, row.id) is None
+    row = ctx.db.inbox_row(row.id)
+    assert row.status == "retry"
+    assert row.last_error == f"TransientError: qualtrics response not yet visible: {PLAIN_RID}"
     run_worker()
     assert len(ctx.store.list_cases()) == 1
-    assert ctx.db.inbox_row(row["id"])["status"] == "done"
+    assert ctx.db.inbox_row(row.id).status == "done"
     assert len(api_calls(mocked)) == 2
 
 
@@ -212,18 +212,18 @@ def test_outage_parks_after_the_last_retry_then_replay_succeeds(client, ctx, ros
     post(client, "completed_response__plain.txt")
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == 3
-    assert row["last_error"] == f"TransientError: qualtrics answered HTTP {status} for {PLAIN_RID}"
+    assert row.status == "parked" and row.attempts == 3
+    assert row.last_error == f"TransientError: qualtrics answered HTTP {status} for {PLAIN_RID}"
     assert ctx.store.list_cases() == [] and len(api_calls(mocked)) == 3
     listed = runner.invoke(args=["inbox", "list"]).output
     assert "parked" in listed and PLAIN_RID in listed
 
     mocked.replace(responses.GET, response_url(PLAIN_RID),
                    json=json.loads(load_fixture("qualtrics", "response__complete.json")[0]))
-    result = runner.invoke(args=["inbox", "replay", str(row["id"])])
+    result = runner.invoke(args=["inbox", "replay", str(row.id)])
     assert result.exit_code == 0 and "is case PS-" in result.output
     [case] = ctx.store.list_cases()
-    assert case.status == "New" and ctx.db.inbox_row(row["id"])["status"] == "done"
+    assert case.status == "New" and ctx.db.inbox_row(row.id).status == "done"
 
 
 def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, roster, mocked, run_worker, runner):
@@ -231,18 +231,18 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     post(client, "completed_response__plain.txt")
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == 1 and len(api_calls(mocked)) == 1
-    assert "HTTP 401" in row["last_error"] and API_TOKEN not in row["last_error"]
+    assert row.status == "parked" and row.attempts == 1 and len(api_calls(mocked)) == 1
+    assert "HTTP 401" in row.last_error and API_TOKEN not in row.last_error
     leads = {r.email for r in roster.reviewers if r.program_lead}
     alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]
     assert leads and {m["recipient"] for m in alerts} == leads and len(alerts) == len(leads)
-    assert all(f"submission {row['id']}" in m["body"] and m["channel"] == "email" for m in alerts)
+    assert all(f"submission {row.id}" in m["body"] and m["channel"] == "email" for m in alerts)
     assert not [m for m in ctx.db.outbox_list() if m["channel"] == "sms"]
 
     # Replaying while the token is still wrong parks it again without a second alert, and says so.
-    replayed = runner.invoke(args=["inbox", "replay", str(row["id"])])
-    assert replayed.exit_code == 1 and f"Submission {row['id']} did not make a case; it is parked" in replayed.output
-    assert ctx.db.inbox_row(row["id"])["status"] == "parked"
+    replayed = runner.invoke(args=["inbox", "replay", str(row.id)])
+    assert replayed.exit_code == 1 and f"Submission {row.id} did not make a case; it is parked" in replayed.output
+    assert ctx.db.inbox_row(row.id).status == "parked"
     assert len([m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]) == len(leads)
     assert ctx.store.list_cases() == []
 
@@ -251,7 +251,7 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     post(client, "completed_response__shared_key.txt")
     run_worker()
     alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]
-    assert len(alerts) == 2 * len(leads) and all(r["status"] == "parked" for r in ctx.db.list_inbox())
+    assert len(alerts) == 2 * len(leads) and all(r.status == "parked" for r in ctx.db.list_inbox())
 
 
 def test_route_without_a_token_setting_is_404(tmp_path):

@@ -75,10 +75,10 @@ def test_complete_survey_becomes_one_case_with_mapped_answers(client, ctx, roste
     answer = post(client, "det__survey_complete.txt")
     assert answer.status_code == 200 and answer.get_json() == {"status": "received"}
     [row] = ctx.db.list_inbox()
-    assert row["source"] == "redcap" and row["source_key"] == "redcap:12:104"
-    stored = ctx.db.inbox_row(row["id"])["payload"]
+    assert row.source == "redcap" and row.source_key == "redcap:12:104"
+    stored = ctx.db.inbox_row(row.id).payload
     assert stored["record"] == "104" and "redcap_url" not in stored and "username" not in stored
-    assert ctx.queued == [row["id"]] and redcap.requests == []
+    assert ctx.queued == [row.id] and redcap.requests == []
 
     run_worker()
     [case] = ctx.store.list_cases()
@@ -95,7 +95,7 @@ def test_complete_survey_becomes_one_case_with_mapped_answers(client, ctx, roste
     assert fetch == {"token": API_TOKEN, "content": "record", "format": "json", "returnFormat": "json",
                      "type": "flat", "rawOrLabel": "raw", "records[0]": "104",
                      "forms[0]": "peer_support_request"}
-    assert ctx.db.list_inbox()[0]["status"] == "done"
+    assert ctx.db.list_inbox()[0].status == "done"
 
 
 def test_page_saves_and_other_instruments_are_ignored_and_resaves_are_one_case(client, ctx, roster, redcap,
@@ -118,7 +118,7 @@ def test_longitudinal_repeating_record_uses_the_row_of_the_triggering_event_and_
     redcap.answers["record"] = (200, fixture_json("records__longitudinal_repeating.json"))
     assert post(client, "det__longitudinal_repeating.txt").status_code == 200
     [row] = ctx.db.list_inbox()
-    assert row["source_key"] == "redcap:12:221:intake_arm_1:2"
+    assert row.source_key == "redcap:12:221:intake_arm_1:2"
     run_worker()
     [case] = ctx.store.list_cases()
     assert (case.requester_name, case.institution, case.urgency) == ("Second request", "SBMC", "Urgent")
@@ -215,12 +215,12 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     post(client, "det__survey_complete.txt")
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == 1 and len(redcap.requests) == 1
-    assert "HTTP 403" in row["last_error"] and API_TOKEN not in row["last_error"]
+    assert row.status == "parked" and row.attempts == 1 and len(redcap.requests) == 1
+    assert "HTTP 403" in row.last_error and API_TOKEN not in row.last_error
     leads = {r.email for r in roster.reviewers if r.program_lead}
     alerts = [m for m in ctx.db.outbox_list() if "REDCap refused" in m["subject"]]
     assert leads and {m["recipient"] for m in alerts} == leads and len(alerts) == len(leads)
-    runner.invoke(args=["inbox", "replay", str(row["id"])])
+    runner.invoke(args=["inbox", "replay", str(row.id)])
     assert len([m for m in ctx.db.outbox_list() if "REDCap refused" in m["subject"]]) == len(leads)
     assert ctx.store.list_cases() == []
 
@@ -230,10 +230,10 @@ def test_outage_parks_after_the_last_retry_then_replay_succeeds(client, ctx, ros
     post(client, "det__survey_complete.txt")
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == 3
-    assert row["last_error"] == "TransientError: redcap answered HTTP 502 for project 12 record 104"
+    assert row.status == "parked" and row.attempts == 3
+    assert row.last_error == "TransientError: redcap answered HTTP 502 for project 12 record 104"
     redcap.answers["record"] = (200, fixture_json("records__complete.json"))
-    result = runner.invoke(args=["inbox", "replay", str(row["id"])])
+    result = runner.invoke(args=["inbox", "replay", str(row.id)])
     assert result.exit_code == 0 and "is case PS-" in result.output
     assert len(ctx.store.list_cases()) == 1
 
@@ -243,8 +243,8 @@ def test_record_that_does_not_exist_is_parked_for_a_person(client, ctx, redcap, 
     post(client, "det__survey_complete.txt")
     run_worker()
     [row] = ctx.db.list_inbox()
-    assert row["status"] == "parked" and row["attempts"] == 1
-    assert row["last_error"] == "PermanentError: redcap has no project 12 record 104 (deleted, or never saved)"
+    assert row.status == "parked" and row.attempts == 1
+    assert row.last_error == "PermanentError: redcap has no project 12 record 104 (deleted, or never saved)"
     assert ctx.store.list_cases() == []
 
 

@@ -258,7 +258,7 @@ def _case_or_404(case_id: str):
 
 
 def _candidates(ctx: Context, case, limit: int = 5):
-    ruled_out = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id) if o["status"] in offers.RULED_OUT}
+    ruled_out = {o.supporter_id for o in ctx.db.offers_for_case(case.case_id) if o.status in offers.RULED_OUT}
     if case.status in ("Offered", "Assigned") and case.assigned_supporter:
         ruled_out.add(case.assigned_supporter)
     return matching.rank(case, ctx.store.supporters(), ctx.program, ctx.now(),
@@ -270,10 +270,10 @@ def _case_page(case, *, contact: bool = False, status: int = 200):
     ctx = _ctx()
     supporters = {s.record_id: s for s in ctx.store.supporters()}
     show = lambda when: notify.show_time(ctx, when) if when else ""  # noqa: E731
-    offer_rows = [{"round": o["round"], "supporter": getattr(supporters.get(o["supporter_id"]), "name",
+    offer_rows = [{"round": o.round, "supporter": getattr(supporters.get(o.supporter_id), "name",
                                                              "a supporter no longer in the roster"),
-                   "status": o["status"], "offered_at": show(o["offered_at"]), "expires_at": show(o["expires_at"]),
-                   "answered_at": show(o["answered_at"])} for o in ctx.db.offers_for_case(case.case_id)]
+                   "status": o.status, "offered_at": show(o.offered_at), "expires_at": show(o.expires_at),
+                   "answered_at": show(o.answered_at)} for o in ctx.db.offers_for_case(case.case_id)]
     messages = [{"kind": m["kind"], "channel": m["channel"], "to": m["recipient_role"], "status": m["status"],
                  "sent_at": show(m["sent_at"])} for m in ctx.db.ledger_rows(case.case_id)]
     events = [{"at": show(e.at), "event": e.event, "actor": e.actor} for e in ctx.store.list_events(case.case_id)]

@@ -60,7 +60,7 @@ def details(ctx: Context, case, offer) -> dict:
         "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
         "role": case.role, "institution": ctx.program.institution_name(case.institution),
         "wishes": wishes, "urgency": case.urgency,
-        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer["answered_at"], case.urgency)),
+        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer.answered_at, case.urgency)),
         "contacted": case.contact_made_at is not None,
     }
 

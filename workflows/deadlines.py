@@ -87,9 +87,9 @@ def contact_clock(ctx: Context, case: Case) -> int:
     if offer is None:
         return 0        # assigned by hand in Airtable, not through an offer: no clock to keep
     now, sent = ctx.now(), 0
-    due = offers.contact_due(ctx, offer["answered_at"], case.urgency)
+    due = offers.contact_due(ctx, offer.answered_at, case.urgency)
     if now >= due and not ctx.db.milestone_done(case.case_id, "contact_check"):
-        supporter = next((s for s in ctx.store.supporters() if s.record_id == offer["supporter_id"]), None)
+        supporter = next((s for s in ctx.store.supporters() if s.record_id == offer.supporter_id), None)
         if supporter is not None:
             notify.send(ctx, case_id=case.case_id, kind="contact_check", template="contact_check_supporter_sms",
                         recipient=notify.Recipient(key=f"supporter:{supporter.record_id}", role="Supporter",

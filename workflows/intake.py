@@ -16,6 +16,7 @@ from config.vocabulary import CHOICE_FIELDS, is_true
 from workflows import matching, notify, phones
 from workflows.errors import CredentialsRefused, PermanentError, describe_error
 from workflows.model import Case, Event, Request
+from workflows.records import InboxRow
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -139,10 +140,10 @@ def review_due(program: Program, submitted_at, urgency: str):
     return submitted_at + timedelta(hours=hours)
 
 
-def build_case(ctx: Context, row: dict, req: Request, problems: list[str], case_id: str) -> Case:
-    submitted = row["received_at"]
-    return Case(**vars(req), case_id=case_id, source=row["source"],
-                source_response_id=row["source_key"], submitted_at=submitted,
+def build_case(ctx: Context, row: InboxRow, req: Request, problems: list[str], case_id: str) -> Case:
+    submitted = row.received_at
+    return Case(**vars(req), case_id=case_id, source=row.source,
+                source_response_id=row.source_key, submitted_at=submitted,
                 status="Needs attention" if problems else "New",
                 review_due=review_due(ctx.program, submitted, req.urgency),
                 problems="; ".join(problems))
@@ -231,9 +232,9 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
-        case_id = ctx.db.case_id_for(row["source_key"], ctx.program.program.case_prefix)
-        with ctx.db.lock(f"case:{row['source_key']}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
-            case = ctx.store.find_case(source_response_id=row["source_key"])
+        case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
+        with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
+            case = ctx.store.find_case(source_response_id=row.source_key)
             if case is None:
                 new_case = build_case(ctx, row, req, problems, case_id)
                 # Suggestions go in with the case: one write, and a coordinator sees them at once.
@@ -253,40 +254,40 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
         _fail(ctx, row, exc)
         return None
     ctx.db.finish_submission(inbox_id, case.case_id)
-    log.info("submission done inbox=%s source=%s case=%s", inbox_id, row["source"], case.case_id)
+    log.info("submission done inbox=%s source=%s case=%s", inbox_id, row.source, case.case_id)
     return case.case_id
 
 
-def answers_for(ctx: Context, row: dict) -> tuple[dict, list[str]]:
+def answers_for(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
     """Answers keyed by Request field name. Outside forms are fetched by their integration."""
-    fetch = ctx.fetchers.get(row["source"])
+    fetch = ctx.fetchers.get(row.source)
     if fetch is None:
-        return dict(row["payload"].get("answers", {})), []
+        return dict(row.payload.get("answers", {})), []
     return fetch(ctx, row)
 
 
-def _fail(ctx: Context, row: dict, exc: Exception) -> None:
+def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
     error = describe_error(exc)
-    attempts, limit = row["attempts"], int(ctx.settings["RETRY_MAX_ATTEMPTS"])
+    attempts, limit = row.attempts, int(ctx.settings["RETRY_MAX_ATTEMPTS"])
     if isinstance(exc, notify.MessageInFlight):
         # Not a failure of anything outside: another worker holds a message (or died
         # holding it). Try again when its claim runs out, without growing the backoff.
         delay = int(ctx.settings["INBOX_LEASE_SECONDS"])
-        ctx.db.retry_submission(row["id"], error, ctx.now() + timedelta(seconds=delay))
-        _schedule(ctx, row["id"], delay)
+        ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
+        _schedule(ctx, row.id, delay)
         return
     if attempts >= limit or isinstance(exc, PermanentError):
-        ctx.db.park_submission(row["id"], error)
+        ctx.db.park_submission(row.id, error)
         if isinstance(exc, CredentialsRefused):
             notify.tell_leads_form_refused(ctx, row, exc.source)
         log.error("submission parked inbox=%s source=%s attempts=%s error=%s",
-                  row["id"], row["source"], attempts, error)
+                  row.id, row.source, attempts, error)
         return
     delay = min(int(ctx.settings["RETRY_BASE_SECONDS"]) * 2 ** (attempts - 1), 3600)
-    ctx.db.retry_submission(row["id"], error, ctx.now() + timedelta(seconds=delay))
-    _schedule(ctx, row["id"], delay)
+    ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
+    _schedule(ctx, row.id, delay)
     log.warning("submission will retry inbox=%s source=%s attempt=%s in=%ss error=%s",
-                row["id"], row["source"], attempts, delay, error)
+                row.id, row.source, attempts, delay, error)
 
 
 def _schedule(ctx: Context, inbox_id: int, delay: int) -> None:

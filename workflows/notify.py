@@ -29,6 +29,7 @@ from config.messages import ALLOWED_PLACEHOLDERS, Template, TemplateError  # noq
 from config.messages import load as load_templates  # noqa: F401 (re-exported)
 from workflows import phones
 from workflows.model import MessageRecord
+from workflows.records import InboxRow
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -294,17 +295,17 @@ def coordinator_link(ctx: Context) -> str:
 FORM_REFUSED_TEMPLATES = {"qualtrics": "qualtrics_token_refused_email", "redcap": "redcap_token_refused_email"}
 
 
-def tell_leads_form_refused(ctx: Context, row: dict, source: str) -> None:
+def tell_leads_form_refused(ctx: Context, row: InboxRow, source: str) -> None:
     """A form system (`source`, e.g. "qualtrics") refused our API token for inbox `row`: the
     program leads are emailed once per submission, with the text for that system."""
     template = FORM_REFUSED_TEMPLATES.get(source)
     if template is None:
-        log.error("no message for a refused token of source=%s inbox=%s", source, row["id"])
+        log.error("no message for a refused token of source=%s inbox=%s", source, row.id)
         return
     alert_leads_parked(ctx, row, template=template, kind=f"{source}_token")
 
 
-def alert_leads_parked(ctx: Context, row: dict, *, template: str, kind: str) -> None:
+def alert_leads_parked(ctx: Context, row: InboxRow, *, template: str, kind: str) -> None:
     """Email the program leads once per parked submission (e.g. a form system refused our
     token): the key holds the inbox id, so retries and replays send nothing more. Never stops
     the parking."""
@@ -312,13 +313,13 @@ def alert_leads_parked(ctx: Context, row: dict, *, template: str, kind: str) -> 
         leads = [r for r in ctx.store.reviewers() if r.program_lead]
         for lead in leads:
             send(ctx, case_id="", kind=kind, template=template,
-                 recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row['id']}", role="Program lead",
+                 recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row.id}", role="Program lead",
                                      email=lead.email),
-                 values={"ref": str(row["id"])})
+                 values={"ref": str(row.id)})
         if not leads:
-            log.error("no program lead to tell of a parked submission inbox=%s", row["id"])
+            log.error("no program lead to tell of a parked submission inbox=%s", row.id)
     except Exception:
-        log.exception("could not email the program leads inbox=%s", row["id"])
+        log.exception("could not email the program leads inbox=%s", row.id)
 
 
 def run_due(ctx: Context) -> int:

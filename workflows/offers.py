@@ -32,6 +32,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from workflows import matching, notify, phones
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Reviewer, Supporter
+from workflows.records import Offer
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -90,7 +91,7 @@ def start_approved(ctx: Context, case_id: str, *, seen: bool = True) -> str | No
             return None
         current = _open_offer(ctx, case_id)
         if current is not None:
-            if case.assigned_supporter in ("", current["supporter_id"]):
+            if case.assigned_supporter in ("", current.supporter_id):
                 # Made before a crash: finish it (its SMS goes once), or move on if it cannot go.
                 if _finish_offer(ctx, case, current) == "offered":
                     return "offered"
@@ -114,7 +115,7 @@ def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
                                     "the best candidate instead", at=ctx.now())])
         chosen = ""
     while True:
-        ruled_out = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id) if o["status"] in RULED_OUT}
+        ruled_out = {o.supporter_id for o in ctx.db.offers_for_case(case.case_id) if o.status in RULED_OUT}
         if chosen:
             supporter, chosen = by_id[chosen], ""
         else:
@@ -130,27 +131,27 @@ def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
             return "offered"
 
 
-def _finish_offer(ctx: Context, case: Case, offer: dict, supporter: Supporter | None = None) -> str:
+def _finish_offer(ctx: Context, case: Case, offer: Offer, supporter: Supporter | None = None) -> str:
     """Send the offer's SMS (once, through the ledger) and show the case as Offered."""
-    supporter = supporter or _supporter(ctx, offer["supporter_id"])
+    supporter = supporter or _supporter(ctx, offer.supporter_id)
     status = "failed" if supporter is None else notify.send(
-        ctx, case_id=case.case_id, kind=f"offer-{offer['round']}", template="offer_supporter_sms",
+        ctx, case_id=case.case_id, kind=f"offer-{offer.round}", template="offer_supporter_sms",
         recipient=_supporter_recipient(supporter),
-        values={"ref": case.ref, "deadline": notify.show_time(ctx, offer["expires_at"])},
+        values={"ref": case.ref, "deadline": notify.show_time(ctx, offer.expires_at)},
         crisis=_urgent(case))
     name = supporter.name if supporter else "a supporter no longer in the roster"
     if status == "failed":
-        if ctx.db.offer_close(offer["id"], "unreachable", ctx.now()):
+        if ctx.db.offer_close(offer.id, "unreachable", ctx.now()):
             ctx.store.add_events([Event(case.case_id, f"Offer to {name} could not be sent by SMS (offer "
-                                        f"{offer['round']}): trying the next supporter", at=ctx.now())])
+                                        f"{offer.round}): trying the next supporter", at=ctx.now())])
         return "unreachable"
-    ctx.store.update_case(case.case_id, status="Offered", assigned_supporter=offer["supporter_id"],
-                          offer_expires=offer["expires_at"])
-    _event_once(ctx, case.case_id, f"offer-{offer['round']}",
-                f"Offered to {name} by SMS (offer {offer['round']}), answer due "
-                f"{notify.show_time(ctx, offer['expires_at'])}")
-    log.info("offer made case=%s round=%s supporter=%s sms=%s", case.case_id, offer["round"],
-             offer["supporter_id"], status)
+    ctx.store.update_case(case.case_id, status="Offered", assigned_supporter=offer.supporter_id,
+                          offer_expires=offer.expires_at)
+    _event_once(ctx, case.case_id, f"offer-{offer.round}",
+                f"Offered to {name} by SMS (offer {offer.round}), answer due "
+                f"{notify.show_time(ctx, offer.expires_at)}")
+    log.info("offer made case=%s round=%s supporter=%s sms=%s", case.case_id, offer.round,
+             offer.supporter_id, status)
     return "offered"
 
 
@@ -211,28 +212,28 @@ def expire_due(ctx: Context) -> int:
     ended = 0
     for offer in ctx.db.offers_expired(ctx.now()):
         try:
-            with _case_lock(ctx, offer["case_id"]):
-                current = ctx.db.offer_get(offer["id"])
-                if current["status"] == "open" and current["expires_at"] <= ctx.now():
+            with _case_lock(ctx, offer.case_id):
+                current = ctx.db.offer_get(offer.id)
+                if current.status == "open" and current.expires_at <= ctx.now():
                     _expire(ctx, current)
                     ended += 1
         except Exception as exc:
-            log.error("offer expiry failed case=%s offer=%s error=%s", offer["case_id"], offer["id"],
+            log.error("offer expiry failed case=%s offer=%s error=%s", offer.case_id, offer.id,
                       describe_error(exc))
     return ended
 
 
-def _expire(ctx: Context, offer: dict) -> None:
+def _expire(ctx: Context, offer: Offer) -> None:
     """End an open offer whose time is up (the caller holds the case lock), and move on."""
-    case = ctx.store.find_case(case_id=offer["case_id"])
+    case = ctx.store.find_case(case_id=offer.case_id)
     if not _still_offered(ctx, case, offer):
         _withdraw(ctx, offer, "the case changed meanwhile")
         return
-    if not ctx.db.offer_close(offer["id"], "expired", ctx.now()):
+    if not ctx.db.offer_close(offer.id, "expired", ctx.now()):
         return
-    supporter = _supporter(ctx, offer["supporter_id"])
+    supporter = _supporter(ctx, offer.supporter_id)
     ctx.store.add_events([Event(case.case_id, f"Offer to {supporter.name if supporter else 'a supporter'} "
-                                f"ran out without an answer (offer {offer['round']})", at=ctx.now())])
+                                f"ran out without an answer (offer {offer.round})", at=ctx.now())])
     _offer_next(ctx, case)
 
 
@@ -254,7 +255,7 @@ def open_offers(ctx: Context, supporter: Supporter) -> list[Case]:
     """Cases offered to this supporter, not yet answered and not past their expiry."""
     found = []
     for offer in ctx.db.offers_open_for(supporter.record_id, ctx.now()):
-        case = ctx.store.find_case(case_id=offer["case_id"])
+        case = ctx.store.find_case(case_id=offer.case_id)
         if _still_offered(ctx, case, offer):
             found.append(case)
     return found
@@ -276,7 +277,7 @@ def _case_and_offers_to(ctx: Context, case_id: str, person: Supporter):
     """The case as it is now, and the offers of it made to this supporter (oldest first).
     Called under the case's lock, so the answer cannot change underneath."""
     case = ctx.store.find_case(case_id=case_id)
-    return case, [o for o in ctx.db.offers_for_case(case_id) if o["supporter_id"] == person.record_id]
+    return case, [o for o in ctx.db.offers_for_case(case_id) if o.supporter_id == person.record_id]
 
 
 def accept(ctx: Context, phone: str, ref: str) -> str:
@@ -291,27 +292,27 @@ def accept(ctx: Context, phone: str, ref: str) -> str:
         if not mine:
             return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)     # never offered to them
         offer = mine[-1]
-        if offer["status"] == "accepted" and case.status in LINK_STATUSES \
+        if offer.status == "accepted" and case.status in LINK_STATUSES \
                 and case.assigned_supporter == person.record_id:
             after_accept(ctx, case, person, offer)     # a repeated YES: finish anything left undone
             return notify.text(ctx, "sms_reply_accepted", ref=ref)
-        if offer["status"] == "open" and offer["expires_at"] <= ctx.now():
+        if offer.status == "open" and offer.expires_at <= ctx.now():
             _expire(ctx, offer)
             return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if offer["status"] != "open":
+        if offer.status != "open":
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         if not _still_offered(ctx, case, offer):
             _withdraw(ctx, offer, "the case changed meanwhile")
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         now = ctx.now()
-        ctx.db.offer_close(offer["id"], "accepted", now)
-        offer = ctx.db.offer_get(offer["id"])
+        ctx.db.offer_close(offer.id, "accepted", now)
+        offer = ctx.db.offer_get(offer.id)
         case = ctx.store.update_case(case.case_id, status="Assigned", assigned_supporter=person.record_id,
                                      offer_expires=None)
         ctx.store.update_supporter(person.record_id, last_assigned_at=now)
-        ctx.store.add_events([Event(case.case_id, f"Accepted by {person.name} (offer {offer['round']})", at=now,
+        ctx.store.add_events([Event(case.case_id, f"Accepted by {person.name} (offer {offer.round})", at=now,
                                     actor=f"supporter:{person.record_id}")])
-        log.info("offer accepted case=%s round=%s supporter=%s", case.case_id, offer["round"], person.record_id)
+        log.info("offer accepted case=%s round=%s supporter=%s", case.case_id, offer.round, person.record_id)
         try:
             after_accept(ctx, case, person, offer)
         except Exception as exc:
@@ -342,16 +343,16 @@ def decline(ctx: Context, phone: str, ref: str) -> str:
     with _case_lock(ctx, case.case_id):
         case, mine = _case_and_offers_to(ctx, case.case_id, person)
         offer = mine[-1] if mine else None
-        if offer is None or offer["status"] != "open":
+        if offer is None or offer.status != "open":
             return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
-        if offer["expires_at"] <= ctx.now():
+        if offer.expires_at <= ctx.now():
             _expire(ctx, offer)
             return notify.text(ctx, "sms_reply_covered", ref=ref)
         if not _still_offered(ctx, case, offer):
             _withdraw(ctx, offer, "the case changed meanwhile")
             return notify.text(ctx, "sms_reply_covered", ref=ref)
-        ctx.db.offer_close(offer["id"], "declined", ctx.now())
-        ctx.store.add_events([Event(case.case_id, f"Declined by {person.name} (offer {offer['round']})",
+        ctx.db.offer_close(offer.id, "declined", ctx.now())
+        ctx.store.add_events([Event(case.case_id, f"Declined by {person.name} (offer {offer.round})",
                                     at=ctx.now(), actor=f"supporter:{person.record_id}")])
         _offer_next(ctx, case)
     return notify.text(ctx, "sms_reply_declined", ref=ref)
@@ -375,10 +376,10 @@ def contact_made(ctx: Context, phone: str, ref: str) -> str:
 
 # ---------------------------------------------------------------------------- after YES
 
-def after_accept(ctx: Context, case: Case, supporter: Supporter, offer: dict) -> None:
+def after_accept(ctx: Context, case: Case, supporter: Supporter, offer: Offer) -> None:
     """The supporter's private link by SMS and email, and the requester told someone will
     reach out and by when. Each message once (the ledger); safe to repeat."""
-    deadline = notify.show_time(ctx, contact_due(ctx, offer["answered_at"], case.urgency))
+    deadline = notify.show_time(ctx, contact_due(ctx, offer.answered_at, case.urgency))
     values = {"ref": case.ref, "link": supporter_link(ctx, offer), "deadline": deadline}
     for template in ("supporter_link_sms", "supporter_link_email"):
         # The supporter has just texted us: the link goes now, whatever the hour.
@@ -420,26 +421,26 @@ def contact_due(ctx: Context, accepted_at: datetime, urgency: str) -> datetime:
     return accepted_at + timedelta(hours=hours)
 
 
-def accepted_offer(ctx: Context, case: Case) -> dict | None:
+def accepted_offer(ctx: Context, case: Case) -> Offer | None:
     """The offer through which the case's assigned supporter took it."""
     found = [o for o in ctx.db.offers_for_case(case.case_id)
-             if o["status"] == "accepted" and o["supporter_id"] == case.assigned_supporter]
+             if o.status == "accepted" and o.supporter_id == case.assigned_supporter]
     return found[-1] if found else None
 
 
 # ---------------------------------------------------------------------------- the private link
 
-def supporter_link(ctx: Context, offer: dict, *, now: datetime | None = None) -> str:
+def supporter_link(ctx: Context, offer: Offer, *, now: datetime | None = None) -> str:
     """`PUBLIC_BASE_URL/s/<token>`: signed with SECRET_KEY, naming one accepted offer (so one
     case and one supporter, ids only) and when it stops working (program.toml [offers]
     link_valid_hours from now)."""
     hours = ctx.program.offers.link_valid_hours
     until = (now or ctx.now()) + timedelta(hours=hours)
-    token = _serializer(ctx).dumps([offer["id"], int(until.timestamp())])
+    token = _serializer(ctx).dumps([offer.id, int(until.timestamp())])
     return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/s/{token}"
 
 
-def open_link(ctx: Context, token: str) -> tuple[Case | None, dict | None]:
+def open_link(ctx: Context, token: str) -> tuple[Case | None, Offer | None]:
     """What a link shows: (case, offer) while it is genuine, unexpired, and its supporter
     still has the case; (None, offer-or-None) otherwise. A genuine opening, and a genuine
     link opened too late, are recorded as Events."""
@@ -449,19 +450,19 @@ def open_link(ctx: Context, token: str) -> tuple[Case | None, dict | None]:
     except (BadSignature, TypeError, ValueError):
         log.warning("supporter link refused: not genuine")
         return None, None
-    if offer is None or offer["status"] != "accepted":
+    if offer is None or offer.status != "accepted":
         return None, None
-    case = ctx.store.find_case(case_id=offer["case_id"])
+    case = ctx.store.find_case(case_id=offer.case_id)
     if case is None:
         return None, offer
     expired = datetime.fromtimestamp(until, timezone.utc) <= ctx.now()
-    if expired or case.status not in LINK_STATUSES or case.assigned_supporter != offer["supporter_id"] \
+    if expired or case.status not in LINK_STATUSES or case.assigned_supporter != offer.supporter_id \
             or case.purged_at is not None:
         ctx.store.add_events([Event(case.case_id, "Supporter link opened after it stopped working", at=ctx.now(),
-                                    actor=f"supporter:{offer['supporter_id']}")])
+                                    actor=f"supporter:{offer.supporter_id}")])
         return None, offer
     ctx.store.add_events([Event(case.case_id, "Supporter link opened", at=ctx.now(),
-                                actor=f"supporter:{offer['supporter_id']}")])
+                                actor=f"supporter:{offer.supporter_id}")])
     return case, offer
 
 
@@ -537,25 +538,25 @@ def _case_lock(ctx: Context, case_id: str):
                        wait_seconds=30)
 
 
-def _open_offer(ctx: Context, case_id: str) -> dict | None:
-    return next((o for o in ctx.db.offers_for_case(case_id) if o["status"] == "open"), None)
+def _open_offer(ctx: Context, case_id: str) -> Offer | None:
+    return next((o for o in ctx.db.offers_for_case(case_id) if o.status == "open"), None)
 
 
-def _still_offered(ctx: Context, case: Case | None, offer: dict) -> bool:
+def _still_offered(ctx: Context, case: Case | None, offer: Offer) -> bool:
     """The case still waits for this open offer's answer, unless a coordinator changed it: set
     another Status, or put someone we never offered it to in Assigned Supporter. (A case that
     still shows an earlier supporter of ours is one our own write missed after the SMS went.)"""
     if case is None or case.status != "Offered":
         return False
-    if case.assigned_supporter == offer["supporter_id"]:
+    if case.assigned_supporter == offer.supporter_id:
         return True
-    ours = {o["supporter_id"] for o in ctx.db.offers_for_case(case.case_id)}
+    ours = {o.supporter_id for o in ctx.db.offers_for_case(case.case_id)}
     return case.assigned_supporter in ours | {""}
 
 
-def _withdraw(ctx: Context, offer: dict, why: str) -> None:
-    if ctx.db.offer_close(offer["id"], "withdrawn", ctx.now()):
-        ctx.store.add_events([Event(offer["case_id"], f"Offer {offer['round']} withdrawn: {why}", at=ctx.now())])
+def _withdraw(ctx: Context, offer: Offer, why: str) -> None:
+    if ctx.db.offer_close(offer.id, "withdrawn", ctx.now()):
+        ctx.store.add_events([Event(offer.case_id, f"Offer {offer.round} withdrawn: {why}", at=ctx.now())])
 
 
 def _send(ctx: Context, **message) -> str:

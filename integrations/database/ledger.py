@@ -1,0 +1,184 @@
+"""The message ledger (one row per message: intent, claim, delivery), the opt-outs, provider
+webhook dedupe, and the outbox (the embedded SMS and email provider).
+
+The ledger is what makes a message one send (docs/architecture.md section 1); it never holds the
+text, only the template's name and its placeholder values.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from workflows.model import MessageRecord
+
+from .schema import messages, opt_outs, outbox, webhook_events
+
+
+class LedgerRepo:
+    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+
+    # ---- message ledger ----
+    def ledger_get(self, key: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(messages).where(messages.c.key == key)).mappings().first()
+        return dict(row) if row else None
+
+    def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
+                      values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
+        """Record the intent to send before any provider call (no-op when already there)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(messages.insert().values(
+                    key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
+                    recipient_role=record.recipient_role, recipient=recipient, status="pending",
+                    provider_id="", error="", created_at=now or self.clock.now(), template=template,
+                    values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
+                    attempts=0, body_digest="", alerted=False, mirror_due=False))
+        except IntegrityError:
+            pass
+
+    def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None) -> bool:
+        """Only one worker may send a message; a crashed sender's claim runs out. Held and
+        retrying messages can be claimed once they are due. Counts the attempt."""
+        now = now or self.clock.now()
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(sa.or_(
+                    sa.and_(messages.c.status.in_(("pending", "held", "retry")),
+                            sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now)),
+                    sa.and_(messages.c.status == "sending",
+                            sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < now))))
+                .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds),
+                        attempts=messages.c.attempts + 1))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_hold(self, key: str, until: datetime) -> bool:
+        """Keep an unsent message until `until` (quiet hours)."""
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(messages.c.status.in_(("pending", "retry", "held")))
+                .values(status="held", next_attempt_at=until, claimed_until=None))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_advance(self, key: str, status: str, allowed_from, **values) -> bool:
+        """Move a message to `status` only from one of `allowed_from` (so a late or repeated
+        delivery report never moves it backwards). Returns whether it moved."""
+        stmt = (messages.update().where(messages.c.key == key)
+                .where(messages.c.status.in_(tuple(allowed_from))).values(status=status, **values))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def ledger_due(self, now: datetime, *, stale_seconds: int = 60, limit: int = 500) -> list[str]:
+        """Messages the periodic task must (re)try: held or retrying ones that are due, intents
+        never claimed (a worker died between intent and claim), and claims that ran out."""
+        stmt = sa.select(messages.c.key).where(sa.or_(
+            sa.and_(messages.c.status.in_(("held", "retry")), messages.c.next_attempt_at <= now),
+            sa.and_(messages.c.status == "pending", messages.c.created_at < now - timedelta(seconds=stale_seconds)),
+            sa.and_(messages.c.status == "sending",
+                    sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < now)),
+        )).order_by(messages.c.crisis.desc(), messages.c.created_at).limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    def ledger_by_provider_id(self, provider_id: str) -> dict | None:
+        if not provider_id:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(messages).where(messages.c.provider_id == provider_id)).mappings().first()
+        return dict(row) if row else None
+
+    def ledger_not_alerted(self, statuses, limit: int = 200) -> list[dict]:
+        """Messages that ended in one of `statuses` and whose failure nobody was told of yet."""
+        stmt = (sa.select(messages).where(messages.c.status.in_(tuple(statuses)))
+                .where(messages.c.alerted == sa.false()).order_by(messages.c.created_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def ledger_mirror_due(self, limit: int = 200) -> list[str]:
+        stmt = sa.select(messages.c.key).where(messages.c.mirror_due == sa.true()).limit(limit)
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(stmt)]
+
+    # ---- opt-outs ----
+    def opt_out(self, channel: str, address: str, source: str, now: datetime | None = None) -> bool:
+        """Record that `address` asked to stop on `channel`. Returns whether it is new."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(opt_outs.insert().values(channel=channel, address=address, source=source,
+                                                      at=now or self.clock.now()))
+            return True
+        except IntegrityError:
+            return False
+
+    def opt_in(self, channel: str, address: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(opt_outs.delete().where(opt_outs.c.channel == channel)
+                                .where(opt_outs.c.address == address)).rowcount > 0
+
+    def is_opted_out(self, channel: str, address: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(opt_outs.c.address).where(opt_outs.c.channel == channel)
+                                .where(opt_outs.c.address == address)).first() is not None
+
+    # ---- provider webhook dedupe ----
+    def remember_webhook_event(self, source: str, event_id: str, now: datetime | None = None) -> bool:
+        """True the first time (source, event_id) is seen, False for a repeat delivery."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(webhook_events.insert().values(source=source, event_id=event_id,
+                                                            received_at=now or self.clock.now()))
+            return True
+        except IntegrityError:
+            return False
+
+    def forget_webhook_event(self, source: str, event_id: str) -> None:
+        """Undo `remember_webhook_event` when applying the event failed, so a redelivery is applied."""
+        with self.engine.begin() as conn:
+            conn.execute(webhook_events.delete().where(webhook_events.c.source == source)
+                         .where(webhook_events.c.event_id == event_id))
+
+    def forget_webhook_events(self, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(webhook_events.delete().where(webhook_events.c.received_at < before)).rowcount
+
+    def ledger_update(self, key: str, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(messages.update().where(messages.c.key == key).values(**values))
+
+    def ledger_rows(self, case_id: str | None = None) -> list[dict]:
+        stmt = sa.select(messages).order_by(messages.c.created_at)
+        if case_id:
+            stmt = stmt.where(messages.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ---- outbox (the embedded SMS and email provider) ----
+    def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,
+                   subject: str, body: str) -> int:
+        """Idempotent on the ledger key: a second attempt returns the first row's id."""
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(outbox.insert().values(
+                    message_key=message_key, at=self.clock.now(), channel=channel, recipient=recipient,
+                    case_id=case_id, subject=subject, body=body)).inserted_primary_key[0])
+        except IntegrityError:
+            return self.outbox_id(message_key)
+
+    def outbox_id(self, message_key: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(outbox.c.id).where(outbox.c.message_key == message_key)).scalar()
+
+    def outbox_list(self, limit: int = 500) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
+
+    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[dict]:
+        """The newest messages first (what `flask outbox` shows), optionally of one case."""
+        stmt = sa.select(outbox).order_by(outbox.c.id.desc()).limit(limit)
+        if case_id:
+            stmt = stmt.where(outbox.c.case_id == case_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]

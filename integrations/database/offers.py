@@ -1,0 +1,113 @@
+"""Offers of a case to supporters, once-only case milestones, and the locks shared by every
+process on the database (workflows/offers.py and deadlines.py rely on them)."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from workflows.records import Offer, from_row
+
+from .schema import case_milestones, locks, offers
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class OffersRepo:
+    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+
+    # ---- locks ----
+    @contextmanager
+    def lock(self, name: str, *, ttl_seconds: int = 120, wait_seconds: float = 60):
+        """A lock shared by every process on this database; a holder that dies frees it at ttl."""
+        owner, deadline = _owner(), time.monotonic() + wait_seconds
+        while True:
+            now = self.clock.now()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.expires_at < now))
+                    conn.execute(locks.insert().values(name=name, owner=owner,
+                                                       expires_at=now + timedelta(seconds=ttl_seconds)))
+                break
+            except IntegrityError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"lock {name!r} is held by another worker")
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with self.engine.begin() as conn:
+                conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.owner == owner))
+
+    # ---- offers ----
+    def offer_create(self, *, case_id: str, supporter_id: str, offered_at: datetime,
+                     expires_at: datetime) -> Offer:
+        """A new open offer, numbered after the case's earlier ones. Callers hold the case's
+        offer lock; the unique (case, round) keeps two offers from sharing a number anyway."""
+        with self.engine.begin() as conn:
+            last = conn.execute(sa.select(sa.func.max(offers.c.round))
+                                .where(offers.c.case_id == case_id)).scalar() or 0
+            offer_id = conn.execute(offers.insert().values(
+                case_id=case_id, round=last + 1, supporter_id=supporter_id, status="open",
+                offered_at=offered_at, expires_at=expires_at)).inserted_primary_key[0]
+        return self.offer_get(int(offer_id))
+
+    def offer_get(self, offer_id: int) -> Offer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(offers).where(offers.c.id == offer_id)).mappings().first()
+        return from_row(Offer, row) if row else None
+
+    def offers_for_case(self, case_id: str) -> list[Offer]:
+        """Every offer of the case, first to last."""
+        with self.engine.connect() as conn:
+            return [from_row(Offer, r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
+                                                  .order_by(offers.c.round)).mappings()]
+
+    def offers_open_for(self, supporter_id: str, now: datetime) -> list[Offer]:
+        """The supporter's offers that are open and not past their expiry."""
+        stmt = (sa.select(offers).where(offers.c.supporter_id == supporter_id)
+                .where(offers.c.status == "open").where(offers.c.expires_at > now).order_by(offers.c.id))
+        with self.engine.connect() as conn:
+            return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
+
+    def offers_expired(self, now: datetime, limit: int = 200) -> list[Offer]:
+        """Open offers whose time is up (the periodic task moves each case on)."""
+        stmt = (sa.select(offers).where(offers.c.status == "open").where(offers.c.expires_at <= now)
+                .order_by(offers.c.expires_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
+
+    def offer_close(self, offer_id: int, status: str, at: datetime) -> bool:
+        """Move an open offer to `status`; False when it was no longer open (someone else
+        answered it first), so only one answer ever wins."""
+        stmt = (offers.update().where(offers.c.id == offer_id).where(offers.c.status == "open")
+                .values(status=status, answered_at=at))
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def offer_update(self, offer_id: int, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(offers.update().where(offers.c.id == offer_id).values(**values))
+
+    # ---- case milestones ----
+    def milestone_done(self, case_id: str, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(case_milestones.c.at).where(case_milestones.c.case_id == case_id)
+                                .where(case_milestones.c.name == name)).first() is not None
+
+    def milestone_mark(self, case_id: str, name: str, at: datetime) -> bool:
+        """Record that a once-only step is done. Returns whether it is new."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(case_milestones.insert().values(case_id=case_id, name=name, at=at))
+            return True
+        except IntegrityError:
+            return False

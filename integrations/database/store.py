@@ -1,0 +1,122 @@
+"""The case store on the service's own database (the embedded default when Airtable is not
+configured): cases, events and the roster, as the `CaseStore` of workflows/model.py."""
+from __future__ import annotations
+
+from dataclasses import fields as dc_fields
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter
+
+from .schema import cases, events, resources, reviewers, supporters
+
+
+def _row_to(cls, row) -> object:
+    names = {f.name for f in dc_fields(cls)}
+    values = {k: v for k, v in dict(row).items() if k in names}
+    values["record_id"] = str(row["id"])
+    return cls(**values)
+
+
+def _values_of(obj, table: sa.Table) -> dict:
+    return {c.name: getattr(obj, c.name) for c in table.columns if c.name != "id"}
+
+
+class SqlCaseStore:
+    """The case store on the service's own database (the embedded default)."""
+
+    def __init__(self, db):
+        self.engine = db.engine
+
+    def find_case(self, *, case_id=None, source_response_id=None) -> Case | None:
+        stmt = sa.select(cases)
+        if case_id is not None:
+            stmt = stmt.where(cases.c.case_id == case_id)
+        elif source_response_id is not None:
+            stmt = stmt.where(cases.c.source_response_id == source_response_id)
+        else:
+            raise ValueError("find_case needs case_id or source_response_id")
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return _row_to(Case, row) if row else None
+
+    def create_case(self, case: Case) -> Case:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(cases.insert().values(**_values_of(case, cases)))
+        except IntegrityError:
+            pass  # the same submission again: keep what is there
+        return self.find_case(source_response_id=case.source_response_id)
+
+    def update_case(self, case_id: str, **changes) -> Case:
+        with self.engine.begin() as conn:
+            if conn.execute(cases.update().where(cases.c.case_id == case_id).values(**changes)).rowcount != 1:
+                raise KeyError(f"no case {case_id}")
+        return self.find_case(case_id=case_id)
+
+    def list_cases(self, status=None) -> list[Case]:
+        stmt = sa.select(cases).order_by(cases.c.submitted_at)
+        if status:
+            stmt = stmt.where(cases.c.status == status)
+        with self.engine.connect() as conn:
+            return [_row_to(Case, r) for r in conn.execute(stmt).mappings()]
+
+    def add_events(self, new_events: list[Event]) -> None:
+        if new_events:
+            with self.engine.begin() as conn:
+                conn.execute(events.insert(), [
+                    {"case_id": e.case_id, "event": e.event, "at": e.at, "actor": e.actor} for e in new_events])
+
+    def list_events(self, case_id: str) -> list[Event]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(events).where(events.c.case_id == case_id).order_by(events.c.id)).mappings()
+            return [Event(case_id=r["case_id"], event=r["event"], at=r["at"], actor=r["actor"]) for r in rows]
+
+    def _all(self, table, cls):
+        with self.engine.connect() as conn:
+            return [_row_to(cls, r) for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings()]
+
+    def supporters(self) -> list[Supporter]:
+        return self._all(supporters, Supporter)
+
+    def reviewers(self) -> list[Reviewer]:
+        return self._all(reviewers, Reviewer)
+
+    def resources(self) -> list[Resource]:
+        return self._all(resources, Resource)
+
+    def update_supporter(self, record_id: str, **changes) -> Supporter:
+        unknown = set(changes) - {c.name for c in supporters.columns}
+        if unknown or not str(record_id).isdigit():
+            raise (TypeError(f"update_supporter() got unknown fields {sorted(unknown)}") if unknown
+                   else KeyError(f"no supporter {record_id}"))
+        with self.engine.begin() as conn:
+            if conn.execute(supporters.update().where(supporters.c.id == int(record_id))
+                            .values(**changes)).rowcount != 1:
+                raise KeyError(f"no supporter {record_id}")
+            row = conn.execute(sa.select(supporters).where(supporters.c.id == int(record_id))).mappings().one()
+        return _row_to(Supporter, row)
+
+    def import_roster(self, roster: Roster) -> dict:
+        counts = {}
+        with self.engine.begin() as conn:
+            for table, items, label in ((supporters, roster.supporters, "supporters"),
+                                        (reviewers, roster.reviewers, "reviewers"),
+                                        (resources, roster.resources, "resources")):
+                for item in items:
+                    values = _values_of(item, table)
+                    updated = conn.execute(table.update().where(table.c.name == item.name)
+                                           .where(table.c.institution == item.institution).values(**values)).rowcount
+                    if not updated:
+                        conn.execute(table.insert().values(**values))
+                counts[label] = len(items)
+        return counts
+
+    def roster_is_empty(self) -> bool:
+        with self.engine.connect() as conn:
+            return not conn.execute(sa.select(sa.func.count()).select_from(supporters)).scalar() \
+                and not conn.execute(sa.select(sa.func.count()).select_from(reviewers)).scalar()
+
+    def mirror_messages(self, records: list[MessageRecord]) -> None:
+        """The ledger is already in this database: nothing to mirror."""

@@ -1,0 +1,87 @@
+"""The service's own database schema: Alembic's revisions build exactly the tables the code
+declares, a database from before migrations is adopted with its rows intact, and processes
+starting together on a fresh database all boot (the PostgreSQL case is in test_durability.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from config import settings as settings_module
+from config.settings import ROOT
+from integrations import database
+from integrations.database import migrate as migrate_module
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'peerline.db'}"
+    else:
+        yield settings_module.database_url({"DATABASE_URL": request.getfixturevalue("pg_url")})
+    database.dispose_engines()
+
+
+def head() -> str:
+    return migrate_module._script().get_current_head()
+
+
+def version(engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(url):
+    """A column or table added to schema.py without a revision would fail here, not in production."""
+    engine = database.engine_for(url)
+    assert version(engine) == head()
+    ours = lambda name, type_, parents: type_ != "table" or name in database.metadata.tables  # noqa: E731
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_name": ours, "compare_type": True})
+        assert compare_metadata(context, database.metadata) == []
+
+
+def test_a_database_made_before_migrations_is_adopted_and_keeps_its_rows(url):
+    """The old start-up made tables with create_all and no alembic_version; such a database is
+    stamped, brought to head, and what it held is still there and still usable."""
+    old = sa.create_engine(url)
+    database.metadata.create_all(old)
+    with old.begin() as conn:
+        conn.execute(database.inbox.insert().values(
+            source="webform", source_key="webform:1", received_at=sa.func.now(), payload="{}",
+            status="done", attempts=1, last_error="", case_id="PS-1001"))
+        conn.exec_driver_sql("ALTER TABLE messages DROP COLUMN mirror_due")   # an older database
+    old.dispose()
+
+    db = database.Database(url)
+    assert version(db.engine) == head()
+    assert [(r.source_key, r.case_id) for r in db.list_inbox()] == [("webform:1", "PS-1001")]
+    assert db.record_submission(source="webform", source_key="webform:1", payload={}) == (1, False)
+    columns = {c["name"] for c in sa.inspect(db.engine).get_columns("messages")}
+    assert "mirror_due" in columns
+
+
+def test_a_database_at_head_is_not_migrated_again(url, monkeypatch):
+    database.engine_for(url)
+    database.dispose_engines()
+    monkeypatch.setattr(migrate_module.command, "upgrade", lambda *a, **k: pytest.fail("upgraded twice"))
+    database.Database(url).ping()
+
+
+@pytest.mark.slow
+def test_processes_starting_together_on_a_fresh_sqlite_database_all_boot(tmp_path):
+    """Web workers and the huey worker starting at once on an empty DATA_DIR: one migrates while
+    the others wait on SQLite's write lock, then all serve."""
+    script = "import sys; from integrations import database; database.Database(sys.argv[1]).ping(); print('ok')"
+    url = f"sqlite:///{tmp_path / 'var' / 'peerline.db'}"
+    starts = [subprocess.Popen([sys.executable, "-c", script, url], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [p.communicate(timeout=120) for p in starts]
+    assert [p.returncode for p in starts] == [0] * 6, [err[-300:] for _, err in results if err]
+    engine = sa.create_engine(url)
+    assert version(engine) == head()
+    engine.dispose()

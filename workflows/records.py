@@ -1,0 +1,49 @@
+"""Rows of the service's own database as plain dataclasses, the shapes workflows receive from
+`ctx.db` (integrations/database builds them; workflows never import it).
+
+Fields are the tables' columns. Text a person wrote or contact details stay out of `repr`, so a
+row that ends up in a log or an error message carries ids and states only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+def from_row(cls, row):
+    """Build `cls` from a result mapping, ignoring columns the dataclass does not name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{key: value for key, value in dict(row).items() if key in names})
+
+
+@dataclass
+class InboxRow:
+    """A received submission. `payload` (the ids or answers as received) is loaded only by
+    `Database.inbox_row`; listings leave it None."""
+    id: int
+    source: str
+    source_key: str
+    received_at: datetime
+    status: str
+    attempts: int = 0
+    last_error: str = ""
+    case_id: str = ""
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    updated_at: datetime | None = None
+    payload: dict | None = field(default=None, repr=False)
+
+
+@dataclass
+class Offer:
+    """One offer of a case to a supporter (status: open, accepted, declined, expired,
+    unreachable, withdrawn)."""
+    id: int
+    case_id: str
+    round: int
+    supporter_id: str
+    status: str
+    offered_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None = None
