@@ -471,3 +471,17 @@ def test_cases_show_hides_contact_details_unless_asked_and_records_asking(client
     [event] = [e for e in ctx.store.list_events(case.case_id) if e.event.startswith("Contact details shown")]
     assert event.actor == "cli"
     assert runner.invoke(args=["cases", "show", "PS-0000"]).exit_code != 0
+
+
+def test_reviewers_are_pointed_at_the_case_in_the_console_on_the_embedded_store(client, ctx, roster, staff,
+                                                                                 run_worker):
+    """Not "run flask cases list", which cannot say who asked or how to reach them."""
+    case = new_case(client, ctx, run_worker)
+    link = f"{ctx.settings['PUBLIC_BASE_URL']}/console/cases/{case.case_id}"
+    to_reviewers = [m for m in ctx.db.outbox_list() if m["case_id"] == case.case_id and link in m["body"]]
+    assert "email" in {m["channel"] for m in to_reviewers}
+    assert not any("flask cases list" in m["body"] for m in ctx.db.outbox_list())
+    path = link.replace(ctx.settings["PUBLIC_BASE_URL"], "")
+    assert client.get(path).status_code == 302                      # signed out: to the sign-in page
+    sign_in(client, *NCH_COORD, next_path=path)
+    assert case.case_id in client.get(path).get_data(as_text=True)

@@ -39,7 +39,7 @@ def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it
     assert told(ctx, case, "review_reminder") == NCH_REVIEWERS            # the institution's, not the leads
     [reminder] = [m for m in sent(ctx, to="+15550101127", case=case) if "still needs review" in m["body"]]
     assert reminder["body"] == (f"Clinician Peer Support Network: ref {case.ref} still needs review, due by "
-                                f"{notify.show_time(ctx, case.review_due)}. {notify.coordinator_link(ctx)}")
+                                f"{notify.show_time(ctx, case.review_due)}. {notify.coordinator_link(ctx, case.case_id)}")
     assert told(ctx, case, "review_overdue") == set()
     clock.pin(case.review_due)
     review_clock()

@@ -155,7 +155,7 @@ def add_event_once(ctx: Context, case: Case, event: str, actor: str = "peerline"
 
 
 def notify_reviewers(ctx: Context, case: Case) -> int:
-    link = notify.coordinator_link(ctx)
+    link = notify.coordinator_link(ctx, case.case_id)
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
               "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
@@ -177,7 +177,7 @@ def escalate_crisis(ctx: Context, case: Case) -> None:
     crisis resources (988 and the program's own) to the requester through their preferred
     channel, or the other one when that fails. An Event for each message. Safe to repeat:
     every message goes through the ledger, every Event is written once."""
-    values = {"ref": case.ref, "link": notify.coordinator_link(ctx)}
+    values = {"ref": case.ref, "link": notify.coordinator_link(ctx, case.case_id)}
     reviewers = ctx.store.reviewers()
     for reviewer in [r for r in reviewers if r.on_call]:
         status = notify.send(ctx, case_id=case.case_id, kind="crisis", template="crisis_reviewer_sms",

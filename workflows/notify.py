@@ -267,7 +267,7 @@ def alert_unreachable(ctx: Context, key: str) -> None:
         log.error("no program lead in the roster to tell of an unreachable person case=%s", row["case_id"])
     about = key[len(row["case_id"]) + 1:]
     values = {"ref": row["case_id"].rsplit("-", 1)[-1], "recipient_role": row["recipient_role"].lower(),
-              "channel": "SMS" if row["channel"] == "sms" else "email", "link": coordinator_link(ctx)}
+              "channel": "SMS" if row["channel"] == "sms" else "email", "link": coordinator_link(ctx, row["case_id"])}
     for lead in leads:
         send(ctx, case_id=row["case_id"], kind=UNREACHABLE_KIND, template="unreachable_lead_email",
              recipient=Recipient(key=f"lead:{lead.record_id}/{about}", role="Program lead", email=lead.email),
@@ -282,13 +282,16 @@ def reviewers_for(ctx: Context, institution: str) -> list:
     return list({r.record_id: r for r in chosen}.values())
 
 
-def coordinator_link(ctx: Context) -> str:
+def coordinator_link(ctx: Context, case_id: str = "") -> str:
+    """Where a reviewer opens the case: the program's own `coordinator_url`, else the Airtable
+    base, else the signed-in console's page of that case (an id in the URL, nothing more)."""
     configured = ctx.program.program.coordinator_url
     if configured:
         return configured
     if ctx.settings.get("AIRTABLE_BASE_ID"):
         return f"https://airtable.com/{ctx.settings['AIRTABLE_BASE_ID']}"
-    return "flask cases list"
+    console = f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/console"
+    return f"{console}/cases/{case_id}" if case_id else console
 
 
 #: The email telling the program leads that a form system refused our API token, by source.

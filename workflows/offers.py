@@ -186,7 +186,7 @@ def tell_reviewers_once(ctx: Context, case: Case, kind: str, templates: tuple[st
     if ctx.db.milestone_done(case.case_id, kind):
         return False
     people = reviewers if reviewers is not None else notify.reviewers_for(ctx, case.institution)
-    values = {"ref": case.ref, "link": notify.coordinator_link(ctx),
+    values = {"ref": case.ref, "link": notify.coordinator_link(ctx, case.case_id),
               "deadline": notify.show_time(ctx, deadline or case.review_due or ctx.now()),
               "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
