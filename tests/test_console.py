@@ -11,7 +11,8 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from integrations.database import StaffStore
-from tests.test_intake import GOOD, submit
+from tests.test_intake import submit
+from tests.test_offers import new_case
 
 LEAD = ("lead@example.org", "lead-password-123")
 NCH_COORD = ("nch.coord@example.org", "nch-password-1234")
@@ -47,12 +48,6 @@ def post_action(client, case_id, action, **data):
                        data={"csrf_token": csrf_of(page.get_data(as_text=True)), **data})
 
 
-def new_case(client, ctx, run_worker, **changes):
-    before = {c.case_id for c in ctx.store.list_cases()}
-    assert submit(client, **changes).status_code == 303
-    run_worker()
-    [case] = [c for c in ctx.store.list_cases() if c.case_id not in before]
-    return case
 
 
 def move_clock(ctx, by: timedelta):
