@@ -28,6 +28,7 @@ import requests
 from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
+from config import forms
 from config.settings import ROOT
 from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, parse_json, record,
                                     require_token)
@@ -108,20 +109,18 @@ Notice.route(bp, "/qualtrics", endpoint="notice", methods=("GET", "POST"))
 
 # ---- the mapping (config/forms/qualtrics.toml) ----
 
-def _read_form() -> dict:
-    return form_mapping.read(FORM_FILE)
+def _read_form() -> forms.QualtricsForm:
+    return forms.load_qualtrics(FORM_FILE)
 
 
 def survey_ids() -> list[str]:
-    return list(_read_form().get("survey", {}).get("ids", []))
+    return list(_read_form().survey.ids)
 
 
-def load_form(program: Program) -> dict:
+def load_form(program: Program) -> forms.QualtricsForm:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
-    errors = form_mapping.answer_errors(form, program, key="question", valid_key=bool, key_hint="QID...")
-    if not survey_ids():
-        errors.append("[survey] ids is empty: no survey's notices would be accepted")
+    errors = form_mapping.answer_errors(form, program)
     if errors:
         raise form_mapping.FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
     return form
@@ -133,12 +132,12 @@ def _code(value) -> str:
     return str(value).strip()
 
 
-def map_values(form: dict, values: dict) -> tuple[dict, list[str]]:
+def map_values(form: forms.QualtricsForm, values: dict) -> tuple[dict, list[str]]:
     """Response `values` -> answers keyed by request field, and what could not be read.
     Problems name the question and, for a choice, its code: never the answer's text."""
     answers, problems = {}, []
-    for name, spec in form["answers"].items():
-        key, choices = spec["question"], spec.get("choices")
+    for name, spec in form.answers.items():
+        key, choices = spec.question, spec.choices
         raw = values.get(key)
         if raw is None or raw == "" or raw == []:
             continue

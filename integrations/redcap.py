@@ -31,6 +31,7 @@ import requests
 from flask import Blueprint, current_app, jsonify
 from flask.cli import AppGroup
 
+from config import forms
 from config.settings import ROOT
 from integrations._webhooks import (Ignored, MalformedPayload, Refused, Webhook, record, require_fields,
                                     require_token)
@@ -120,34 +121,31 @@ def _host(url: str) -> str:
 
 # ---- the mapping (config/forms/redcap.toml) ----
 
-def _read_form() -> dict:
-    return form_mapping.read(FORM_FILE)
+def _read_form() -> forms.RedcapForm:
+    return forms.load_redcap(FORM_FILE)
 
 
 def request_instrument() -> str:
-    return str(_read_form().get("project", {}).get("instrument", ""))
+    return _read_form().project.instrument
 
 
-def load_form(program: Program) -> dict:
+def load_form(program: Program) -> forms.RedcapForm:
     """The answer mapping, checked against Peerline's fields and the program's choices."""
     form = _read_form()
-    errors = [] if NAME.fullmatch(request_instrument()) else \
-        ["[project] instrument must be the instrument's unique name"]
-    errors += form_mapping.answer_errors(form, program, key="field", valid_key=NAME.fullmatch,
-                                         key_hint="<REDCap variable name>")
+    errors = form_mapping.answer_errors(form, program)
     if errors:
         raise form_mapping.FormConfigError(f"{FORM_FILE}: " + "; ".join(errors))
     return form
 
 
-def map_row(form: dict, row: dict) -> tuple[dict, list[str]]:
+def map_row(form: forms.RedcapForm, row: dict) -> tuple[dict, list[str]]:
     """One exported REDCap row (all values strings) -> answers keyed by request field, and
     what could not be read. Problems name the variable and code, never the answer's text."""
     answers, problems = {}, []
-    for name, spec in form["answers"].items():
-        field, choices = spec["field"], spec.get("choices")
+    for name, spec in form.answers.items():
+        field, choices = spec.field, spec.choices
         label = FIELD_LABELS.get(name, name.replace("_", " ").title())
-        if spec.get("checkbox"):
+        if spec.checkbox:
             prefix = f"{field}___"
             codes = [col[len(prefix):] for col, value in row.items() if col.startswith(prefix) and value == "1"]
             if not codes:
@@ -259,26 +257,26 @@ def check_metadata(form: dict, metadata: list[dict]) -> list[str]:
     problems = []
     if not any(m.get("form_name") == instrument for m in by_name.values()):
         problems.append(f"the project has no instrument named {instrument}")
-    for name, spec in form["answers"].items():
-        meta = by_name.get(spec["field"])
+    for name, spec in form.answers.items():
+        meta = by_name.get(spec.field)
         if meta is None:
-            if not spec.get("optional"):   # an optional question may be left out of a project
-                problems.append(f"{spec['field']} (for {name}) is not in the project")
+            if not spec.optional:   # an optional question may be left out of a project
+                problems.append(f"{spec.field} (for {name}) is not in the project")
             continue
         ftype = meta.get("field_type", "")
         if meta.get("form_name") != instrument:
-            problems.append(f"{spec['field']} is on instrument {meta.get('form_name')}, not {instrument}")
-        if bool(spec.get("checkbox")) != (ftype == "checkbox"):
-            problems.append(f"{spec['field']} is a {ftype} field; set checkbox = "
+            problems.append(f"{spec.field} is on instrument {meta.get('form_name')}, not {instrument}")
+        if spec.checkbox != (ftype == "checkbox"):
+            problems.append(f"{spec.field} is a {ftype} field; set checkbox = "
                             f"{'true' if ftype == 'checkbox' else 'false'} in {FORM_FILE.name}")
-        mapped = set(spec.get("choices") or {})
+        mapped = set(spec.choices)
         if ftype in CHOICE_TYPES and mapped:
             codes = {"1", "0"} if ftype in ("yesno", "truefalse") else parse_choices(
                 meta.get("select_choices_or_calculations", ""))
             if mapped - codes:
-                problems.append(f"{spec['field']}: codes {', '.join(sorted(mapped - codes))} are not choices in REDCap")
+                problems.append(f"{spec.field}: codes {', '.join(sorted(mapped - codes))} are not choices in REDCap")
             if codes - mapped and ftype != "checkbox":
-                problems.append(f"{spec['field']}: REDCap choices {', '.join(sorted(codes - mapped))} are not "
+                problems.append(f"{spec.field}: REDCap choices {', '.join(sorted(codes - mapped))} are not "
                                 f"mapped in {FORM_FILE.name} (such answers would need attention)")
     return problems
 
@@ -320,7 +318,7 @@ def check():
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) between {FORM_FILE.name} and the REDCap project.")
     click.echo(f"REDCap project {settings['REDCAP_PROJECT_ID']}: token works, instrument {request_instrument()} "
-               f"has every mapped field ({len(form['answers'])}).")
+               f"has every mapped field ({len(form.answers)}).")
 
 
 def init_app(app) -> None:

@@ -105,6 +105,26 @@ def test_anything_else_is_no(word):
 
 def test_the_shipped_form_mappings_fit_the_program(ctx):
     from integrations import qualtrics, redcap
-    assert qualtrics.load_form(ctx.program)["answers"]
-    assert redcap.load_form(ctx.program)["answers"]
+    assert qualtrics.load_form(ctx.program).answers
+    assert redcap.load_form(ctx.program).answers
     assert tomllib.loads((settings.ROOT / "config" / "forms" / "qualtrics.toml").read_text())["survey"]["ids"]
+
+
+@pytest.mark.parametrize("form,body,says", [
+    ("qualtrics", '[survey]\nids = ["SV_x"]\n[answers.role]\nquestoin = "QID8"\n',
+     ["[answers.role] questoin: unknown key (misspelt?)", "[answers.role] question: missing"]),
+    ("qualtrics", '[survey]\nids = []\n[answers.role]\nquestion = "QID8"\n', ["[survey] ids:"]),
+    ("redcap", '[project]\ninstrument = "Peer Support"\n[answers.role]\nfield = "role"\n',
+     ["[project] instrument: must be the instrument's unique name"]),
+    ("redcap", '[project]\ninstrument = "psr"\n[answers.role]\nfield = "role"\ncheckbox = true\n',
+     ["[answers] role: a checkbox needs choices"]),
+])
+def test_a_form_mapping_with_a_wrong_key_or_value_stops_the_start_naming_file_and_key(tmp_path, form, body, says):
+    from config import forms
+    path = tmp_path / f"{form}.toml"
+    path.write_text(body)
+    with pytest.raises(forms.FormConfigError) as err:
+        (forms.load_qualtrics if form == "qualtrics" else forms.load_redcap)(path)
+    assert str(err.value).startswith(str(path))
+    for said in says:
+        assert said in str(err.value)
