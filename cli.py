@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
 inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
 cases_cli = AppGroup("cases", help="Cases in the case store.")
+purge_cli = AppGroup("purge", help="Remove personal details of cases past the retention period.")
 
 ROSTER_COLUMNS = ("Type", "Name", "Phone", "Email", "Institution", "Department", "Role", "Specialty",
                   "Active", "Max Open Cases", "On Call", "Program Lead", "Kind", "URL", "Hours")
@@ -325,6 +326,30 @@ def sweep_cmd():
     click.echo(f"Queued {tasks.sweep(_ctx())} submissions.")
 
 
+@purge_cli.command("run")
+@click.option("--dry-run", is_flag=True, help="Only list what would go, by case reference and sink.")
+def purge_run(dry_run):
+    """Purge every case Closed or Withdrawn for retention_days (and declined colleague referrals
+    at once) in every sink, each with a receipt Event. Exits 1 naming what is still pending."""
+    from workflows import purge
+    ctx = _ctx()
+    if dry_run:
+        lines = purge.dry_run(ctx)
+        click.echo("\n".join(lines) if lines else "Nothing to purge.")
+        return
+    outcomes = purge.run(ctx)
+    for o in outcomes:
+        done = ", ".join(f"{purge.SINK_NAMES.get(s, s)} {n}" for s, n in o.removed.items()) or "nothing"
+        click.echo(f"{o.case_id} ({o.reason}): removed from {done}"
+                   + (f"; pending: {', '.join(o.pending)}" if o.pending else ""))
+    if not outcomes:
+        click.echo("Nothing to purge.")
+    stuck = [o for o in outcomes if o.pending]
+    if stuck:
+        raise click.ClickException("not finished, retried on the next run: " + "; ".join(
+            f"{o.case_id} {', '.join(o.pending)}" for o in stuck) + " (the log says why)")
+
+
 def _log_level(_click_ctx, _param, verbose: bool) -> None:
     """Command output is for people: log lines (on stderr) only from WARNING up, unless -v.
     The web and worker processes keep app.py's INFO."""
@@ -344,7 +369,7 @@ def add_verbose_option(command: click.Command) -> None:
 def init_app(app) -> None:
     """Register the commands; call after the integrations' `cli` groups are registered, so that
     their commands get -v/--verbose too."""
-    for command in (roster_cli, inbox_cli, cases_cli, outbox_cmd):
+    for command in (roster_cli, inbox_cli, cases_cli, purge_cli, outbox_cmd):
         app.cli.add_command(command)
     inbox_cli.add_command(sweep_cmd)
     for command in app.cli.commands.values():

@@ -40,6 +40,10 @@ DEFAULTS: dict[str, object] = {
     "TWILIO_AUTH_TOKEN": None,
     "TWILIO_MESSAGING_SERVICE_SID": None,
     "TWILIO_API_URL": "https://api.twilio.com",
+    # Twilio's message retention options, sent with each message only when set (accounts with
+    # Twilio's privacy settings): discard|retain, and obfuscate|retain.
+    "TWILIO_CONTENT_RETENTION": None,
+    "TWILIO_ADDRESS_RETENTION": None,
     "SENDGRID_API_KEY": None,
     "SENDGRID_FROM_EMAIL": None,
     "SENDGRID_API_URL": "https://api.sendgrid.com",

@@ -45,6 +45,9 @@ bp = Blueprint("sendgrid", __name__)
 
 EVENTS_PATH = "/webhooks/sendgrid/events"
 MAIL_SEND_PATH = "/v3/mail/send"
+ERASE_PATH = "/v3/recipients/erasejob"
+#: The Recipients' Data Erasure API takes at most 5,000 addresses (and 256 KB) a request.
+ERASE_BATCH = 5000
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 #: Signed timestamps further than this from our clock are refused (replays).
@@ -65,6 +68,7 @@ class SendGridSender:
     def __init__(self, *, api_key: str, from_email: str, api_url: str, timeout: float, db,
                  session: requests.Session | None = None):
         self.url = api_url.rstrip("/") + MAIL_SEND_PATH
+        self.erase_url = api_url.rstrip("/") + ERASE_PATH
         self.headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self.timeout = timeout
         self.session = session or requests.Session()
@@ -109,6 +113,29 @@ class SendGridSender:
         it is found once any event (processed, delivered...) for it came in."""
         row = self.db.ledger_get(message_key)
         return (row["provider_id"] or None) if row else None
+
+    def erase_recipients(self, addresses: list[str]) -> list[str]:
+        """The purge: ask SendGrid to erase the personal data it holds for these recipients
+        (POST /v3/recipients/erasejob, batches of at most 5,000). Returns the job ids; raises
+        notify.SendFailed (with a status code only) when SendGrid does not accept a batch.
+        Older accounts need the `recipients.erasejob.create` scope on the key."""
+        jobs = []
+        for start in range(0, len(addresses), ERASE_BATCH):
+            batch = addresses[start:start + ERASE_BATCH]
+            try:
+                answer = self.session.post(self.erase_url, json={"email_addresses": batch}, headers=self.headers,
+                                           timeout=self.timeout, allow_redirects=False)
+            except (requests.RequestException, OSError) as exc:
+                raise notify.SendFailed(f"SendGrid {type(exc).__name__}", permanent=False) from None
+            if answer.status_code >= 300:
+                log.warning("sendgrid erase job refused (HTTP %s)", answer.status_code)
+                raise notify.SendFailed(f"SendGrid {answer.status_code}", permanent=False)
+            try:
+                job = str((answer.json() or {}).get("job_id") or "")
+            except ValueError:
+                job = ""
+            jobs.append(job if re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", job) else f"accepted:{answer.status_code}")
+        return jobs
 
 
 def classify(status: int) -> notify.SendFailed:

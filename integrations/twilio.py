@@ -77,7 +77,8 @@ class TwilioSender:
     reaches_phones = True
 
     def __init__(self, *, account_sid: str, auth_token: str, messaging_service_sid: str, api_url: str,
-                 status_callback: str, timeout: float, db):
+                 status_callback: str, timeout: float, db, content_retention: str = "",
+                 address_retention: str = ""):
         # Credentials are passed in, and `environment` keeps twilio from reading os.environ
         # (config/settings.py is the only reader of the environment).
         self.client = Client(account_sid, auth_token, account_sid=account_sid,
@@ -88,20 +89,30 @@ class TwilioSender:
         self.messaging_service_sid = messaging_service_sid
         self.status_callback = status_callback
         self.db = db
+        # Sent only when set (TWILIO_CONTENT_RETENTION / TWILIO_ADDRESS_RETENTION): Twilio
+        # accepts them only on accounts with its privacy settings enabled.
+        self.retention = {k: v for k, v in (("content_retention", content_retention),
+                                             ("address_retention", address_retention)) if v}
 
     @classmethod
     def from_settings(cls, values: dict, db) -> "TwilioSender":
+        for name, allowed in (("TWILIO_CONTENT_RETENTION", ("retain", "discard")),
+                              ("TWILIO_ADDRESS_RETENTION", ("retain", "obfuscate"))):
+            if values.get(name) and values[name] not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)} (or unset), not {values[name]!r}")
         return cls(account_sid=values["TWILIO_ACCOUNT_SID"], auth_token=values["TWILIO_AUTH_TOKEN"],
                    messaging_service_sid=values["TWILIO_MESSAGING_SERVICE_SID"],
                    api_url=values["TWILIO_API_URL"],
                    status_callback=values["PUBLIC_BASE_URL"].rstrip("/") + STATUS_PATH,
-                   timeout=float(values["OUTSIDE_TIMEOUT_SECONDS"]), db=db)
+                   timeout=float(values["OUTSIDE_TIMEOUT_SECONDS"]), db=db,
+                   content_retention=values.get("TWILIO_CONTENT_RETENTION") or "",
+                   address_retention=values.get("TWILIO_ADDRESS_RETENTION") or "")
 
     def send(self, *, message_key, channel, to, case_id, subject, body) -> str:
         try:
             message = self.client.messages.create(
                 to=phones.e164(to), messaging_service_sid=self.messaging_service_sid,
-                body=body, status_callback=self.status_callback)
+                body=body, status_callback=self.status_callback, **self.retention)
         except TwilioRestException as exc:
             raise classify(exc) from None
         except requests.Timeout:
@@ -133,6 +144,29 @@ class TwilioSender:
         except requests.RequestException as exc:
             raise notify.SendFailed(f"Twilio {type(exc).__name__}", permanent=False) from None
         return None
+
+
+    def delete_messages(self, sids: list[str]) -> dict:
+        """The purge: DELETE each message record (and its media) at Twilio. Returns
+        {"deleted": n, "gone": n (already absent: 404), "pending": [sids]} - a message still in
+        progress (Twilio refuses to delete it) or any other failure stays pending for the next
+        run. Logs carry SIDs and status codes only."""
+        deleted, gone, pending = 0, 0, []
+        for sid in sids:
+            try:
+                self.client.messages(sid).delete()
+                deleted += 1
+            except TwilioRestException as exc:
+                if exc.status == 404:
+                    gone += 1
+                else:
+                    log.warning("twilio delete message=%s refused (HTTP %s, code %s): retried next run",
+                                _sid(sid), exc.status, exc.code)
+                    pending.append(sid)
+            except requests.RequestException as exc:
+                log.warning("twilio delete message=%s failed (%s): retried next run", _sid(sid), type(exc).__name__)
+                pending.append(sid)
+        return {"deleted": deleted, "gone": gone, "pending": pending}
 
 
 def classify(exc: TwilioRestException, *, looking: bool = False) -> notify.SendFailed:

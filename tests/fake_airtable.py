@@ -71,6 +71,9 @@ class FakeAirtable:
         self._lock = threading.RLock()
         self._random = random.Random(seed)
         self.webhooks: dict[str, list[dict]] = {}
+        #: Deleted records per base (Airtable keeps them in the base's trash for 7 days), each
+        #: with its table's name and its revision history.
+        self.trash: dict[str, list[dict]] = {}
         self.now = lambda: datetime.now(timezone.utc)       # for webhook expiry; tests may move it
 
     # ---- set-up and inspection helpers for tests ----
@@ -87,6 +90,13 @@ class FakeAirtable:
         """Every record of a table, as the API would return them."""
         with self._lock:
             return [self._public(r) for r in self.table(base_id, table)["records"].values()]
+
+    def revisions(self, base_id: str, table: str) -> list[dict]:
+        """Every earlier cell value of the table's live records (Airtable's record revision
+        history): one dict of the fields as they were before each change."""
+        with self._lock:
+            return [json.loads(json.dumps(old)) for r in self.table(base_id, table)["records"].values()
+                    for old in r.get("history", [])]
 
     def refuse_next(self, base_id: str, status: int, count: int = 1) -> None:
         """Answer the next `count` requests to the base with `status` (e.g. 503)."""
@@ -258,6 +268,13 @@ class FakeAirtable:
                 return self._create(base_id, table, body)
             if method in ("PATCH", "PUT"):
                 return self._update_many(base_id, table, body, replace=method == "PUT")
+            if method == "DELETE":
+                ids = [v for k, v in query if k == "records[]"]
+                if not 1 <= len(ids) <= MAX_RECORDS_PER_REQUEST:
+                    raise ApiError(422, "INVALID_RECORDS", "delete takes 1 to 10 records[]")
+                if any(i not in table["records"] for i in ids):
+                    raise ApiError(404, "NOT_FOUND", "Could not find what you are looking for")
+                return {"records": [self._delete(base_id, table, i) for i in ids]}
         if len(path) == 4:
             record = table["records"].get(path[3])
             if record is None:
@@ -268,7 +285,22 @@ class FakeAirtable:
                 values = self._check_fields(base_id, table, body.get("fields", {}), body.get("typecast", False))
                 self._write(record, values, replace=method == "PUT")
                 return self._public(record)
+            if method == "DELETE":
+                return self._delete(base_id, table, path[3])
         raise ApiError(404, "NOT_FOUND")
+
+    def _delete(self, base_id: str, table: dict, record_id: str) -> dict:
+        """Move a record to the trash; links to it disappear from other records' cells."""
+        record = table["records"].pop(record_id)
+        self.trash.setdefault(base_id, []).append({"table": table["name"], **record})
+        for other in self.bases[base_id]:
+            links = {f["name"] for f in other["fields"] if f["type"] == "multipleRecordLinks"
+                     and f["options"]["linkedTableId"] == table["id"]}
+            for r in other["records"].values():
+                for name in links:
+                    if record_id in (r["fields"].get(name) or []):
+                        self._write(r, {name: [i for i in r["fields"][name] if i != record_id]}, replace=False)
+        return {"id": record_id, "deleted": True}
 
     def _base(self, base_id: str) -> list[dict]:
         if base_id not in self.bases:
@@ -450,6 +482,8 @@ class FakeAirtable:
 
     @staticmethod
     def _write(record: dict, values: dict, *, replace: bool) -> None:
+        if record.get("fields"):
+            record.setdefault("history", []).append(json.loads(json.dumps(record["fields"])))
         if replace:
             record["fields"] = {}
         for name, value in values.items():

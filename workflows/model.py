@@ -238,6 +238,14 @@ class CaseStore(Protocol):
     def mirror_messages(self, records: list[MessageRecord]) -> None:
         """Show ledger rows to coordinators (Airtable Messages table); SQL needs nothing."""
 
+    def case_records(self, case_id: str) -> list[str]:
+        """The backend's record ids holding this Case ID (the purge notes them first)."""
+
+    def replace_case(self, kept: Case, old_records: list[str] | None = None) -> int:
+        """The purge (workflows/purge.py): the case becomes `kept`, its de-identified fields,
+        so that no earlier value survives in the backend (Airtable: delete and write anew).
+        Safe to run again after a crash. Returns how many records or fields were removed."""
+
 
 def replace(obj, **changes):
     return dataclasses.replace(obj, **changes)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import deadlines, intake, notify, offers
+from workflows import deadlines, intake, notify, offers, purge
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -120,6 +120,12 @@ def review_clock() -> None:
     deadlines.run(worker_context())
 
 
+def purge_cases() -> None:
+    """Daily: cases past the retention period (and declined colleague referrals) lose every
+    personal detail in every sink; each gets a receipt Event (workflows/purge.py)."""
+    purge.run(worker_context())
+
+
 #: Periodic jobs: (function, schedule). The function's name is the task's name in the queue.
 PERIODIC = (
     (sweep_inbox, crontab(minute="*")),
@@ -128,6 +134,7 @@ PERIODIC = (
     (poll_approvals, crontab(minute="*")),
     (expire_offers, crontab(minute="*")),
     (review_clock, crontab(minute="*/5")),
+    (purge_cases, crontab(minute="23", hour="4")),
 )
 
 

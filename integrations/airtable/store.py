@@ -205,6 +205,45 @@ class AirtableCaseStore:
     def roster_is_empty(self) -> bool:
         return self.table(SUPPORTERS).first() is None and self.table(REVIEWERS).first() is None
 
+    # ---- the purge ----
+    def case_records(self, case_id: str) -> list[str]:
+        """The record ids holding this Case ID (one, except halfway through a purge)."""
+        return [r["id"] for r in self.table(CASES).all(formula=match({"Case ID": case_id}), page_size=100)]
+
+    def replace_case(self, kept: Case, old_records: list[str] | None = None) -> int:
+        """The purge. Changing cells would leave the old values in Airtable's record revision
+        history, so the case's records are deleted (Airtable keeps a deleted record in the
+        base's trash for 7 days) and a de-identified record with the same Case ID is written in
+        their place. The case's Messages rows are deleted too; its Events (fixed phrases, no
+        request text: their history holds only the link) are kept, relinked to the new record,
+        so the audit trail keeps its times.
+
+        `old_records`: the records that held the case before the purge began (purge state keeps
+        them), so that a purge killed halfway and run again keeps the de-identified record it
+        made and deletes the rest. Returns how many records were deleted (Cases and Messages)."""
+        case_id = kept.case_id
+        current = self.case_records(case_id)
+        old = set(current if old_records is None else old_records)
+        new = [r for r in current if r not in old]
+        if new:
+            keep = new[0]
+        else:
+            fields = _fields_of(kept, CASE_FIELDS, CASES)
+            keep = self.table(CASES).create(fields)["id"]
+        self._case_records[case_id] = keep
+        linked = EQ(FunctionCall("ARRAYJOIN", Field("Case")), case_id)
+        events = self.table(EVENTS).all(formula=linked, page_size=100)
+        relink = [{"id": r["id"], "fields": {"Case": [keep]}} for r in events if r["fields"].get("Case") != [keep]]
+        if relink:
+            self.table(EVENTS).batch_update(relink)
+        message_rows = [r["id"] for r in self.table(MESSAGES).all(formula=linked, page_size=100)]
+        doomed = [r for r in current if r != keep]
+        if message_rows:
+            self.table(MESSAGES).batch_delete(message_rows)
+        if doomed:
+            self.table(CASES).batch_delete(doomed)
+        return len(message_rows) + len([r for r in doomed if r in old])
+
     # ---- messages ----
     def mirror_messages(self, records: list[MessageRecord]) -> None:
         """Show ledger rows in the Messages table (upsert on Key); no message text."""

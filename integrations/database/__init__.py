@@ -21,14 +21,15 @@ from .engine import dispose_engines, engine_for
 from .inbox import InboxRepo
 from .ledger import LedgerRepo
 from .offers import OffersRepo
+from .purge import PurgeRepo
 from .schema import (UTCDateTime, case_milestones, case_refs, cases, events, inbox, locks, messages,
-                     metadata, offers, opt_outs, outbox, resources, reviewers, staff, staff_login_failures,
+                     metadata, offers, opt_outs, outbox, purges, resources, reviewers, staff, staff_login_failures,
                      staff_sessions, supporters, webhook_events)
 from .staff import StaffStore
 from .store import SqlCaseStore
 
 
-class Database(InboxRepo, LedgerRepo, OffersRepo):
+class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo):
     """The inbox, Case ID register, locks, ledger, offers and outbox, on one engine."""
 
     def __init__(self, url: str, clock: Clock | None = None):
@@ -47,6 +48,6 @@ class Database(InboxRepo, LedgerRepo, OffersRepo):
 __all__ = [
     "Database", "SqlCaseStore", "StaffStore", "UTCDateTime", "engine_for", "dispose_engines", "metadata",
     "inbox", "case_refs", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
-    "outbox", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
+    "outbox", "purges", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
     "staff_login_failures",
 ]

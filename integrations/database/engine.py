@@ -46,6 +46,9 @@ def _make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # a 2xx means the submission is on disk
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted and overwritten content is zeroed in the file, not left in free pages
+            # (the purge: docs/architecture.md section 7, README "What we keep").
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @sa_event.listens_for(engine, "begin")

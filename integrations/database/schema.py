@@ -150,6 +150,23 @@ outbox = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
 )
 
+#: The purge of a case, per sink (workflows/purge.py): what is done, what is pending, and the
+#: receipt. `sink`: store, database, sms, email, receipt. `detail` is JSON of ids and counts,
+#: except that the email sink keeps the addresses to erase until SendGrid has taken them (then
+#: they are removed). `error` is a fixed phrase or a status code, never a provider's text.
+purges = sa.Table(
+    "purges", metadata,
+    sa.Column("case_id", sa.String(20), primary_key=True),
+    sa.Column("sink", sa.String(20), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),      # pending, done
+    sa.Column("removed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.String(200), nullable=False, server_default=""),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("done_at", UTCDateTime),
+)
+
 
 def _columns_for(cls, *, skip=("record_id",)):
     cols = []

@@ -120,3 +120,20 @@ class SqlCaseStore:
 
     def mirror_messages(self, records: list[MessageRecord]) -> None:
         """The ledger is already in this database: nothing to mirror."""
+
+    def case_records(self, case_id: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return [str(r[0]) for r in conn.execute(sa.select(cases.c.id).where(cases.c.case_id == case_id))]
+
+    def replace_case(self, kept: Case, old_records: list[str] | None = None) -> int:
+        """The purge: the case's row becomes `kept` (its de-identified fields; the rest empty).
+        With SQLite's secure_delete the old values are zeroed in the file. Returns how many
+        fields held something and now do not."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(cases).where(cases.c.case_id == kept.case_id)).mappings().first()
+            if row is None:
+                raise KeyError(f"no case {kept.case_id}")
+            values = _values_of(kept, cases)
+            cleared = sum(1 for k, v in values.items() if row[k] not in (None, "", False, 0) and v != row[k])
+            conn.execute(cases.update().where(cases.c.case_id == kept.case_id).values(**values))
+        return cleared
