@@ -13,6 +13,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from config.vocabulary import is_true
 from workflows import phones, tasks
+from workflows.followup import WITHDRAW_REASONS
 from workflows.notify import show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
 
@@ -23,6 +24,7 @@ roster_cli = AppGroup("roster", help="Supporters, reviewers and resources.")
 inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no answers).")
 cases_cli = AppGroup("cases", help="Cases in the case store.")
 purge_cli = AppGroup("purge", help="Remove personal details of cases past the retention period.")
+jobs_cli = AppGroup("jobs", help="The worker's periodic jobs.")
 
 ROSTER_COLUMNS = ("Type", "Name", "Phone", "Email", "Institution", "Department", "Role", "Specialty",
                   "Active", "Max Open Cases", "On Call", "Program Lead", "Kind", "URL", "Hours")
@@ -279,6 +281,79 @@ def cases_close(case_id):
     click.echo(f"{case_id} is Closed (at {_fmt(case.closed_at)}).")
 
 
+@cases_cli.command("refer")
+@click.argument("case_id")
+@click.option("--resource", "names", metavar="NAME", multiple=True, required=True,
+              help="A Resource of the case's institution, or a shared one, by name (repeat for several).")
+def cases_refer(case_id, names):
+    """Refer a case to third-tier Resources: Referred, and the requester gets a private link to them."""
+    from workflows import followup
+    ctx = _ctx()
+    case_id = _case_id(ctx, case_id)
+    case = ctx.store.find_case(case_id=case_id)
+    if case is None:
+        raise click.ClickException(f"No case {case_id}. See `flask cases list`.")
+    try:
+        chosen = followup.resources_named(ctx, case, list(names))
+        case = followup.refer(ctx, case_id, [r.record_id for r in chosen], actor="cli")
+    except (KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    sent = [m for m in ctx.db.ledger_rows(case_id) if m["kind"].startswith("referral-")]
+    how = {"sms": "SMS", "email": "email"}
+    went = [how[m["channel"]] for m in sent if m["status"] != "failed"]
+    click.echo(f"{case_id} is Referred to {', '.join(r.name for r in chosen)}; "
+               + (f"the requester's private link went by {' and '.join(went)}." if went
+                  else "the requester's link could not be sent: no phone or email that works."))
+
+
+@cases_cli.command("withdraw")
+@click.argument("case_id")
+@click.option("--reason", default="no-longer-wanted", show_default=True,
+              type=click.Choice(list(WITHDRAW_REASONS)),
+              help="Why (a fixed word: no free text).")
+def cases_withdraw(case_id, reason):
+    """Withdraw a request: open offers and the supporter's and requester's links end at once."""
+    from workflows import followup
+    ctx = _ctx()
+    case_id = _case_id(ctx, case_id)
+    try:
+        followup.withdraw(ctx, case_id, reason, actor="cli")
+    except KeyError:
+        raise click.ClickException(f"No case {case_id}. See `flask cases list`.") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{case_id} is Withdrawn ({followup.WITHDRAW_REASONS[reason]}); any open offer was withdrawn "
+               "and its links stopped working.")
+
+
+@jobs_cli.command("run")
+@click.argument("name", required=False)
+def jobs_run(name):
+    """Run a periodic job now (NAME, or `all` for each once); with no NAME, list them."""
+    import peerline_root
+    ctx = _ctx()
+    jobs = tasks.periodic_jobs(refresh_webhooks=peerline_root.refresh_webhooks)
+    if not name:
+        _table(("Job", "Schedule", "What it does"), [
+            (job, tasks.describe_schedule(schedule), " ".join((function.__doc__ or "").split()))
+            for job, (function, schedule) in jobs.items()])
+        return
+    chosen = list(jobs) if name == "all" else [name]
+    unknown = [n for n in chosen if n not in jobs]
+    if unknown:
+        raise click.ClickException(f"No job named {name!r}: one of {', '.join(jobs)}, or all.")
+    failed = []
+    for job in chosen:
+        try:
+            tasks.run_job(ctx, jobs[job][0])
+            click.echo(f"Ran {job}.")
+        except Exception as exc:
+            from workflows.errors import describe_error
+            failed.append(f"{job}: {describe_error(exc)}")
+    if failed:
+        raise click.ClickException("Failed: " + "; ".join(failed))
+
+
 @cases_cli.command("show")
 @click.argument("case_id")
 @click.option("--contact", is_flag=True, help="Also the requester's (and a referrer's) contact details and "
@@ -369,7 +444,7 @@ def add_verbose_option(command: click.Command) -> None:
 def init_app(app) -> None:
     """Register the commands; call after the integrations' `cli` groups are registered, so that
     their commands get -v/--verbose too."""
-    for command in (roster_cli, inbox_cli, cases_cli, purge_cli, outbox_cmd):
+    for command in (roster_cli, inbox_cli, cases_cli, jobs_cli, purge_cli, outbox_cmd):
         app.cli.add_command(command)
     inbox_cli.add_command(sweep_cmd)
     for command in app.cli.commands.values():

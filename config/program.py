@@ -87,6 +87,26 @@ class Matching(Section):
     rest_days: PositiveFloat = 14.0
 
 
+class Followup(Section):
+    """[followup]: the clock of the second half, after contact is made (workflows/followup.py)."""
+    #: The supporter's check-in (how are you after this one?) this long after contact.
+    checkin_after_hours: PositiveFloat = 24
+    #: The one-time survey links go this many days after contact.
+    survey_after_days: PositiveFloat = 7
+    #: A Contacted or Referred case with nothing open closes itself this many days after contact.
+    close_after_days: PositiveFloat = 14
+    #: How long the requester's private resources link (`/r/<token>`) keeps working.
+    resources_link_valid_days: PositiveFloat = 30
+
+
+class Wellbeing(Section):
+    """[wellbeing]: looking after supporters."""
+    #: A supporter whose check-in answer is hard is paused this many days.
+    cooldown_days: PositiveFloat = 14
+    #: A supporter is offered at most this many cases per calendar month.
+    max_cases_per_month: PositiveInt = 4
+
+
 class Console(Section):
     """[console]"""
     idle_minutes: PositiveFloat = 30
@@ -138,6 +158,8 @@ class Program(Section):
     review: Review = Review()
     offers: Offers = Offers()
     matching: Matching = Matching()
+    followup: Followup = Followup()
+    wellbeing: Wellbeing = Wellbeing()
     console: Console = Console()
     quiet_hours: QuietHours = QuietHours()
     crisis: Crisis = Crisis()

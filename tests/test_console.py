@@ -323,7 +323,7 @@ def test_reassign_withdraw_and_close_go_through_the_workflows(client, ctx, roste
     post_action(client, case.case_id, "close")
     assert ctx.store.find_case(case_id=case.case_id).status == "Closed"
     mine = [e.event for e in ctx.store.list_events(case.case_id) if e.actor == NCH_COORD[0]]
-    assert mine[0].startswith("Approved") and mine[1].startswith("Reassigned") and mine[2:] == ["Withdrawn", "Closed"]
+    assert mine[0].startswith("Approved") and mine[1].startswith("Reassigned") and mine[2:] == ["Withdrawn: the requester no longer wants support", "Closed"]
 
 
 # ---- confidentiality ----

@@ -4,7 +4,7 @@ case store (SQLite, PostgreSQL, Airtable).
     GET/POST /console/login      POST /console/logout
     GET  /console                cases, crisis and overdue first; filters by status and institution
     GET  /console/cases/<id>     one case: preferences, problems, suggestions, offers, messages, Events
-    POST /console/cases/<id>/<action>   approve | reassign | withdraw | close | contact
+    POST /console/cases/<id>/<action>   approve | reassign | refer | withdraw | close | contact
 
 Who sees what: a coordinator sees and acts on their institutions' cases only (any other case
 is a 404, as if it did not exist); a program lead sees every case. Actions go through the same
@@ -39,7 +39,7 @@ from wtforms import ValidationError
 
 from integrations.database import StaffStore
 from web.staff_cli import staff_cli
-from workflows import matching, notify, offers
+from workflows import followup, matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
 
 LOGIN_RATE_LIMIT = "10 per minute;60 per hour"
 FAILURE_CAP = timedelta(minutes=15)
-ACTIONS = ("approve", "reassign", "withdraw", "close", "contact")
+ACTIONS = ("approve", "reassign", "refer", "withdraw", "close", "contact")
 REVIEW_STATUSES = ("New", "Needs attention")
 #: Compared against when the email has no account, so both answers take as long.
 _DUMMY_HASH = generate_password_hash("peerline-no-such-account")
@@ -289,7 +289,10 @@ def _case_page(case, *, contact: bool = False, status: int = 200):
                "offer_expires": show(case.offer_expires), "contact_made": show(case.contact_made_at),
                "closed": show(case.closed_at)},
         overdue=is_overdue(case, ctx.now()),
-        can={"approve": case.status in ("New", "Needs attention", "Approved"),
+        resources=followup.resources_for(ctx, case), withdraw_reasons=followup.WITHDRAW_REASONS,
+        referred=[r.name for r in ctx.store.resources() if r.record_id in followup.link_ids(case.tier3_referral)],
+        can={"refer": case.status in followup.REFERRABLE,
+             "approve": case.status in ("New", "Needs attention", "Approved"),
              "reassign": case.status in ("Needs attention", "Approved", "Offered", "Assigned"),
              "withdraw": case.status not in ("Withdrawn", "Closed"),
              "close": case.status != "Closed"})
@@ -347,8 +350,11 @@ def _do(ctx: Context, case, action: str, actor: str) -> str:
     if action == "reassign":
         result = offers.reassign(ctx, case.case_id, _chosen_supporter(ctx, True), actor=actor)
         return _offer_result(ctx, case.case_id, result, "reassigned")
+    if action == "refer":
+        followup.refer(ctx, case.case_id, request.form.getlist("resource"), actor=actor)
+        return f"{case.case_id} is Referred; the requester's private link to those resources is on its way."
     if action == "withdraw":
-        offers.withdraw(ctx, case.case_id, actor=actor)
+        followup.withdraw(ctx, case.case_id, request.form.get("reason") or "no-longer-wanted", actor=actor)
         return f"{case.case_id} is Withdrawn; any open offer was withdrawn and the supporter's link stopped."
     offers.close(ctx, case.case_id, actor=actor)
     return f"{case.case_id} is Closed; any open offer was withdrawn and the supporter's link stopped."

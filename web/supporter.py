@@ -1,5 +1,9 @@
 """The supporter's private page, `GET /s/<signed-token>`: how to reach the person whose request
-they accepted. A page of the service's own, registered by `web.register_pages`.
+they accepted, and what they do next (`POST /s/<signed-token>`, CSRF from the page, `action`):
+`contact` (contact made, the same as DONE 4821), `unreachable` (they could not reach the
+person: the case goes to the next candidate, or to the reviewers), `refer` (the Resources of
+the requester's institution and the shared ones, checkboxes `resource`). The steps are
+workflows/followup.py's. A page of the service's own, registered by `web.register_pages`.
 
 The link reaches only the supporter who accepted (by SMS and email, workflows/offers.py). The
 token is signed with SECRET_KEY and names one accepted offer, so one case, and when it stops
@@ -15,10 +19,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, current_app, make_response, render_template
+from flask import Blueprint, current_app, make_response, render_template, request
+from flask_wtf.csrf import generate_csrf, validate_csrf
 from gunicorn.glogging import Logger as GunicornLogger
+from wtforms import ValidationError
 
-from workflows import notify, offers, phones
+from workflows import followup, notify, offers, phones
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -32,19 +38,55 @@ PREFERENCE_TEXT = {
 }
 
 
-@bp.get("/s/<token>")
+ACTIONS = ("contact", "unreachable", "refer")
+
+
+@bp.route("/s/<token>", methods=["GET", "POST"])
 def supporter_page(token):
     ctx = current_app.extensions["peerline"]
     case, offer = offers.open_link(ctx, token)
     common = {"crisis": ctx.program.crisis, "program": ctx.program.program}
-    if case is None:
+    done, error, status = "", "", 200
+    if case is not None and request.method == "POST":
+        done, error, status = _act(ctx, case, offer)
+        case = ctx.store.find_case(case_id=case.case_id)
+        if done == "handed back":
+            case = None
+    if case is None and done == "handed back":
+        answer = make_response(render_template("supporter_done.html", **common), 200)
+    elif case is None:
         answer = make_response(render_template("link_expired.html", **common), 410)
     else:
-        answer = make_response(render_template("supporter.html", **common, **details(ctx, case, offer)))
+        answer = make_response(render_template("supporter.html", **common, **details(ctx, case, offer),
+                                               done=done, error=error, csrf_token=generate_csrf,
+                                               resources=followup.resources_for(ctx, case)), status)
     answer.headers["Cache-Control"] = "no-store"
     answer.headers["Referrer-Policy"] = "no-referrer"
     answer.headers["X-Robots-Tag"] = "noindex, nofollow"
     return answer
+
+
+def _act(ctx: Context, case, offer) -> tuple[str, str, int]:
+    """One step from the page: (what was done, an error for the person, HTTP status)."""
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return "", "The page was open too long: please try again.", 400
+    action = request.form.get("action", "")
+    try:
+        if action == "contact":
+            followup.record_contact(ctx, case, offer)
+            return "contact", "", 200
+        if action == "unreachable":
+            followup.could_not_reach(ctx, case, offer)
+            return "handed back", "", 200
+        if action == "refer":
+            followup.refer(ctx, case.case_id, request.form.getlist("resource"),
+                           actor=f"supporter:{offer.supporter_id}")
+            return "refer", "", 200
+    except ValueError as exc:
+        return "", str(exc), 409
+    return "", "Choose what to do.", 400
 
 
 def details(ctx: Context, case, offer) -> dict:
@@ -61,15 +103,17 @@ def details(ctx: Context, case, offer) -> dict:
         "role": case.role, "institution": ctx.program.institution_name(case.institution),
         "wishes": wishes, "urgency": case.urgency,
         "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer.answered_at, case.urgency)),
-        "contacted": case.contact_made_at is not None,
+        "contacted": case.contact_made_at is not None, "status": case.status,
+        "referred": set(followup.link_ids(case.tier3_referral)),
     }
 
 
-TOKEN_IN_PATH = re.compile(r"/s/[^/?\s]+")
+TOKEN_IN_PATH = re.compile(r"/([sr])/[^/?\s]+")
 
 
 def mask_token(text: str) -> str:
-    return TOKEN_IN_PATH.sub("/s/<token>", text)
+    """The token of a supporter (`/s/`) or resources (`/r/`) link masked."""
+    return TOKEN_IN_PATH.sub(lambda m: f"/{m.group(1)}/<token>", text)
 
 
 class AccessLogger(GunicornLogger):

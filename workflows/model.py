@@ -50,6 +50,11 @@ def shown(name: str, kind: str = "text", *, default=None, required: bool = False
     return field(default=_EMPTY.get(kind, "") if default is None else default, metadata=metadata)
 
 
+def link_ids(value: str) -> list[str]:
+    """The record ids a link field holds ("" -> [], "rec1,rec2" -> ["rec1", "rec2"])."""
+    return [part for part in (value or "").split(",") if part]
+
+
 #: The backend's own id for a row (Airtable `rec...`, SQL primary key); not a field.
 RECORD_ID = "record_id"
 
@@ -113,7 +118,9 @@ class Case(Request, _CaseHead):
     assigned_supporter: str = shown("Assigned Supporter", "link", links_to="Supporter")
     offer_expires: datetime | None = shown("Offer Expires", "time")
     contact_made_at: datetime | None = shown("Contact Made At", "time")
-    tier3_referral: str = shown("Tier 3 Referral")
+    #: The third-tier Resources the requester was referred to: their record ids, joined by ","
+    #: (in Airtable, a link to Resources that may hold several).
+    tier3_referral: str = shown("Tier 3 Referral", "link", links_to="Resource")
     closed_at: datetime | None = shown("Closed At", "time")
     survey_sent_at: datetime | None = shown("Survey Sent At", "time")
     purged_at: datetime | None = shown("Purged At", "time")

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("peerline.offers")
 
 #: Offer states in the database that keep a supporter from being offered the case again.
-RULED_OUT = ("declined", "expired", "unreachable")
+RULED_OUT = ("declined", "expired", "unreachable", "no_contact")
 #: Case statuses in which the assigned supporter's link shows the requester's details.
 LINK_STATUSES = ("Assigned", "Contacted", "Referred")
 LINK_SALT = "peerline supporter link"
@@ -472,9 +472,10 @@ def _serializer(ctx: Context) -> URLSafeSerializer:
 
 # ---------------------------------------------------------------------------- closing
 
-def close(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
+def close(ctx: Context, case_id: str, *, actor: str = "cli", event: str = "Closed") -> Case:
     """`flask cases close`: the case is Closed; an open offer is withdrawn (a late YES is
-    told the case is covered) and the supporter's link stops working."""
+    told the case is covered) and the supporter's link stops working. `event`: the Event's
+    text (workflows/followup.py says why it closed itself)."""
     with _case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
@@ -485,14 +486,16 @@ def close(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
         if current is not None:
             _withdraw(ctx, current, "the case was closed")
         case = ctx.store.update_case(case_id, status="Closed", closed_at=ctx.now(), offer_expires=None)
-        ctx.store.add_events([Event(case_id, "Closed", at=ctx.now(), actor=actor)])
+        ctx.store.add_events([Event(case_id, event, at=ctx.now(), actor=actor)])
+        ctx.db.milestone_mark(case_id, "closed", ctx.now())
     return case
 
 
-def withdraw(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
+def withdraw(ctx: Context, case_id: str, *, actor: str = "cli", reason: str = "") -> Case:
     """`flask cases withdraw` and the console: the request is Withdrawn (the requester, or the
     colleague they asked for, no longer wants support); an open offer is withdrawn and the
-    supporter's link stops working at once."""
+    supporter's link stops working at once. `reason`: a phrase of the fixed vocabulary
+    (workflows/followup.py WITHDRAW_REASONS), shown in the Event "Withdrawn: <reason>"."""
     with _case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
@@ -503,8 +506,30 @@ def withdraw(ctx: Context, case_id: str, *, actor: str = "cli") -> Case:
         if current is not None:
             _withdraw(ctx, current, "the request was withdrawn")
         case = ctx.store.update_case(case_id, status="Withdrawn", offer_expires=None)
-        ctx.store.add_events([Event(case_id, "Withdrawn", at=ctx.now(), actor=actor)])
+        ctx.store.add_events([Event(case_id, f"Withdrawn: {reason}" if reason else "Withdrawn", at=ctx.now(),
+                                    actor=actor)])
+        ctx.db.milestone_mark(case_id, "withdrawn", ctx.now())
     return case
+
+
+def hand_back(ctx: Context, case_id: str, offer: Offer, *, actor: str) -> str:
+    """The supporter who accepted could not reach the person (their page): their offer ends as
+    no_contact (they are not offered this case again) and the case goes to the next candidate,
+    or back to the reviewers when nobody is left. Returns "offered" or "needs a person"."""
+    with _case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        current = ctx.db.offer_get(offer.id)
+        if case is None or current is None or current.status != "accepted" or case.status != "Assigned" \
+                or case.assigned_supporter != current.supporter_id:
+            raise ValueError(f"{case_id} is {case.status if case else 'gone'}: only an Assigned case that is "
+                             "still yours can be handed back")
+        ctx.db.offer_update(current.id, status="no_contact")
+        supporter = _supporter(ctx, current.supporter_id)
+        ctx.store.add_events([Event(case_id, f"{supporter.name if supporter else 'The supporter'} could not reach "
+                                    f"the person (offer {current.round}): offering the next supporter",
+                                    at=ctx.now(), actor=actor)])
+        ctx.store.update_case(case_id, status="Approved", assigned_supporter="", offer_expires=None)
+        return _offer_next(ctx, ctx.store.find_case(case_id=case_id))
 
 
 def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "cli") -> str | None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import deadlines, intake, notify, offers, purge
+from workflows import deadlines, followup, intake, notify, offers, purge
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -126,16 +126,80 @@ def purge_cases() -> None:
     purge.run(worker_context())
 
 
+# After the first contact (workflows/followup.py): each step once, under the case's lock and
+# the milestones, however often or late these run.
+
+def auto_close() -> None:
+    """Contacted or Referred cases with nothing open close themselves [followup] close_after_days
+    after contact."""
+    followup.close_due(worker_context())
+
+
+def followup_poll() -> None:
+    """What a coordinator did in the case store (Airtable): Status Closed or Withdrawn, Tier 3
+    Referral set; each carried out once."""
+    followup.poll(worker_context())
+
+
+def _cron(minute: str = "*", hour: str = "*"):
+    """huey's crontab, remembering how to say it in words (`flask jobs run` lists it)."""
+    schedule = crontab(minute=minute, hour=hour)
+    if minute == "*":
+        words = "every minute"
+    elif minute.startswith("*/"):
+        words = f"every {minute[2:]} minutes"
+    elif hour == "*":
+        words = f"hourly at :{int(minute):02d}"
+    elif hour.startswith("*/"):
+        words = f"every {hour[2:]} hours at :{int(minute):02d}"
+    else:
+        words = f"daily at {int(hour):02d}:{int(minute):02d} UTC"
+    schedule.peerline_spec = words
+    return schedule
+
+
 #: Periodic jobs: (function, schedule). The function's name is the task's name in the queue.
 PERIODIC = (
-    (sweep_inbox, crontab(minute="*")),
-    (deliver_messages, crontab(minute="*")),
-    (forget_webhook_events, crontab(minute="17", hour="3")),
-    (poll_approvals, crontab(minute="*")),
-    (expire_offers, crontab(minute="*")),
-    (review_clock, crontab(minute="*/5")),
-    (purge_cases, crontab(minute="23", hour="4")),
+    (sweep_inbox, _cron("*")),
+    (deliver_messages, _cron("*")),
+    (forget_webhook_events, _cron("17", "3")),
+    (poll_approvals, _cron("*")),
+    (expire_offers, _cron("*")),
+    (review_clock, _cron("*/5")),
+    (followup_poll, _cron("*")),
+    (auto_close, _cron("23")),
+    (purge_cases, _cron("23", "4")),
 )
+
+
+def periodic_jobs(refresh_webhooks: Callable = lambda ctx: None) -> dict[str, tuple[Callable, object]]:
+    """Every periodic job by name: (function, huey crontab). `refresh_webhooks(ctx)`: the root's."""
+
+    def refresh_airtable_webhooks() -> None:
+        """Airtable deletes a webhook 7 days after its creation or last refresh: refresh ours
+        four times a day, so a few failed runs cannot lose it."""
+        refresh_webhooks(worker_context())
+
+    jobs = PERIODIC + ((refresh_airtable_webhooks, _cron("41", "*/6")),)
+    return {function.__name__: (function, schedule) for function, schedule in jobs}
+
+
+def describe_schedule(schedule) -> str:
+    """A crontab in words (`flask jobs run` with no name)."""
+    spec = getattr(schedule, "peerline_spec", None)
+    return spec or "periodic"
+
+
+def run_job(ctx: Context, function: Callable) -> None:
+    """Run one periodic job now, in this process, on `ctx` (`flask jobs run NAME`)."""
+    global _context
+    with _context_lock:
+        before, _context = _context, ctx
+    try:
+        function()
+    finally:
+        with _context_lock:
+            _context = before
 
 
 class Queue:
@@ -169,14 +233,9 @@ def register(huey, *, refresh_webhooks: Callable = lambda ctx: None) -> Queue:
     the root's: it keeps an outside system's webhooks alive (Airtable's), which a workflow
     cannot do without importing an integration."""
 
-    def refresh_airtable_webhooks() -> None:
-        """Airtable deletes a webhook 7 days after its creation or last refresh: refresh ours
-        four times a day, so a few failed runs cannot lose it."""
-        refresh_webhooks(worker_context())
-
     tasks = {"process_submission": huey.task(name="process_submission")(process_submission),
              "poll_approvals_now": huey.task(name="poll_approvals_now")(poll_approvals)}
-    for function, schedule in PERIODIC + ((refresh_airtable_webhooks, crontab(minute="41", hour="*/6")),):
+    for function, schedule in periodic_jobs(refresh_webhooks).values():
         tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__)(function)
     huey.on_startup()(sweep_at_start)
     #: Jobs the web process may queue by name (Context.run_soon).

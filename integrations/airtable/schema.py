@@ -8,7 +8,7 @@ from datetime import timezone
 
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
 
-from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Shown, Supporter, shown_fields
+from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Shown, Supporter, link_ids, shown_fields
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _to_cell(spec: FieldSpec, value):
     if spec.type == "number":
         return value
     if spec.type == "multipleRecordLinks":
-        return [value] if value else []
+        return link_ids(value)
     return value if value not in (None, "") else None
 
 
@@ -81,7 +81,7 @@ def _from_cell(spec: FieldSpec, raw):
     if spec.type == "number":
         return int(raw) if raw is not None else 0
     if spec.type == "multipleRecordLinks":
-        return raw[0] if raw else ""
+        return ",".join(raw) if raw else ""
     return raw if raw is not None else ""
 
 

@@ -114,7 +114,8 @@ webhook_events = sa.Table(
 #: Each offer of a case to a supporter (workflows/offers.py): the truth for who may still be
 #: offered a case, and for races between answers. Ids only. `round` counts a case's offers.
 #: status: open, accepted, declined, expired, unreachable (the SMS could not go), withdrawn
-#: (a coordinator changed the case meanwhile).
+#: (a coordinator changed the case meanwhile), no_contact (accepted, then the supporter could not
+#: reach the person).
 offers = sa.Table(
     "offers", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -1,0 +1,259 @@
+"""After the first contact (docs/architecture.md section 8, part A): contact made from the
+supporter's page, a supporter who could not reach the person, third-tier referral, closing and
+withdrawing. (Part B, the supporter's check-in and the surveys: workflows/wellbeing.py,
+workflows/surveys.py.)
+
+    Assigned ─> contact made (DONE 4821, or the supporter's page) ─> Contacted
+             ─> could not reach them (the page) ─> the next candidate, or the reviewers
+    Assigned | Contacted | Referred ─> referral (the page, the console, `flask cases refer`,
+             or Tier 3 Referral set in Airtable) ─> Referred; the requester gets a private
+             `/r/<token>` link to the chosen Resources by their preferred channel
+    Contacted | Referred, contact made `[followup] close_after_days` ago, no open offer ─> Closed
+    any open case ─> Withdrawn (a reason of WITHDRAW_REASONS): offers and links end at once
+
+Every step is an Event, written once: the periodic jobs `auto_close` and `followup_poll` (which
+notices what a coordinator did in Airtable: Status Closed or Withdrawn, Tier 3 Referral) may run
+any number of times, late, or on two workers at once. A referral's message goes once per set of
+resources (the ledger's kind names them), so a second, different referral is sent too.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from workflows import notify, offers
+from workflows.errors import describe_error
+from workflows.model import Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
+
+if TYPE_CHECKING:
+    from workflows.context import Context
+    from workflows.records import Offer
+
+log = logging.getLogger("peerline.followup")
+
+#: Statuses in which a case can be referred: a supporter has it (and, for a request made for a
+#: colleague, a reviewer approved it only once the colleague agreed to be contacted).
+REFERRABLE = ("Assigned", "Contacted", "Referred")
+#: Why a request is withdrawn (`flask cases withdraw --reason`, the console): word -> the phrase
+#: in the Event "Withdrawn: <phrase>". Never free text.
+WITHDRAW_REASONS = {
+    "no-longer-wanted": "the requester no longer wants support",
+    "colleague-declined": "the colleague declined",
+    "duplicate": "a duplicate request",
+    "got-help-elsewhere": "the requester found support elsewhere",
+    "other": "another reason",
+}
+RESOURCES_SALT = "peerline resources link"
+
+
+# ---------------------------------------------------------------------------- the supporter's page
+
+def record_contact(ctx: Context, case: Case, offer: Offer) -> bool:
+    """"I have reached them" on the supporter's page: the same as DONE <ref>. Returns whether
+    it was recorded now (False: it was already)."""
+    with offers._case_lock(ctx, case.case_id):
+        case = ctx.store.find_case(case_id=case.case_id)
+        if case is None or case.contact_made_at is not None:
+            return False
+        if case.status != "Assigned" or case.assigned_supporter != offer.supporter_id:
+            raise ValueError(f"{case.case_id} is {case.status}: contact can be recorded on an Assigned case only")
+        ctx.store.update_case(case.case_id, contact_made_at=ctx.now(), status="Contacted")
+        ctx.store.add_events([Event(case.case_id, "Contact made (supporter's page)", at=ctx.now(),
+                                    actor=f"supporter:{offer.supporter_id}")])
+    return True
+
+
+def could_not_reach(ctx: Context, case: Case, offer: Offer) -> str:
+    """"I could not reach them" on the supporter's page: the case goes to the next candidate,
+    or to the reviewers when nobody is left (offers.hand_back)."""
+    return offers.hand_back(ctx, case.case_id, offer, actor=f"supporter:{offer.supporter_id}")
+
+
+# ---------------------------------------------------------------------------- referral
+
+def resources_for(ctx: Context, case: Case) -> list[Resource]:
+    """What a case can be referred to: its institution's Resources, then the network's shared
+    ones (a Resource with no Institution)."""
+    found = ctx.store.resources()
+    own = [r for r in found if case.institution and r.institution == case.institution]
+    return own + [r for r in found if not r.institution]
+
+
+def resources_named(ctx: Context, case: Case, names: list[str]) -> list[Resource]:
+    """The case's Resources with these names (any case, spaces); KeyError naming the first
+    that is not one of them."""
+    choices = resources_for(ctx, case)
+    chosen = []
+    for name in names:
+        wanted = " ".join(name.split()).casefold()
+        match = next((r for r in choices if " ".join(r.name.split()).casefold() == wanted), None)
+        if match is None:
+            raise KeyError(f"No resource named {name!r} for {case.case_id} (its institution's and the shared "
+                           f"ones: {', '.join(r.name for r in choices) or 'none'})")
+        chosen.append(match)
+    return chosen
+
+
+def refer(ctx: Context, case_id: str, resource_ids: list[str], *, actor: str) -> Case:
+    """Refer a case to these Resources (record ids): Referred, Tier 3 Referral set, Event;
+    then the requester gets their private link (`send_referral`)."""
+    with offers._case_lock(ctx, case_id):
+        case = ctx.store.find_case(case_id=case_id)
+        if case is None:
+            raise KeyError(f"no case {case_id}")
+        if case.status not in REFERRABLE:
+            raise ValueError(f"{case_id} is {case.status}: only a case a supporter has (Assigned, Contacted or "
+                             "Referred) can be referred")
+        allowed = {r.record_id: r for r in resources_for(ctx, case)}
+        ids = list(dict.fromkeys(resource_ids))
+        if not ids:
+            raise ValueError("Choose at least one resource.")
+        unknown = [i for i in ids if i not in allowed]
+        if unknown:
+            raise ValueError(f"{case_id} cannot be referred to a resource of another institution or one no "
+                             "longer listed")
+        case = ctx.store.update_case(case_id, status="Referred", tier3_referral=",".join(ids))
+        ctx.store.add_events([Event(case_id, "Referred to " + ", ".join(allowed[i].name for i in ids),
+                                    at=ctx.now(), actor=actor)])
+    send_referral(ctx, case)
+    return case
+
+
+def _referral_kind(case: Case) -> str:
+    digest = hashlib.sha256(",".join(sorted(link_ids(case.tier3_referral))).encode()).hexdigest()[:10]
+    return f"referral-{digest}"
+
+
+def send_referral(ctx: Context, case: Case) -> str:
+    """The requester's private link to their Resources, by their preferred channel (the other
+    when that one is missing or fails); once per set of resources. The SMS carries the link
+    and the program's name only."""
+    kind = _referral_kind(case)
+    requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
+                                 email=case.requester_email)
+    preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
+    channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
+    status = "failed"
+    for channel in channels:
+        status = offers._send(ctx, case_id=case.case_id, kind=kind, template=f"referral_requester_{channel}",
+                              recipient=requester, values={"ref": case.ref, "link": resources_link(ctx, case)})
+        if status != "failed":
+            offers._event_once(ctx, case.case_id, kind, f"Resources link sent to the requester by "
+                                                        f"{'SMS' if channel == 'sms' else 'email'}")
+            break
+    else:
+        offers._event_once(ctx, case.case_id, kind, "Resources link could not be sent: no phone or email that works")
+    return status
+
+
+def resources_link(ctx: Context, case: Case) -> str:
+    """`PUBLIC_BASE_URL/r/<token>`: signed with SECRET_KEY, naming one case (its id only) and
+    when it stops working ([followup] resources_link_valid_days from now)."""
+    until = ctx.now() + timedelta(days=ctx.program.followup.resources_link_valid_days)
+    token = URLSafeSerializer(ctx.settings["SECRET_KEY"], salt=RESOURCES_SALT).dumps(
+        [case.case_id, int(until.timestamp())])
+    return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/r/{token}"
+
+
+def open_resources_link(ctx: Context, token: str) -> list[Resource] | None:
+    """The Resources a genuine, unexpired link shows (None otherwise). It stops when the case is
+    withdrawn or purged; an opening is an Event."""
+    try:
+        case_id, until = URLSafeSerializer(ctx.settings["SECRET_KEY"], salt=RESOURCES_SALT).loads(token)
+        expired = datetime.fromtimestamp(int(until), timezone.utc) <= ctx.now()
+    except (BadSignature, TypeError, ValueError):
+        log.warning("resources link refused: not genuine")
+        return None
+    case = ctx.store.find_case(case_id=str(case_id))
+    if case is None:
+        return None
+    if expired or case.status == "Withdrawn" or case.purged_at is not None or not case.tier3_referral:
+        ctx.store.add_events([Event(case.case_id, "Resources link opened after it stopped working", at=ctx.now(),
+                                    actor="requester")])
+        return None
+    by_id = {r.record_id: r for r in ctx.store.resources()}
+    ctx.store.add_events([Event(case.case_id, "Resources link opened", at=ctx.now(), actor="requester")])
+    return [by_id[i] for i in link_ids(case.tier3_referral) if i in by_id]
+
+
+# ---------------------------------------------------------------------------- closing, withdrawing
+
+def withdraw(ctx: Context, case_id: str, reason: str, *, actor: str) -> Case:
+    """Withdrawn for a reason of WITHDRAW_REASONS: offers and links end at once (offers.withdraw)."""
+    if reason not in WITHDRAW_REASONS:
+        raise ValueError(f"unknown reason {reason!r}: one of {', '.join(WITHDRAW_REASONS)}")
+    case = ctx.store.find_case(case_id=case_id)
+    if case is not None and reason == "colleague-declined" and case.for_whom != "Colleague":
+        raise ValueError(f"{case_id} was not asked for by a colleague: choose another reason")
+    return offers.withdraw(ctx, case_id, actor=actor, reason=WITHDRAW_REASONS[reason])
+
+
+def close_due(ctx: Context) -> int:
+    """The periodic job `auto_close`: every Contacted or Referred case whose contact was made
+    `[followup] close_after_days` ago or more, with no open offer, is Closed (once: a closed
+    case is not closed again). Returns how many closed now."""
+    days = ctx.program.followup.close_after_days
+    due_before = ctx.now() - timedelta(days=days)
+    closed = 0
+    for case in [*ctx.store.list_cases("Contacted"), *ctx.store.list_cases("Referred")]:
+        if case.contact_made_at is None or case.contact_made_at > due_before:
+            continue
+        if any(o.status == "open" for o in ctx.db.offers_for_case(case.case_id)):
+            continue
+        try:
+            offers.close(ctx, case.case_id, actor="peerline",
+                         event=f"Closed automatically, {days:g} days after contact")
+            closed += 1
+        except Exception as exc:
+            log.error("auto close failed case=%s error=%s", case.case_id, describe_error(exc))
+    return closed
+
+
+def poll(ctx: Context) -> int:
+    """The periodic job `followup_poll`: what a coordinator did in the case store itself
+    (Airtable) is carried out, each once: Status set to Closed (Closed At set, an open offer
+    withdrawn), Status set to Withdrawn (an open offer withdrawn), Tier 3 Referral set (Referred,
+    and the requester's link sent). Returns how many steps it took."""
+    steps = 0
+    for case in ctx.store.list_cases():
+        try:
+            steps += _notice(ctx, case)
+        except Exception as exc:
+            log.error("follow-up poll failed case=%s error=%s", case.case_id, describe_error(exc))
+    return steps
+
+
+def _notice(ctx: Context, case: Case) -> int:
+    if case.status == "Closed" and case.closed_at is None:
+        with offers._case_lock(ctx, case.case_id):
+            current = offers._open_offer(ctx, case.case_id)
+            if current is not None:
+                offers._withdraw(ctx, current, "the case was closed")
+            ctx.store.update_case(case.case_id, closed_at=ctx.now(), offer_expires=None)
+            if ctx.db.milestone_mark(case.case_id, "closed", ctx.now()):
+                ctx.store.add_events([Event(case.case_id, "Closed (Status set to Closed)", at=ctx.now(),
+                                            actor="coordinator")])
+        return 1
+    if case.status == "Withdrawn" and not ctx.db.milestone_done(case.case_id, "withdrawn"):
+        with offers._case_lock(ctx, case.case_id):
+            current = offers._open_offer(ctx, case.case_id)
+            if current is not None:
+                offers._withdraw(ctx, current, "the request was withdrawn")
+            if ctx.db.milestone_mark(case.case_id, "withdrawn", ctx.now()):
+                ctx.store.add_events([Event(case.case_id, "Withdrawn (Status set to Withdrawn)", at=ctx.now(),
+                                            actor="coordinator")])
+        return 1
+    if case.tier3_referral and case.status in REFERRABLE \
+            and not ctx.db.milestone_done(case.case_id, _referral_kind(case)):
+        if case.status != "Referred":
+            case = ctx.store.update_case(case.case_id, status="Referred")
+        names = {r.record_id: r.name for r in ctx.store.resources()}
+        offers._event_once(ctx, case.case_id, f"seen-{_referral_kind(case)}", "Referral seen (Tier 3 Referral set) to "
+                           + ", ".join(names.get(i, "a resource no longer listed") for i in link_ids(case.tier3_referral)))
+        send_referral(ctx, case)
+        return 1
+    return 0
