@@ -130,6 +130,56 @@ class Crisis(Section):
     resources: tuple[CrisisResource, ...] = ()
 
 
+class Followup(Section):
+    """[followup]: the clock of the second half, counted from Contact Made At."""
+    checkin_after_hours: PositiveFloat = 24
+    survey_after_days: PositiveFloat = 7
+    close_after_days: PositiveFloat = 14
+
+
+class Wellbeing(Section):
+    """[wellbeing]: the supporters' load and rest."""
+    #: A supporter whose check-in is hard (4 or 5) is not offered cases for this many days.
+    cooldown_days: PositiveFloat = 14
+    #: New cases a supporter may take in 30 days (0: no cap).
+    max_cases_per_month: int = Field(default=4, ge=0)
+
+
+class SurveyQuestion(Section):
+    """One [[survey.questions]]: asked of `ask` (both, requester or supporter)."""
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    text: str
+    choices: tuple[str, ...] = Field(min_length=2)
+    ask: str = Field(default="both", pattern=r"^(both|requester|supporter)$")
+
+
+DEFAULT_SURVEY_CHOICES = ("Yes", "Somewhat", "No")
+
+
+class Survey(Section):
+    """[survey]: the short survey sent `survey_after_days` after contact."""
+    #: A program's own Qualtrics or REDCap survey: its public link is sent as is (it must carry
+    #: nothing identifying); empty: Peerline's own page, /survey/<token>.
+    external_url: str = Field(default="", pattern=r"^(https://\S+)?$")
+    questions: tuple[SurveyQuestion, ...] = (
+        SurveyQuestion(id="helpful", text="Was the peer support helpful?", choices=DEFAULT_SURVEY_CHOICES),
+        SurveyQuestion(id="timely", text="Was the first contact timely?", choices=DEFAULT_SURVEY_CHOICES),
+        SurveyQuestion(id="recommend", text="Would you recommend the program to a colleague?",
+                       choices=DEFAULT_SURVEY_CHOICES),
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Survey":
+        ids = [q.id for q in self.questions]
+        if len(ids) != len(set(ids)):
+            raise ValueError("question ids must be unique")
+        return self
+
+    def questions_for(self, kind: str) -> tuple[SurveyQuestion, ...]:
+        """The questions a requester or a supporter is asked."""
+        return tuple(q for q in self.questions if q.ask in ("both", kind))
+
+
 class Program(Section):
     """config/program.toml."""
     program: About
@@ -141,6 +191,9 @@ class Program(Section):
     console: Console = Console()
     quiet_hours: QuietHours = QuietHours()
     crisis: Crisis = Crisis()
+    followup: Followup = Followup()
+    wellbeing: Wellbeing = Wellbeing()
+    survey: Survey = Survey()
 
     def allowed_values(self, field: str) -> tuple[str, ...] | None:
         """The program's values for a request field, for mapping a form's codes (None: any text)."""
