@@ -65,11 +65,11 @@ def details(ctx: Context, case, offer) -> dict:
     }
 
 
-TOKEN_IN_PATH = re.compile(r"/s/[^/?\s]+")
+TOKEN_IN_PATH = re.compile(r"/(s|survey)/[^/?\s]+")
 
 
 def mask_token(text: str) -> str:
-    return TOKEN_IN_PATH.sub("/s/<token>", text)
+    return TOKEN_IN_PATH.sub(lambda m: f"/{m.group(1)}/<token>", text)
 
 
 class AccessLogger(GunicornLogger):

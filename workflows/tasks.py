@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import deadlines, intake, notify, offers
+from workflows import deadlines, intake, notify, offers, surveys, wellbeing
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -120,6 +120,23 @@ def review_clock() -> None:
     deadlines.run(worker_context())
 
 
+def followup(ctx: Context) -> int:
+    """One pass of the second half's clock: check-ins and surveys that are due, each once
+    (one run at a time; an overlapping run returns at once). Returns how many went out."""
+    try:
+        with ctx.db.lock("followup_clock", ttl_seconds=600, wait_seconds=0):
+            return wellbeing.run(ctx) + surveys.run(ctx)
+    except TimeoutError:
+        log.info("followup clock already running elsewhere; skipped")
+        return 0
+
+
+def followup_clock() -> None:
+    """After contact: the supporter's check-in ([followup] checkin_after_hours) and the
+    surveys ([followup] survey_after_days)."""
+    followup(worker_context())
+
+
 #: Periodic jobs: (function, schedule). The function's name is the task's name in the queue.
 PERIODIC = (
     (sweep_inbox, crontab(minute="*")),
@@ -128,6 +145,7 @@ PERIODIC = (
     (poll_approvals, crontab(minute="*")),
     (expire_offers, crontab(minute="*")),
     (review_clock, crontab(minute="*/5")),
+    (followup_clock, crontab(minute="*/15")),
 )
 
 
