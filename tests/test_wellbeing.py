@@ -207,3 +207,44 @@ def test_checkin_and_survey_on_postgresql(overrides, pg_url):
         assert [(a["question_id"], a["answer"]) for a in ctx.db.survey_answers_list()] == [("helpful", "Yes")]
     finally:
         tasks.use_context(None)
+
+
+def test_checkin_on_the_airtable_store(overrides, mocked):
+    """The same check-in with the cases and supporters in an Airtable base (the fake): the
+    hard answer pauses the supporter there, and the job still sends once."""
+    from app import create_app
+    from cli import read_roster_csv
+    from config.settings import ROOT
+    from integrations import database
+    from tests.conftest import drain
+    from tests.fake_airtable import FakeAirtable
+    import peerline_root
+    url = "https://airtable.test"
+    fake = FakeAirtable(token="patCheckin")
+    fake.add_base("appCheckin000001")
+    fake.install(mocked, url)
+    app = create_app({**overrides, "AIRTABLE_API_KEY": "patCheckin", "AIRTABLE_BASE_ID": "appCheckin000001",
+                      "AIRTABLE_API_URL": url})
+    ctx = app.extensions["peerline"]
+    ctx.enqueue = lambda *a, **k: None
+    runner, client = app.test_cli_runner(), app.test_client()
+    assert runner.invoke(args=["airtable", "init"]).exit_code == 0
+    ctx.store.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
+    ctx.clock.pin(ctx.clock.now())
+    tasks.use_context(ctx)
+    try:
+        queue = peerline_root.queue(ctx.settings)
+        case = contacted(client, ctx, lambda: drain(ctx), runner, ctx.clock)
+        ctx.clock.advance(timedelta(hours=24))
+        followup(queue)
+        followup(queue)
+        assert len(checkin_sms(ctx, case)) == 1
+        assert sms(runner, AVERY, f"CHECKIN {case.ref} 4").startswith("Thank you for telling us")
+        avery = supporter(ctx, "Avery Chen")
+        # Airtable keeps milliseconds.
+        assert abs(avery.paused_until - (ctx.clock.now() + timedelta(days=14))) < timedelta(seconds=1)
+        assert len(lead_told(ctx)) == 1
+        assert "Supporter check-in answered" in events(ctx, case)
+    finally:
+        tasks.use_context(None)
+        database.dispose_engines()
