@@ -21,8 +21,10 @@ from config._load import ConfigError, Section, load_toml, shown, validate
 ALLOWED_PLACEHOLDERS = {
     "sms": {"ref", "deadline", "link", "program", "crisis_resources"},
     "email": {"ref", "deadline", "link", "program", "crisis_resources", "institution", "urgency", "role",
-              "recipient_role", "channel"},
+              "recipient_role", "channel", "supporter"},
 }
+# `supporter` is a supporter's roster name, for the program lead's email after a hard check-in
+# (workflows/wellbeing.py): staff, never the requester.
 
 
 class TemplateError(ConfigError):

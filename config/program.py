@@ -101,10 +101,10 @@ class Followup(Section):
 
 class Wellbeing(Section):
     """[wellbeing]: looking after supporters."""
-    #: A supporter whose check-in answer is hard is paused this many days.
+    #: A supporter whose check-in answer is hard (4 or 5) is not offered cases for this many days.
     cooldown_days: PositiveFloat = 14
-    #: A supporter is offered at most this many cases per calendar month.
-    max_cases_per_month: PositiveInt = 4
+    #: New cases a supporter may accept in 30 days; matching skips them at the cap (0: no cap).
+    max_cases_per_month: int = Field(default=4, ge=0)
 
 
 class Console(Section):
@@ -150,6 +150,41 @@ class Crisis(Section):
     resources: tuple[CrisisResource, ...] = ()
 
 
+class SurveyQuestion(Section):
+    """One [[survey.questions]]: asked of `ask` (both, requester or supporter)."""
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    text: str
+    choices: tuple[str, ...] = Field(min_length=2)
+    ask: str = Field(default="both", pattern=r"^(both|requester|supporter)$")
+
+
+DEFAULT_SURVEY_CHOICES = ("Yes", "Somewhat", "No")
+
+
+class Survey(Section):
+    """[survey]: the short survey sent `survey_after_days` after contact."""
+    #: A program's own Qualtrics or REDCap survey: its public link is sent as is (it must carry
+    #: nothing identifying); empty: Peerline's own page, /survey/<token>.
+    external_url: str = Field(default="", pattern=r"^(https://\S+)?$")
+    questions: tuple[SurveyQuestion, ...] = (
+        SurveyQuestion(id="helpful", text="Was the peer support helpful?", choices=DEFAULT_SURVEY_CHOICES),
+        SurveyQuestion(id="timely", text="Was the first contact timely?", choices=DEFAULT_SURVEY_CHOICES),
+        SurveyQuestion(id="recommend", text="Would you recommend the program to a colleague?",
+                       choices=DEFAULT_SURVEY_CHOICES),
+    )
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Survey":
+        ids = [q.id for q in self.questions]
+        if len(ids) != len(set(ids)):
+            raise ValueError("question ids must be unique")
+        return self
+
+    def questions_for(self, kind: str) -> tuple[SurveyQuestion, ...]:
+        """The questions a requester or a supporter is asked."""
+        return tuple(q for q in self.questions if q.ask in ("both", kind))
+
+
 class Program(Section):
     """config/program.toml."""
     program: About
@@ -158,11 +193,12 @@ class Program(Section):
     review: Review = Review()
     offers: Offers = Offers()
     matching: Matching = Matching()
-    followup: Followup = Followup()
-    wellbeing: Wellbeing = Wellbeing()
     console: Console = Console()
     quiet_hours: QuietHours = QuietHours()
     crisis: Crisis = Crisis()
+    followup: Followup = Followup()
+    wellbeing: Wellbeing = Wellbeing()
+    survey: Survey = Survey()
 
     def allowed_values(self, field: str) -> tuple[str, ...] | None:
         """The program's values for a request field, for mapping a form's codes (None: any text)."""

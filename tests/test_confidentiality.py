@@ -142,3 +142,62 @@ def test_sms_webhook_logs_ids_only(client, ctx, roster, caplog):
     client.post(SMS_PATH, data={"From": CANARIES["requester_phone"], "Body": SMS_TEXT_CANARY},
                 headers={"X-Twilio-Signature": "forged"})
     assert caplog.records and not leaks(caplog.text)
+
+
+def test_canaries_stay_out_of_the_checkin_the_leads_email_and_the_survey(client, ctx, roster, providers,
+                                                                         run_worker, runner, caplog):
+    """The second half: the supporter's check-in SMS, the program lead's email after a hard
+    answer, the survey links and the survey page carry no canary."""
+    from datetime import timedelta
+
+    import peerline_root
+    from workflows import tasks
+    caplog.set_level(logging.DEBUG)
+    # Daytime in the program's zone, so that no routine SMS waits out quiet hours.
+    ctx.clock.pin(ctx.clock.now().replace(hour=15, minute=0, second=0, microsecond=0))
+    _, hidden = get_form(client, f"/request?flyer={CANARIES['flyer']}")
+    assert client.post("/request", data={**hidden, **CANARIES, "for_whom": "Self", "preferred_contact": "Email",
+                                         "institution": "NCH", "role": "Nurse", "urgency": "Routine"}
+                       ).status_code == 303
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert runner.invoke(args=["cases", "approve", case.case_id]).exit_code == 0
+    offered = next(s for s in ctx.store.supporters()
+                   if s.record_id == ctx.store.find_case(case_id=case.case_id).assigned_supporter)
+    replies = [post_sms(client, f"YES {case.ref}", offered.phone), post_sms(client, f"DONE {case.ref}", offered.phone)]
+    tasks.use_context(ctx)
+    try:
+        queue = peerline_root.queue(ctx.settings)
+        ctx.clock.advance(timedelta(hours=25))
+        queue.followup_clock.call_local()
+        replies.append(post_sms(client, f"CHECKIN {case.ref} 5 {SMS_TEXT_CANARY}", offered.phone))
+        replies.append(post_sms(client, "5", offered.phone))
+        ctx.clock.advance(timedelta(days=7))
+        queue.followup_clock.call_local()
+    finally:
+        tasks.use_context(None)
+    notify.run_due(ctx)
+    bodies = [{k: v[0] for k, v in parse_qs(c.request.body).items()}["Body"] for c in posts(providers)]
+    assert any("How are you after it?" in b for b in bodies)
+    mails = [json.loads(c.request.body) for c in mail_posts(providers)]
+    assert any(m["subject"].startswith("Supporter check-in") for m in mails)
+    for body in bodies:
+        assert not leaks(body), body
+    for mail in mails:
+        assert not leaks(mail["subject"]) and not leaks(json.dumps(mail["content"]))
+    for reply in replies:
+        assert not leaks(reply.get_data(as_text=True))
+    links = [m.group(0) for b in bodies if (m := re.search(r"/survey/\S+", b))]
+    assert links
+    for link in links:
+        assert not leaks(link)
+        path = link
+        assert "Was the peer support helpful?" in client.get(path).get_data(as_text=True)
+        assert not leaks(client.get(path).get_data(as_text=True))
+        assert not leaks(client.post(path, data={"helpful": "Yes"}).get_data(as_text=True))
+    for record in caplog.records:
+        assert not leaks(record.getMessage()), (record.name, record.getMessage())
+    for event in ctx.store.list_events(case.case_id):
+        assert not leaks(event.event)
+    for row in [*ctx.db.checkins_list(), *ctx.db.survey_answers_list()]:
+        assert not leaks(json.dumps(row, default=str))

@@ -392,8 +392,10 @@ def test_property_generators_reach_every_rule():
     @given(situations())
     def collect(situation):
         req, roster, program, open_cases, excluded = situation
+        # One supporter at the monthly cap of new cases, where there is one to choose.
+        recent = {sid: program.wellbeing.max_cases_per_month for sid in list(open_cases)[:1]}
         seen.update(matching.exclusion_counts(req, roster, program, NOW, open_cases=open_cases,
-                                              excluded=excluded))
+                                              excluded=excluded, recent_cases=recent))
     collect()
     assert set(seen) >= set(matching.LEFT_OUT_ORDER), seen
 
@@ -441,3 +443,17 @@ def test_intake_never_suggests_the_requester_or_a_full_supporter(client, ctx, ro
     run_worker()
     [third] = [c for c in ctx.store.list_cases() if c.requester_phone.endswith("0998")]
     assert "Drew Kim" not in third.suggested_supporters and len(suggested_names(third)) == 3
+
+
+def test_a_supporter_at_the_monthly_cap_is_not_offered_and_the_reason_says_so():
+    """[wellbeing] max_cases_per_month (4): new cases accepted in the last 30 days, counted by
+    the caller from the offers table and passed in as data."""
+    roster = [sup("Avery", institution="NCH", role="Nurse"), sup("Blair", institution="SBMC", role="Nurse")]
+    avery = roster[0].record_id
+    assert names(matching.rank(REQ, roster, PROGRAM, NOW, recent_cases={avery: 3}))[0] == "Avery"
+    assert names(matching.rank(REQ, roster, PROGRAM, NOW, recent_cases={avery: 4})) == ["Blair"]
+    text = matching.suggested_supporters(REQ, roster[:1], PROGRAM, NOW, recent_cases={avery: 4})
+    assert "1 at their limit of new cases for the month" in text
+    uncapped = PROGRAM.model_copy(update={"wellbeing": PROGRAM.wellbeing.model_copy(
+        update={"max_cases_per_month": 0})})
+    assert names(matching.rank(REQ, roster[:1], uncapped, NOW, recent_cases={avery: 40})) == ["Avery"]

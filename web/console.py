@@ -263,7 +263,7 @@ def _candidates(ctx: Context, case, limit: int = 5):
         ruled_out.add(case.assigned_supporter)
     return matching.rank(case, ctx.store.supporters(), ctx.program, ctx.now(),
                          open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out,
-                         limit=limit)
+                         limit=limit, recent_cases=offers.recent_case_counts(ctx))
 
 
 def _case_page(case, *, contact: bool = False, status: int = 200):

@@ -108,11 +108,11 @@ def details(ctx: Context, case, offer) -> dict:
     }
 
 
-TOKEN_IN_PATH = re.compile(r"/([sr])/[^/?\s]+")
+TOKEN_IN_PATH = re.compile(r"/(s|r|survey)/[^/?\s]+")
 
 
 def mask_token(text: str) -> str:
-    """The token of a supporter (`/s/`) or resources (`/r/`) link masked."""
+    """The token of a supporter (`/s/`), resources (`/r/`) or survey (`/survey/`) link masked."""
     return TOKEN_IN_PATH.sub(lambda m: f"/{m.group(1)}/<token>", text)
 
 

@@ -6,7 +6,8 @@ the same inputs always give the same answer and the rules can be tested exhausti
 
 Rules (docs/architecture.md section 6 field names in brackets):
 - Never offered: an inactive supporter [Active]; one paused [Paused Until in the future];
-  one at their [Max Open Cases]; the requester themself (the same phone number or the same email,
+  one at their [Max Open Cases]; one who took `[wellbeing] max_cases_per_month` new cases in the
+  last 30 days (`recent_cases`, counted by the caller from the offers they accepted); the requester themself (the same phone number or the same email,
   case-insensitive); anyone excluded for this case (declined, or let the offer expire); and,
   when [Outside My Institution] is ticked or `program.toml` sets
   `require_outside_institution`, anyone of the requester's [Institution].
@@ -37,12 +38,13 @@ from workflows.model import OPEN_STATUSES, Case, Request, Supporter
 INACTIVE = "inactive"
 PAUSED = "paused"
 AT_CAPACITY = "at their case limit"
+MONTHLY_CAP = "at their limit of new cases for the month"
 REQUESTER = "the requester"
 EXCLUDED = "declined or let this case's offer expire"
 SAME_INSTITUTION = "at the requester's hospital"
 SAME_DEPARTMENT = "in the requester's department"
 NO_INSTITUTION = "not known to be outside the requester's hospital"
-LEFT_OUT_ORDER = (INACTIVE, PAUSED, AT_CAPACITY, REQUESTER, EXCLUDED, SAME_INSTITUTION,
+LEFT_OUT_ORDER = (INACTIVE, PAUSED, AT_CAPACITY, MONTHLY_CAP, REQUESTER, EXCLUDED, SAME_INSTITUTION,
                   NO_INSTITUTION, SAME_DEPARTMENT)
 
 
@@ -67,7 +69,8 @@ class Candidate:
 
 def rank(request: Request | Case, supporters: Iterable[Supporter], program: Program,
          now: datetime, *, open_cases: Mapping[str, int] | None = None,
-         excluded: Iterable[str] = (), limit: int | None = None) -> list[Candidate]:
+         excluded: Iterable[str] = (), limit: int | None = None,
+         recent_cases: Mapping[str, int] | None = None) -> list[Candidate]:
     """The supporters who may be offered this request, best first.
 
     - `request`: the Request or Case being matched (its requester fields are only compared,
@@ -81,17 +84,20 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Prog
     - `excluded`: record ids that may not be offered this case (they declined or let the
       offer expire).
     - `limit`: return only the best `limit` candidates (same order as the full list).
+    - `recent_cases`: Supporter.record_id -> new cases they accepted in the last 30 days; at
+      `[wellbeing] max_cases_per_month` (0: no cap) they are left out.
     """
     rules = program.matching
     wanted = _Wanted.of(request, rules, phones.region(program))
     now = _aware(now)
     open_cases = open_cases or {}
     excluded = frozenset(excluded)
+    capped = _capped(program, recent_cases)
     # Score everyone with numbers only; the reasons are written for the ones returned.
     fits = []
     for supporter in supporters:
         count = max(int(open_cases.get(supporter.record_id, 0)), 0)
-        if _exclusion(wanted, supporter, now, count, excluded) is None:
+        if _exclusion(wanted, supporter, now, count, excluded, capped) is None:
             fit = _fit(wanted, supporter, now, count)
             fits.append((_points(fit, rules), supporter, fit))
     chosen = sorted(fits, key=_order) if limit is None else heapq.nsmallest(max(limit, 0), fits, key=_order)
@@ -101,13 +107,22 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Prog
 
 def exclusion_counts(request: Request | Case, supporters: Iterable[Supporter], program: Program,
                      now: datetime, *, open_cases: Mapping[str, int] | None = None,
-                     excluded: Iterable[str] = ()) -> Counter:
+                     excluded: Iterable[str] = (), recent_cases: Mapping[str, int] | None = None) -> Counter:
     """How many supporters each rule left out (keys: the constants at the top of the module)."""
     wanted = _Wanted.of(request, program.matching, phones.region(program))
     now, open_cases, excluded = _aware(now), open_cases or {}, frozenset(excluded)
+    capped = _capped(program, recent_cases)
     return Counter(reason for s in supporters
                    if (reason := _exclusion(wanted, s, now, max(int(open_cases.get(s.record_id, 0)), 0),
-                                            excluded)) is not None)
+                                            excluded, capped)) is not None)
+
+
+def _capped(program: Program, recent_cases: Mapping[str, int] | None) -> frozenset:
+    """Record ids of supporters at the monthly cap of new cases."""
+    cap = program.wellbeing.max_cases_per_month
+    if not cap or not recent_cases:
+        return frozenset()
+    return frozenset(sid for sid, n in recent_cases.items() if int(n) >= cap)
 
 
 def open_case_counts(cases: Iterable[Case]) -> dict[str, int]:
@@ -135,13 +150,13 @@ def suggestions_text(candidates: list[Candidate], *, left_out: Counter | None = 
 
 def suggested_supporters(request: Request | Case, supporters: list[Supporter], program: Program,
                          now: datetime, *, open_cases: Mapping[str, int] | None = None,
-                         excluded: Iterable[str] = ()) -> str:
+                         excluded: Iterable[str] = (), recent_cases: Mapping[str, int] | None = None) -> str:
     """The Suggested Supporters text for a case: the top `[matching] suggestions` candidates."""
     excluded = frozenset(excluded)
     top = rank(request, supporters, program, now, open_cases=open_cases, excluded=excluded,
-               limit=program.matching.suggestions)
-    left_out = None if top else exclusion_counts(request, supporters, program, now,
-                                                 open_cases=open_cases, excluded=excluded)
+               limit=program.matching.suggestions, recent_cases=recent_cases)
+    left_out = None if top else exclusion_counts(request, supporters, program, now, open_cases=open_cases,
+                                                 excluded=excluded, recent_cases=recent_cases)
     return suggestions_text(top, left_out=left_out)
 
 
@@ -177,7 +192,7 @@ class _Wanted:
 
 
 def _exclusion(wanted: _Wanted, s: Supporter, now: datetime, open_count: int,
-               excluded: frozenset) -> str | None:
+               excluded: frozenset, capped: frozenset = frozenset()) -> str | None:
     """Why this supporter may not be offered the request, or None when they may."""
     if not s.active:
         return INACTIVE
@@ -185,6 +200,8 @@ def _exclusion(wanted: _Wanted, s: Supporter, now: datetime, open_count: int,
         return PAUSED
     if open_count >= s.max_open_cases:
         return AT_CAPACITY
+    if s.record_id in capped:
+        return MONTHLY_CAP
     if (wanted.phone and phones.e164(s.phone, wanted.phone_region) == wanted.phone) or \
             (wanted.email and email_key(s.email) == wanted.email):
         return REQUESTER

@@ -121,7 +121,7 @@ def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
         else:
             best = matching.rank(case, supporters, ctx.program, ctx.now(),
                                  open_cases=matching.open_case_counts(ctx.store.list_cases()),
-                                 excluded=ruled_out, limit=1)
+                                 excluded=ruled_out, limit=1, recent_cases=recent_case_counts(ctx))
             if not best:
                 return _nobody_left(ctx, case, supporters, ruled_out)
             supporter = best[0].supporter
@@ -155,6 +155,12 @@ def _finish_offer(ctx: Context, case: Case, offer: Offer, supporter: Supporter |
     return "offered"
 
 
+def recent_case_counts(ctx: Context) -> dict[str, int]:
+    """Supporter record id -> offers they accepted in the last 30 days (our offers table):
+    what `[wellbeing] max_cases_per_month` caps in matching."""
+    return dict(ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
+
+
 def offer_expiry(ctx: Context, case: Case) -> datetime:
     """When an offer made now runs out: program.toml [offers] (4 h; 30 min for Urgent and
     Crisis), counted from when the SMS can go (a routine SMS waits out quiet hours)."""
@@ -169,7 +175,8 @@ def _nobody_left(ctx: Context, case: Case, supporters: list[Supporter], ruled_ou
     are told once."""
     suggestions = matching.suggested_supporters(
         case, supporters, ctx.program, ctx.now(),
-        open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out)
+        open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out,
+        recent_cases=recent_case_counts(ctx))
     ctx.store.update_case(case.case_id, status="Needs attention", assigned_supporter="", offer_expires=None,
                           suggested_supporters=suggestions)
     tell_reviewers_once(ctx, case, "needs_person", ("needs_person_reviewer_sms", "needs_person_reviewer_email"),

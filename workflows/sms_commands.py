@@ -4,6 +4,8 @@ and what each one does (docs/architecture.md section 2).
     YES 4821, a bare YES   accept the offer (workflows.offers)
     NO 4821                decline it; it goes to the next candidate
     DONE 4821              the supporter reached the requester
+    CHECKIN 4821 4         the supporter's check-in: 1 (fine) to 5 (struggling); a bare digit
+                           answers the one open check-in (workflows.wellbeing)
     HELP                   what to text
     STOP (and synonyms)    opt out of SMS; START, UNSTOP (or a bare YES from an opted-out
                            number) opt back in: the carrier keywords Twilio also acts on
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from workflows import notify, offers, phones
+from workflows import notify, offers, phones, wellbeing
 
 #: Twilio's default keywords (Twilio's "Advanced Opt-Out" docs). Twilio answers these itself.
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -27,8 +29,14 @@ COMMAND_WORDS = {"YES": "yes", "Y": "yes", "NO": "no", "N": "no", "DONE": "done"
 def parse_command(text: str) -> tuple[str, str | None]:
     """(command, ref) from an SMS, case-insensitive, spacing and punctuation forgiven:
     "yes 4821", "YES#4821", " Yes, PS-4821! " -> ("yes", "4821"); "yes" -> ("yes", None).
-    Commands: yes, no, done, help, stop, start; anything else is ("unknown", None)."""
+    Commands: yes, no, done, checkin, help, stop, start; anything else is ("unknown", None).
+    A check-in's ref is "4821 4" (reference and score), or just "4" for a bare digit; see
+    `parse_checkin`."""
     tokens = re.findall(r"[A-Z]+|\d+", (text or "").upper())
+    checkin = parse_checkin(text)
+    if checkin is not None:
+        ref, score = checkin
+        return "checkin", f"{ref} {score}" if ref else str(score)
     if len(tokens) == 1 and tokens[0] in OPT_OUT_WORDS:
         return "stop", None
     if len(tokens) == 1 and tokens[0] in OPT_IN_WORDS:
@@ -43,6 +51,24 @@ def parse_command(text: str) -> tuple[str, str | None]:
     if len(rest) == 1 and rest[0].isdigit():
         return COMMAND_WORDS[tokens[0]], rest[0]
     return "unknown", None
+
+
+def parse_checkin(text: str) -> tuple[str | None, int] | None:
+    """(ref, score) from "CHECKIN 4821 4", "check in ref 4821: 4", or (None, 4) from a bare "4";
+    None when the text is not a check-in answer. The score is not checked here."""
+    tokens = re.findall(r"[A-Z]+|\d+", (text or "").upper())
+    if len(tokens) == 1 and tokens[0].isdigit() and len(tokens[0]) == 1:
+        return None, int(tokens[0])
+    if tokens[:2] == ["CHECK", "IN"]:
+        tokens = ["CHECKIN", *tokens[2:]]
+    if not tokens or tokens[0] != "CHECKIN":
+        return None
+    rest = [t for t in tokens[1:] if t not in ("REF", "PS", "CASE")]
+    if len(rest) == 2 and all(t.isdigit() for t in rest):
+        return rest[0], int(rest[1])
+    if len(rest) == 1 and rest[0].isdigit() and len(rest[0]) == 1:
+        return None, int(rest[0])
+    return None, 0     # a check-in without a score: asked to send one
 
 
 def reply(ctx, phone: str, text: str, keyword: str = "") -> tuple[str, str | None]:
@@ -65,6 +91,9 @@ def reply(ctx, phone: str, text: str, keyword: str = "") -> tuple[str, str | Non
         return command, offers.decline(ctx, phone, ref)
     if command == "done" and ref:
         return command, offers.contact_made(ctx, phone, ref)
+    if command == "checkin":
+        ref, score = parse_checkin(text)
+        return command, wellbeing.answer(ctx, phone, ref, score)
     if offers.person_for_phone(ctx, phone) is None:
         return command, notify.text(ctx, "sms_reply_unknown_number")
     if keyword == "HELP" or command == "help":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import deadlines, followup, intake, notify, offers, purge
+from workflows import deadlines, followup, intake, notify, offers, purge, surveys, wellbeing
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -158,6 +158,23 @@ def _cron(minute: str = "*", hour: str = "*"):
     return schedule
 
 
+def run_followup_clock(ctx: Context) -> int:
+    """One pass of the second half's clock: check-ins and surveys that are due, each once
+    (one run at a time; an overlapping run returns at once). Returns how many went out."""
+    try:
+        with ctx.db.lock("followup_clock", ttl_seconds=600, wait_seconds=0):
+            return wellbeing.run(ctx) + surveys.run(ctx)
+    except TimeoutError:
+        log.info("followup clock already running elsewhere; skipped")
+        return 0
+
+
+def followup_clock() -> None:
+    """After contact: the supporter's check-in ([followup] checkin_after_hours) and the
+    surveys ([followup] survey_after_days)."""
+    run_followup_clock(worker_context())
+
+
 #: Periodic jobs: (function, schedule). The function's name is the task's name in the queue.
 PERIODIC = (
     (sweep_inbox, _cron("*")),
@@ -169,6 +186,7 @@ PERIODIC = (
     (followup_poll, _cron("*")),
     (auto_close, _cron("23")),
     (purge_cases, _cron("23", "4")),
+    (followup_clock, _cron("*/15")),
 )
 
 

@@ -243,3 +243,46 @@ staff_login_failures = sa.Table(
     sa.Column("blocked_until", UTCDateTime),
     sa.Column("last_failure_at", UTCDateTime),
 )
+
+
+# ---- after the first contact: supporter check-ins and surveys (workflows/wellbeing.py, surveys.py) ----
+
+#: One check-in SMS to a supporter after a case. `case_id` is kept only until the case is
+#: purged (then emptied); month ("2026-12") is what the dashboard counts by.
+checkins = sa.Table(
+    "checkins", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("supporter_id", sa.String(40), nullable=False, index=True),
+    sa.Column("case_id", sa.String(20), nullable=False, server_default=""),
+    sa.Column("asked_at", UTCDateTime, nullable=False),
+    sa.Column("answered_at", UTCDateTime),
+    sa.Column("score", sa.Integer),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.UniqueConstraint("case_id", "supporter_id", name="uq_checkins_case_supporter"),
+)
+
+#: One survey link (the token names this id). Holds no case: only who is asked and the
+#: de-identified fields their answers are stored with.
+survey_invitations = sa.Table(
+    "survey_invitations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("respondent", sa.String(10), nullable=False),
+    sa.Column("institution", sa.String(40), nullable=False, server_default=""),
+    sa.Column("role", sa.String(100), nullable=False, server_default=""),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("answered_at", UTCDateTime),
+)
+
+#: Survey answers, without the case (or the invitation): who answered (requester or
+#: supporter), institution, role, month, question id, answer.
+survey_answers = sa.Table(
+    "survey_answers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("respondent", sa.String(10), nullable=False),
+    sa.Column("institution", sa.String(40), nullable=False, server_default=""),
+    sa.Column("role", sa.String(100), nullable=False, server_default=""),
+    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("question_id", sa.String(40), nullable=False),
+    sa.Column("answer", sa.String(200), nullable=False),
+)
