@@ -9,7 +9,7 @@ DATABASE_URL=postgresql://user:pass@host/db. The schema is migrated on first use
 
 One job per module: `engine` (engines, SQLite pragmas), `schema` (tables), `migrate` and
 `migrations/` (Alembic), `inbox`, `ledger` (messages, opt-outs, webhook dedupe, outbox),
-`offers` (offers, milestones, locks), `store` (SqlCaseStore), `staff` (StaffStore).
+`offers` (offers, milestones, locks), `scans` (flyer scans per tag and day), `store` (SqlCaseStore), `staff` (StaffStore).
 """
 from __future__ import annotations
 
@@ -21,15 +21,17 @@ from .engine import dispose_engines, engine_for
 from .inbox import InboxRepo
 from .ledger import LedgerRepo
 from .offers import OffersRepo
-from .schema import (UTCDateTime, case_milestones, case_refs, cases, events, inbox, locks, messages,
+from .scans import ScansRepo
+from .schema import (UTCDateTime, case_milestones, case_refs, cases, events, flyer_scans, flyers, inbox, locks,
+                     messages,
                      metadata, offers, opt_outs, outbox, resources, reviewers, staff, staff_login_failures,
                      staff_sessions, supporters, webhook_events)
 from .staff import StaffStore
 from .store import SqlCaseStore
 
 
-class Database(InboxRepo, LedgerRepo, OffersRepo):
-    """The inbox, Case ID register, locks, ledger, offers and outbox, on one engine."""
+class Database(InboxRepo, LedgerRepo, OffersRepo, ScansRepo):
+    """The inbox, Case ID register, locks, ledger, offers, outbox and flyer scans, on one engine."""
 
     def __init__(self, url: str, clock: Clock | None = None):
         self.url = url
@@ -48,5 +50,5 @@ __all__ = [
     "Database", "SqlCaseStore", "StaffStore", "UTCDateTime", "engine_for", "dispose_engines", "metadata",
     "inbox", "case_refs", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
     "outbox", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
-    "staff_login_failures",
+    "staff_login_failures", "flyers", "flyer_scans",
 ]
