@@ -12,7 +12,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from config.vocabulary import is_true
-from workflows import phones, tasks
+from workflows import flyers, phones, tasks
 from workflows.followup import WITHDRAW_REASONS
 from workflows.notify import show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
@@ -25,6 +25,7 @@ inbox_cli = AppGroup("inbox", help="Received submissions (ids and state only; no
 cases_cli = AppGroup("cases", help="Cases in the case store.")
 purge_cli = AppGroup("purge", help="Remove personal details of cases past the retention period.")
 jobs_cli = AppGroup("jobs", help="The worker's periodic jobs.")
+flyers_cli = AppGroup("flyers", help="Flyers with QR codes, and their scans.")
 
 ROSTER_COLUMNS = ("Type", "Name", "Phone", "Email", "Institution", "Department", "Role", "Specialty",
                   "Active", "Max Open Cases", "On Call", "Program Lead", "Kind", "URL", "Hours")
@@ -394,6 +395,48 @@ def cases_show(case_id, contact):
         click.echo(f"{when(e.at)}  {e.actor:<24}  {e.event}")
 
 
+@flyers_cli.command("make")
+@click.option("--institution", required=True, metavar="CODE", help="An institution code of program.toml, e.g. RRMC.")
+@click.option("--unit", required=True, help='Where the flyer hangs, e.g. "4 North".')
+@click.option("--form", type=click.Choice(sorted(flyers.FORM_CHOICES), case_sensitive=False), default="builtin",
+              show_default=True, help="The form its QR code opens.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="flyers", show_default=True,
+              help="Where to write the PDF and the QR code (PNG, SVG).")
+def flyers_make(institution, unit, form, out_dir):
+    """Make a flyer: a tag, a print-ready PDF (US Letter) and its QR code alone (PNG, SVG)."""
+    from web import flyer_print
+    ctx = _ctx()
+    try:
+        flyer = flyers.make_flyer(ctx, institution, unit, form)
+    except flyers.FlyerError as exc:
+        raise click.ClickException(f"No flyer made: {exc}.") from None
+    crisis = ctx.program.crisis
+    place = f"{ctx.program.institution_name(flyer.institution, flyer.institution)}, {flyer.unit}"
+    files = flyer_print.render(out_dir, tag=flyer.tag, link=flyer.link, program_name=ctx.program.program.name,
+                               crisis_national=crisis.national, crisis_emergency=crisis.emergency, place=place)
+    click.echo(f"Flyer {flyer.tag} ({flyer.form} form): {flyer.link}")
+    click.echo(f"  print: {files.pdf}")
+    click.echo(f"  QR code alone: {files.png}, {files.svg}")
+
+
+@flyers_cli.command("list")
+def flyers_list():
+    """Flyers, with their scans and submissions (cases whose Flyer is the tag)."""
+    ctx = _ctx()
+    made = ctx.store.flyers()
+    if not made:
+        click.echo("No flyers yet. Make one with `flask flyers make --institution CODE --unit NAME`.")
+        return
+    scans = ctx.db.flyer_scan_counts()
+    cases_per_tag: dict[str, int] = {}
+    for case in ctx.store.list_cases():
+        if case.flyer:
+            cases_per_tag[case.flyer] = cases_per_tag.get(case.flyer, 0) + 1
+    _table(("Tag", "Institution", "Unit", "Form", "Scans", "Submissions", "Created", "Link"), [
+        (f.tag, f.institution, f.unit, f.form, scans.get(f.tag, 0), cases_per_tag.get(f.tag, 0),
+         _fmt(f.created_at), f.link) for f in made])
+
+
 @click.command("sweep")
 @with_appcontext
 def sweep_cmd():
@@ -444,7 +487,7 @@ def add_verbose_option(command: click.Command) -> None:
 def init_app(app) -> None:
     """Register the commands; call after the integrations' `cli` groups are registered, so that
     their commands get -v/--verbose too."""
-    for command in (roster_cli, inbox_cli, cases_cli, jobs_cli, purge_cli, outbox_cmd):
+    for command in (roster_cli, inbox_cli, cases_cli, jobs_cli, purge_cli, flyers_cli, outbox_cmd):
         app.cli.add_command(command)
     inbox_cli.add_command(sweep_cmd)
     for command in app.cli.commands.values():

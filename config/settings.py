@@ -48,6 +48,8 @@ DEFAULTS: dict[str, object] = {
     "SENDGRID_FROM_EMAIL": None,
     "SENDGRID_API_URL": "https://api.sendgrid.com",
     "SENDGRID_WEBHOOK_PUBLIC_KEY": None,
+    "QUALTRICS_SURVEY_URL": None,   # the survey's public link, for flyers (flask flyers make --form qualtrics)
+    "REDCAP_SURVEY_URL": None,      # the public survey link, for flyers (flask flyers make --form redcap)
     "DASHBOARD_PASSWORD_HASH": None,
     "PROGRAM_FILE": "config/program.toml",
     "PORT": "5000",

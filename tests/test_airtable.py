@@ -19,7 +19,7 @@ from tests.fake_airtable import FakeAirtable, Formula, Linked
 from tests.test_intake import GOOD, get_form
 from tests.test_store_contract import NASTY, T0, a_case
 from workflows import intake
-from workflows.model import (CASE_FIELDS, MESSAGE_FIELDS, Case, Event, MessageRecord, Resource, Reviewer, Roster,
+from workflows.model import (CASE_FIELDS, MESSAGE_FIELDS, Case, Event, Flyer, MessageRecord, Resource, Reviewer, Roster,
                              Supporter, field_names, shown, shown_fields)
 
 URL = "https://api.airtable.test"
@@ -64,7 +64,7 @@ def base(fake):
 # ---- each field declared once (workflows/model.py), the base's tables derived from it ----
 
 def test_every_field_of_the_model_is_a_field_of_the_base_and_every_field_of_the_base_is_one():
-    assert set(schema.TABLES) == {Case, Supporter, Reviewer, Resource, MessageRecord, Event}
+    assert set(schema.TABLES) == {Case, Supporter, Reviewer, Resource, MessageRecord, Event, Flyer}
     for cls, table in schema.TABLES.items():
         attrs = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
         names = field_names(cls)
@@ -361,14 +361,15 @@ def overrides(overrides, fake):
 def test_init_on_an_empty_base_creates_everything_and_a_second_run_nothing(fake, runner):
     first = runner.invoke(args=["airtable", "init"])
     assert first.exit_code == 0, first.output
-    assert first.output.count("created table") == 6
+    assert first.output.count("created table") == 7
     tables = {t["name"]: t for t in fake.bases[BASE]}
     for name, specs in airtable.SCHEMA.items():
         fields = {f["name"]: f for f in tables[name]["fields"]}
         assert [f["name"] for f in tables[name]["fields"]] == [s.name for s in specs]
         assert tables[name]["primaryFieldId"] == fields[specs[0].name]["id"]
         assert {n: f["type"] for n, f in fields.items()} == {s.name: s.type for s in specs}
-    assert fields["Case"]["options"]["linkedTableId"] == tables["Cases"]["id"]
+    events = {f["name"]: f for f in tables["Events"]["fields"]}
+    assert events["Case"]["options"]["linkedTableId"] == tables["Cases"]["id"]
     assert tables["Cases"]["fields"][3]["options"]["timeZone"] == "America/New_York"
     status = next(f for f in tables["Cases"]["fields"] if f["name"] == "Status")
     assert [c["name"] for c in status["options"]["choices"]][:2] == ["New", "Needs attention"]

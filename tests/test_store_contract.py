@@ -54,7 +54,7 @@ def backend(request, tmp_path, mocked):
         store = airtable.AirtableCaseStore("patContract", BASE_ID, api_url=AIRTABLE_URL,
                                            throttle=airtable.Throttle(0))
         created, refused = airtable.init_base(store)
-        assert len(created) == 6 and not refused
+        assert len(created) == 7 and not refused
         yield Backend("airtable", store, fake)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 
 def register_pages(app) -> None:
-    from web import console, home, ratelimit, request_form, resources, supporter, survey
+    from web import console, flyers, home, ratelimit, request_form, resources, supporter, survey
     ratelimit.init_app(app)     # first: the shared counter store every page's limiter uses
     home.init_app(app)          # `/` and the error pages (HTML for people, JSON for webhooks)
     request_form.init_app(app)  # `/request`
     supporter.init_app(app)     # `/s/<token>`
     resources.init_app(app)     # `/r/<token>`
     survey.init_app(app)        # `/survey/<token>`
+    flyers.init_app(app)        # `/f/<tag>`, a flyer's QR code
     console.init_app(app)       # the staff console and `flask staff`

@@ -195,12 +195,30 @@ class MessageRecord:
     error: str = shown("Error", "long_text")
 
 
+#: The forms a flyer can open (docs/architecture.md section 6, Flyers).
+FLYER_FORMS = ("Built-in", "Qualtrics", "REDCap")
+
+
+@dataclass
+class Flyer:
+    """A printed flyer: its tag (in the QR code's link, `/f/<tag>`), where it hangs, and the
+    form its QR code opens. Scans are counted per tag and day in our own database only."""
+    tag: str = shown("Tag", required=True, primary=True)
+    institution: str = shown("Institution")
+    unit: str = shown("Unit")
+    form: str = shown("Form", "choice", choices=FLYER_FORMS, default="Built-in")
+    link: str = shown("Link", "url")
+    created_at: datetime | None = shown("Created At", "time")
+    record_id: str = ""
+
+
 CASE_FIELDS = field_names(Case)
 SUPPORTER_FIELDS = field_names(Supporter)
 REVIEWER_FIELDS = field_names(Reviewer)
 RESOURCE_FIELDS = field_names(Resource)
 MESSAGE_FIELDS = field_names(MessageRecord)
 EVENT_FIELDS = field_names(Event)
+FLYER_FIELDS = field_names(Flyer)
 
 
 @dataclass
@@ -252,6 +270,18 @@ class CaseStore(Protocol):
         """The purge (workflows/purge.py): the case becomes `kept`, its de-identified fields,
         so that no earlier value survives in the backend (Airtable: delete and write anew).
         Safe to run again after a crash. Returns how many records or fields were removed."""
+
+    def create_flyer(self, flyer: Flyer) -> Flyer:
+        """Add a flyer; raise `FlyerExists` when its tag is taken (the caller picks another)."""
+
+    def flyers(self) -> list[Flyer]:
+        """Every flyer, oldest first."""
+
+    def find_flyer(self, tag: str) -> Flyer | None: ...
+
+
+class FlyerExists(ValueError):
+    """A flyer with this tag is already in the case store."""
 
 
 def replace(obj, **changes):

@@ -8,7 +8,8 @@ from datetime import timezone
 
 from pyairtable.utils import datetime_from_iso_str, datetime_to_iso_str
 
-from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Shown, Supporter, link_ids, shown_fields
+from workflows.model import (Case, Event, Flyer, MessageRecord, Resource, Reviewer, Shown, Supporter, link_ids,
+                             shown_fields)
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,13 @@ class FieldSpec:
     link_to: str = ""       # table name, for multipleRecordLinks
 
 
-CASES, SUPPORTERS, REVIEWERS, RESOURCES, MESSAGES, EVENTS = (
-    "Cases", "Supporters", "Reviewers", "Resources", "Messages", "Events")
+CASES, SUPPORTERS, REVIEWERS, RESOURCES, MESSAGES, EVENTS, FLYERS = (
+    "Cases", "Supporters", "Reviewers", "Resources", "Messages", "Events", "Flyers")
 
 #: The model's classes and their tables, in the order `airtable init` creates them, so that a
 #: link always points at a table made before it.
 TABLES = {Supporter: SUPPORTERS, Reviewer: REVIEWERS, Resource: RESOURCES, Case: CASES,
-          MessageRecord: MESSAGES, Event: EVENTS}
+          MessageRecord: MESSAGES, Event: EVENTS, Flyer: FLYERS}
 
 #: The model's kinds of value (workflows/model.py KINDS) as Airtable field types.
 TYPES = {"text": "singleLineText", "long_text": "multilineText", "phone": "phoneNumber", "email": "email",

@@ -11,12 +11,14 @@ import sqlalchemy as sa
 from pyairtable.formulas import EQ, Field, FunctionCall, match
 
 from integrations.airtable.pacing import Throttle
-from integrations.airtable.schema import (CASE_KEY, CASES, EVENTS, MESSAGE_KEY, MESSAGES, RESOURCES,
+from integrations.airtable.schema import (CASE_KEY, CASES, EVENTS, FLYERS, MESSAGE_KEY, MESSAGES, RESOURCES,
                                           REVIEWERS, ROSTER_KEYS, SPECS, SUPPORTERS, _fields_of,
                                           _from_cell, _object_from, _to_cell)
 from integrations.airtable.session import ThrottledSession
-from workflows.model import (CASE_FIELDS, MESSAGE_FIELDS, RESOURCE_FIELDS, REVIEWER_FIELDS, SUPPORTER_FIELDS,
-                             Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter)
+from workflows.model import (CASE_FIELDS, FLYER_FIELDS, MESSAGE_FIELDS, RESOURCE_FIELDS, REVIEWER_FIELDS,
+                             SUPPORTER_FIELDS,
+                             Case, Event, Flyer, FlyerExists, MessageRecord, Resource, Reviewer, Roster,
+                             Supporter)
 
 #: Supporters, reviewers and resources are read for every case; a coordinator's edit in
 #: Airtable shows within this many seconds.
@@ -256,3 +258,20 @@ class AirtableCaseStore:
             fields["Case"] = [case_rec] if case_rec else []
             rows.append({"fields": fields})
         self.table(MESSAGES).batch_upsert(rows, key_fields=[MESSAGE_KEY])
+
+    # ---- flyers ----
+    def create_flyer(self, flyer: Flyer) -> Flyer:
+        """Airtable has no unique fields: the tag is looked up first (flyers are made one at a
+        time, by `flask flyers make`), and a taken tag raises FlyerExists."""
+        if self.find_flyer(flyer.tag) is not None:
+            raise FlyerExists(flyer.tag)
+        record = self.table(FLYERS).create(_fields_of(flyer, FLYER_FIELDS, FLYERS))
+        return _object_from(record, Flyer, FLYER_FIELDS, FLYERS)
+
+    def flyers(self) -> list[Flyer]:
+        found = [_object_from(r, Flyer, FLYER_FIELDS, FLYERS) for r in self.table(FLYERS).all(page_size=100)]
+        return sorted(found, key=lambda f: (f.created_at is None, f.created_at or datetime.min))
+
+    def find_flyer(self, tag: str) -> Flyer | None:
+        record = self.table(FLYERS).first(formula=match({"Tag": tag}))
+        return _object_from(record, Flyer, FLYER_FIELDS, FLYERS) if record else None

@@ -10,7 +10,7 @@ from datetime import timezone
 
 import sqlalchemy as sa
 
-from workflows.model import Case, Resource, Reviewer, Supporter
+from workflows.model import Case, Flyer, Resource, Reviewer, Supporter
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -204,6 +204,18 @@ events = sa.Table(
     sa.Column("event", sa.String(200), nullable=False),
     sa.Column("at", UTCDateTime, nullable=False),
     sa.Column("actor", sa.String(100), nullable=False),
+)
+
+flyers = sa.Table("flyers", metadata, sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+                  *_columns_for(Flyer), sa.UniqueConstraint("tag"))
+
+#: Scans of a flyer's QR code (`GET /f/<tag>`), per tag and day (the program's time zone):
+#: a count only. No address, no cookie, no user agent, nothing about the person scanning.
+flyer_scans = sa.Table(
+    "flyer_scans", metadata,
+    sa.Column("tag", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
 )
 
 

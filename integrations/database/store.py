@@ -7,9 +7,10 @@ from dataclasses import fields as dc_fields
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from workflows.model import Case, Event, MessageRecord, Resource, Reviewer, Roster, Supporter
+from workflows.model import (Case, Event, Flyer, FlyerExists, MessageRecord, Resource, Reviewer, Roster,
+                             Supporter)
 
-from .schema import cases, events, resources, reviewers, supporters
+from .schema import cases, events, flyers, resources, reviewers, supporters
 
 
 def _row_to(cls, row) -> object:
@@ -137,3 +138,21 @@ class SqlCaseStore:
             cleared = sum(1 for k, v in values.items() if row[k] not in (None, "", False, 0) and v != row[k])
             conn.execute(cases.update().where(cases.c.case_id == kept.case_id).values(**values))
         return cleared
+
+    # ---- flyers ----
+    def create_flyer(self, flyer: Flyer) -> Flyer:
+        """The tag is unique by the table's constraint: a taken tag raises FlyerExists."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(flyers.insert().values(**_values_of(flyer, flyers)))
+        except IntegrityError:
+            raise FlyerExists(flyer.tag) from None
+        return self.find_flyer(flyer.tag)
+
+    def flyers(self) -> list[Flyer]:
+        return self._all(flyers, Flyer)
+
+    def find_flyer(self, tag: str) -> Flyer | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(flyers).where(flyers.c.tag == tag)).mappings().first()
+        return _row_to(Flyer, row) if row else None
