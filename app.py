@@ -44,10 +44,11 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.get("/readyz")
     def readyz():
+        # Read-only and bounded (about 2 s): a locked or unreachable database is "unavailable".
         try:
             app.extensions["peerline"].db.ping()
         except Exception:
-            return jsonify(status="unavailable"), 503
+            return jsonify(status="unavailable"), 503, {"Retry-After": "60"}
         return jsonify(status="ready")
 
     return app

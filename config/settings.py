@@ -61,6 +61,10 @@ DEFAULTS: dict[str, object] = {
     "INBOX_LEASE_SECONDS": "300",
     "OUTSIDE_TIMEOUT_SECONDS": "10",
     "PROXY_COUNT": "0",
+    # Fail fast (issue 15): how long the web process waits for the database before answering
+    # 503 with Retry-After; the worker may wait longer. /metrics: its bearer token.
+    "DATABASE_WAIT_SECONDS": "5",
+    "WORKER_DATABASE_WAIT_SECONDS": "30",
 }
 
 #: Settings that hold secrets: never printed, never logged.

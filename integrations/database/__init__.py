@@ -13,11 +13,10 @@ One job per module: `engine` (engines, SQLite pragmas), `schema` (tables), `migr
 """
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from workflows.clock import Clock
 
-from .engine import dispose_engines, engine_for
+from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
+from .engine import ping as ping_url
 from .inbox import InboxRepo
 from .ledger import LedgerRepo
 from .offers import OffersRepo
@@ -31,16 +30,17 @@ from .store import SqlCaseStore
 class Database(InboxRepo, LedgerRepo, OffersRepo):
     """The inbox, Case ID register, locks, ledger, offers and outbox, on one engine."""
 
-    def __init__(self, url: str, clock: Clock | None = None):
+    def __init__(self, url: str, clock: Clock | None = None, *, wait_seconds: float = WEB_WAIT_SECONDS):
         self.url = url
-        self.engine = engine_for(url)
+        #: Every wait for the database is bounded by `wait_seconds` (engine.py).
+        self.engine = engine_for(url, wait_seconds)
         #: The Context's clock (build_context passes it), so rows are stamped with the
         #: same "now" the workflows compare against.
         self.clock = clock or Clock()
 
     def ping(self) -> bool:
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+        """A read-only check, answered within about 2 s (engine.ping); raises when out of reach."""
+        ping_url(self.url)
         return True
 
 
