@@ -13,6 +13,8 @@ One job per module: `engine` (engines, SQLite pragmas), `schema` (tables), `migr
 """
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from workflows.clock import Clock
 
 from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
@@ -37,6 +39,19 @@ class Database(InboxRepo, LedgerRepo, OffersRepo):
         #: The Context's clock (build_context passes it), so rows are stamped with the
         #: same "now" the workflows compare against.
         self.clock = clock or Clock()
+
+    def figures(self) -> dict:
+        """Counts for /metrics (no payload, no person): inbox rows by status, the oldest
+        unfinished submission's received_at, and ledger messages by (channel, status)."""
+        with self.engine.connect() as conn:
+            by_status = dict(conn.execute(sa.select(inbox.c.status, sa.func.count())
+                                          .group_by(inbox.c.status)).all())
+            unfinished = inbox.c.status.notin_(("done", "parked"))
+            oldest = conn.execute(sa.select(sa.func.min(inbox.c.received_at)).where(unfinished)).scalar()
+            ledger = conn.execute(sa.select(messages.c.channel, messages.c.status, sa.func.count())
+                                  .group_by(messages.c.channel, messages.c.status)).all()
+        return {"inbox": by_status, "oldest_unfinished": oldest,
+                "messages": {(channel, status): n for channel, status, n in ledger}}
 
     def ping(self) -> bool:
         """A read-only check, answered within about 2 s (engine.ping); raises when out of reach."""
