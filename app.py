@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+import hmac
+
+from flask import Flask, Response, abort, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import settings as settings_module
@@ -44,10 +46,32 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.get("/readyz")
     def readyz():
+        # Read-only and bounded (about 2 s): a locked or unreachable database is "unavailable".
         try:
             app.extensions["peerline"].db.ping()
         except Exception:
-            return jsonify(status="unavailable"), 503
+            return jsonify(status="unavailable"), 503, {"Retry-After": "60"}
         return jsonify(status="ready")
 
+    @app.get("/metrics")
+    def metrics():
+        """Counts and ids only, for the operator's Prometheus: bearer METRICS_TOKEN; 404 when it
+        is unset, 401 when the token is missing or wrong."""
+        token = values.get("METRICS_TOKEN")
+        if not token:
+            abort(404)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return jsonify(error="unauthorized"), 401, {"WWW-Authenticate": "Bearer"}
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from integrations import _metrics
+        body = _metrics.exposition(app.extensions["peerline"], queue_depth=lambda: _queue_depth(values))
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+def _queue_depth(values: dict) -> int:
+    import peerline_root
+    return peerline_root.queue(values).huey.pending_count()

@@ -78,8 +78,10 @@ def context(values: dict, *, clock=None):
 
 
 def worker_context():
-    """The worker's Context: from the environment, like the huey instance it runs."""
-    return context(settings_module.load())
+    """The worker's Context: from the environment, like the huey instance it runs. The worker
+    may wait longer for the database than a web request (WORKER_DATABASE_WAIT_SECONDS)."""
+    values = settings_module.load()
+    return context({**values, "DATABASE_WAIT_SECONDS": values["WORKER_DATABASE_WAIT_SECONDS"]})
 
 
 tasks.install_context_factory(worker_context)

@@ -21,7 +21,9 @@ from config._load import ConfigError, Section, load_toml, shown, validate
 ALLOWED_PLACEHOLDERS = {
     "sms": {"ref", "deadline", "link", "program", "crisis_resources"},
     "email": {"ref", "deadline", "link", "program", "crisis_resources", "institution", "urgency", "role",
-              "recipient_role", "channel", "supporter"},
+              "recipient_role", "channel", "supporter",
+              # ids for the program leads' "duplicate rows" email: Case IDs and a form's response id
+              "case_ids", "source_response_id"},
 }
 # `supporter` is a supporter's roster name, for the program lead's email after a hard check-in
 # (workflows/wellbeing.py): staff, never the requester.

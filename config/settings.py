@@ -51,6 +51,7 @@ DEFAULTS: dict[str, object] = {
     "QUALTRICS_SURVEY_URL": None,   # the survey's public link, for flyers (flask flyers make --form qualtrics)
     "REDCAP_SURVEY_URL": None,      # the public survey link, for flyers (flask flyers make --form redcap)
     "DASHBOARD_PASSWORD_HASH": None,
+    "METRICS_TOKEN": None,
     "PROGRAM_FILE": "config/program.toml",
     "PORT": "5000",
 
@@ -67,13 +68,17 @@ DEFAULTS: dict[str, object] = {
     "INBOX_LEASE_SECONDS": "300",
     "OUTSIDE_TIMEOUT_SECONDS": "10",
     "PROXY_COUNT": "0",
+    # Fail fast (issue 15): how long the web process waits for the database before answering
+    # 503 with Retry-After; the worker may wait longer. /metrics: its bearer token.
+    "DATABASE_WAIT_SECONDS": "5",
+    "WORKER_DATABASE_WAIT_SECONDS": "30",
 }
 
 #: Settings that hold secrets: never printed, never logged.
 SECRET_KEYS = {
     "SECRET_KEY", "AIRTABLE_API_KEY", "AIRTABLE_WEBHOOK_SECRET", "QUALTRICS_API_TOKEN",
     "QUALTRICS_WEBHOOK_TOKEN", "QUALTRICS_SHARED_KEY", "REDCAP_API_TOKEN", "REDCAP_WEBHOOK_TOKEN",
-    "TWILIO_AUTH_TOKEN", "SENDGRID_API_KEY", "DASHBOARD_PASSWORD_HASH",
+    "TWILIO_AUTH_TOKEN", "SENDGRID_API_KEY", "DASHBOARD_PASSWORD_HASH", "METRICS_TOKEN",
 }
 
 #: A backend is configured when its trigger key is set; it then needs every key listed.

@@ -23,7 +23,8 @@ def build_context(values: dict, *, clock: Clock | None = None) -> Context:
     """The Context's backends for these settings; the composition root (peerline_root.py)
     connects it to the queue."""
     clock = clock or Clock()
-    db = database.Database(settings_module.database_url(values), clock=clock)
+    db = database.Database(settings_module.database_url(values), clock=clock,
+                           wait_seconds=float(values.get("DATABASE_WAIT_SECONDS") or 5))
     program = program_module.load(values["PROGRAM_FILE"])
     templates = messages_module.load(settings_module.ROOT / "config" / "messages.toml")
     if values.get("AIRTABLE_API_KEY"):

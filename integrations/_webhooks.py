@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from flask import current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from integrations._metrics import count_signature_failure, count_webhook
 from workflows.inbox import record_and_enqueue
 
 if TYPE_CHECKING:
@@ -137,6 +138,21 @@ class Webhook:
         return jsonify(status="ignored")
 
     def handle(self):
+        """The route: the three steps, each answer counted for /metrics (source and status)."""
+        try:
+            answer = current_app.make_response(self._handle())
+        except WebhookError as exc:
+            count_webhook(self.system, exc.status)
+            if isinstance(exc, SignatureError):
+                count_signature_failure(request.path)
+            raise
+        except Exception:
+            count_webhook(self.system, 500)
+            raise
+        count_webhook(self.system, answer.status_code)
+        return answer
+
+    def _handle(self):
         ctx = current_app.extensions["peerline"]
         try:
             self.verify(ctx, request)

@@ -74,6 +74,7 @@ class FakeAirtable:
         #: Deleted records per base (Airtable keeps them in the base's trash for 7 days), each
         #: with its table's name and its revision history.
         self.trash: dict[str, list[dict]] = {}
+        self._interleaved: list = []
         self.now = lambda: datetime.now(timezone.utc)       # for webhook expiry; tests may move it
 
     # ---- set-up and inspection helpers for tests ----
@@ -101,6 +102,16 @@ class FakeAirtable:
     def refuse_next(self, base_id: str, status: int, count: int = 1) -> None:
         """Answer the next `count` requests to the base with `status` (e.g. 503)."""
         self._refusals.setdefault(base_id, []).extend([status] * count)
+
+    def before_next_write(self, action) -> None:
+        """Run `action(fake)` just before the next write request is handled: another writer
+        (a second worker, a coordinator pasting a row) acting between our read and our write."""
+        self._interleaved.append(action)
+
+    def add_record(self, base_id: str, table: str, fields: dict) -> dict:
+        """A row added in Airtable's UI (e.g. a coordinator's copy and paste): no checks."""
+        with self._lock:
+            return self._public(self._new_record(self.table(base_id, table), dict(fields)))
 
     def stop_refusing(self, base_id: str) -> None:
         """Answer normally again (the outage is over)."""
@@ -200,6 +211,8 @@ class FakeAirtable:
         else:
             base_id = path[1] if len(path) > 1 else ""
         with self._lock:
+            if self._interleaved and method.upper() in ("POST", "PATCH", "PUT") and "listRecords" not in url:
+                self._interleaved.pop(0)(self)
             status, payload = self._admit(base_id, authorization, len(url))
             if status == 200:
                 try:
@@ -382,8 +395,9 @@ class FakeAirtable:
             matches = [rid for rid, rec in table["records"].items()
                        if tuple(_comparable(rec["fields"].get(n)) for n in merge_on) == key]
             if len(matches) > 1:
+                # The type and wording Airtable uses here are UNCONFIRMED (tests/fixtures/README.md).
                 raise ApiError(422, "INVALID_REQUEST_UNKNOWN",
-                               "fieldsToMergeOn matched more than one record")
+                               "Multiple matches found for fieldsToMergeOn; upsert needs at most one")
             if matches:
                 plan.append((matches[0], values))
             elif key in new_keys:                       # the same new key twice in one request

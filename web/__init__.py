@@ -5,7 +5,8 @@ from __future__ import annotations
 
 
 def register_pages(app) -> None:
-    from web import console, flyers, home, ratelimit, request_form, resources, supporter, survey
+    from web import body_limit, console, flyers, home, ratelimit, request_form, resources, supporter, survey
+    body_limit.init_app(app)    # 413 for any body over MAX_CONTENT_LENGTH, chunked or not
     ratelimit.init_app(app)     # first: the shared counter store every page's limiter uses
     home.init_app(app)          # `/` and the error pages (HTML for people, JSON for webhooks)
     request_form.init_app(app)  # `/request`

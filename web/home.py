@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import traceback
 
+import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 log = logging.getLogger("peerline.web")
 
@@ -32,7 +33,16 @@ PAGES = {
           "Many requests arrived in a short time, so we paused new ones for a moment."),
     500: ("Something went wrong on our side.",
           "We have been told about it. Please try again in a few minutes."),
+    503: ("We cannot take requests for a moment.",
+          "Nothing was saved. Please try again in a minute or two."),
 }
+
+#: Database failures that mean "out of reach" (refused, dropped, locked past
+#: DATABASE_WAIT_SECONDS, no pooled connection free in time): 503 with Retry-After, not a 500.
+UNREACHABLE = (sa.exc.OperationalError, sa.exc.TimeoutError)
+
+#: What a person or a sender is told to wait before retrying when the database is out of reach.
+RETRY_AFTER_SECONDS = 60
 
 
 def _page_context() -> dict:
@@ -46,13 +56,14 @@ def landing():
 
 
 def _is_machine_route() -> bool:
-    return request.path.startswith(MACHINE_PREFIXES)
+    return request.path.startswith(MACHINE_PREFIXES) or request.path.endswith(".json")
 
 
 def handle_http_error(exc: HTTPException):
     code = exc.code or 500
     if _is_machine_route():
-        response = jsonify(error="request body too large" if code == 413 else (exc.name or "error").lower())
+        message = {413: "request body too large", 503: "temporarily unavailable; please retry"}
+        response = jsonify(error=message.get(code) or (exc.name or "error").lower())
         response.status_code = code
     else:
         template = "busy.html" if code == 429 and request.endpoint == "request_form.request_form" else "error.html"
@@ -69,6 +80,9 @@ def handle_http_error(exc: HTTPException):
 def handle_unexpected(exc: Exception):
     if isinstance(exc, HTTPException):   # an abort() with a code not handled above: as it was
         return exc
+    if isinstance(exc, UNREACHABLE):
+        log.error("database out of reach on endpoint=%s (%s)", request.endpoint, type(exc).__name__)
+        return handle_http_error(ServiceUnavailable(retry_after=RETRY_AFTER_SECONDS))
     # Type, endpoint and code locations only: an exception's message may quote what a person typed.
     where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
                         for f in reversed(traceback.extract_tb(exc.__traceback__)))

@@ -103,7 +103,9 @@ class RequestForm(FlaskForm):
 
 
 def build_form(program: Program) -> RequestForm:
-    form = RequestForm()
+    # The page posts a form, never JSON: read the form fields only (Flask-WTF would otherwise
+    # wrap a JSON body such as `false` and fail with a 500; found by tests/test_fuzz.py).
+    form = RequestForm(formdata=request.form if request.method == "POST" else None)
     form.phone_region = phones.region(program)
     form.institution.choices = [SelectChoice("", "Choose your hospital")] + [
         SelectChoice(code, name) for code, name in program.institutions.items()]

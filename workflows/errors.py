@@ -25,6 +25,18 @@ class CredentialsRefused(PermanentError):
         self.source = source
 
 
+class DuplicateRows(PermanentError):
+    """The case store holds several rows for one key (Airtable answered an upsert 422 because
+    its merge field matched more than one record: an earlier race, or a coordinator's copy and
+    paste). Retrying cannot help and must not add a third row: the submission is parked at once
+    and the program leads are told which rows to merge. Ids only."""
+
+    def __init__(self, table: str, key_field: str, key: str, case_ids: list[str]):
+        self.table, self.key_field, self.key, self.case_ids = table, key_field, key, list(case_ids)
+        super().__init__(f"duplicate rows in Airtable: {len(self.case_ids)} rows of {table} have "
+                         f"{key_field} {key} (Case IDs {', '.join(self.case_ids) or 'blank'})")
+
+
 def describe_error(exc: Exception) -> str:
     """An error as ids and types only: exception messages from outside clients can quote
     request data, so only the type and an HTTP status (when there is one) are kept."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from config.vocabulary import CHOICE_FIELDS, is_true
 from workflows import matching, notify, phones
-from workflows.errors import CredentialsRefused, PermanentError, describe_error
+from workflows.errors import CredentialsRefused, DuplicateRows, PermanentError, describe_error
 from workflows.model import Case, Event, Request
 from workflows.records import InboxRow
 
@@ -281,6 +281,8 @@ def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
         ctx.db.park_submission(row.id, error)
         if isinstance(exc, CredentialsRefused):
             notify.tell_leads_form_refused(ctx, row, exc.source)
+        elif isinstance(exc, DuplicateRows):
+            notify.tell_leads_duplicate_rows(ctx, row, exc)
         log.error("submission parked inbox=%s source=%s attempts=%s error=%s",
                   row.id, row.source, attempts, error)
         return

@@ -308,7 +308,16 @@ def tell_leads_form_refused(ctx: Context, row: InboxRow, source: str) -> None:
     alert_leads_parked(ctx, row, template=template, kind=f"{source}_token")
 
 
-def alert_leads_parked(ctx: Context, row: InboxRow, *, template: str, kind: str) -> None:
+def tell_leads_duplicate_rows(ctx: Context, row: InboxRow, exc) -> None:
+    """The case store has several rows for inbox `row`'s Source Response ID (`exc` is a
+    workflows.errors.DuplicateRows): the leads are told which Case IDs to merge, once."""
+    alert_leads_parked(ctx, row, template="duplicate_rows_email", kind="duplicate_rows",
+                       values={"case_ids": ", ".join(exc.case_ids) or "(blank)",
+                               "source_response_id": exc.key})
+
+
+def alert_leads_parked(ctx: Context, row: InboxRow, *, template: str, kind: str,
+                       values: dict | None = None) -> None:
     """Email the program leads once per parked submission (e.g. a form system refused our
     token): the key holds the inbox id, so retries and replays send nothing more. Never stops
     the parking."""
@@ -318,7 +327,7 @@ def alert_leads_parked(ctx: Context, row: InboxRow, *, template: str, kind: str)
             send(ctx, case_id="", kind=kind, template=template,
                  recipient=Recipient(key=f"lead:{lead.record_id}/inbox-{row.id}", role="Program lead",
                                      email=lead.email),
-                 values={"ref": str(row.id)})
+                 values={"ref": str(row.id), **(values or {})})
         if not leads:
             log.error("no program lead to tell of a parked submission inbox=%s", row.id)
     except Exception:

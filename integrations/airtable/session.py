@@ -15,6 +15,7 @@ import requests
 import tenacity
 
 from integrations.airtable.pacing import RATE_LIMIT_WAIT_SECONDS, Throttle
+from integrations._metrics import count_airtable
 
 log = logging.getLogger("peerline.airtable")
 
@@ -48,7 +49,13 @@ class ThrottledSession(requests.Session):
 
     def _attempt(self, method, url, *args, **kwargs):
         self.throttle.wait(self.base_id)
-        return super().request(method, url, *args, **kwargs)
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except Exception:
+            count_airtable("error")
+            raise
+        count_airtable(response.status_code)      # /metrics: requests and 429s, by status
+        return response
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:

@@ -15,6 +15,7 @@ from integrations.airtable.schema import (CASE_KEY, CASES, EVENTS, FLYERS, MESSA
                                           REVIEWERS, ROSTER_KEYS, SPECS, SUPPORTERS, _fields_of,
                                           _from_cell, _object_from, _to_cell)
 from integrations.airtable.session import ThrottledSession
+from workflows.errors import DuplicateRows
 from workflows.model import (CASE_FIELDS, FLYER_FIELDS, MESSAGE_FIELDS, RESOURCE_FIELDS, REVIEWER_FIELDS,
                              SUPPORTER_FIELDS,
                              Case, Event, Flyer, FlyerExists, MessageRecord, Resource, Reviewer, Roster,
@@ -85,8 +86,22 @@ class AirtableCaseStore:
             if existing:
                 return self._case(existing)
         fields = _fields_of(case, CASE_FIELDS, CASES)
-        result = self.table(CASES).batch_upsert([{"fields": fields}], key_fields=[CASE_KEY])
+        try:
+            result = self.table(CASES).batch_upsert([{"fields": fields}], key_fields=[CASE_KEY])
+        except requests.HTTPError as exc:
+            if getattr(exc.response, "status_code", None) == 422:
+                self._refuse_duplicates(case.source_response_id)
+            raise
         return self._case(result["records"][0])
+
+    def _refuse_duplicates(self, source_response_id: str) -> None:
+        """After a 422 on the upsert: when several rows hold this Source Response ID (Airtable's
+        "multiple matches"; its exact error body is UNCONFIRMED, so we look rather than parse),
+        raise DuplicateRows naming their Case IDs."""
+        rows = self.table(CASES).all(formula=match({CASE_KEY: source_response_id}))
+        if len(rows) > 1:
+            raise DuplicateRows(CASES, CASE_KEY, source_response_id,
+                                [str(r["fields"].get("Case ID") or r["id"]) for r in rows])
 
     def update_case(self, case_id: str, **changes) -> Case:
         try:

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from workflows.clock import Clock
 
-from .engine import dispose_engines, engine_for
+from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
+from .engine import ping as ping_url
 from .inbox import InboxRepo
 from .ledger import LedgerRepo
 from .offers import OffersRepo
@@ -37,16 +38,30 @@ class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, Wellbein
     """The inbox, Case ID register, locks, ledger, offers, outbox, purge state, flyer scans and
     check-ins and surveys, on one engine."""
 
-    def __init__(self, url: str, clock: Clock | None = None):
+    def __init__(self, url: str, clock: Clock | None = None, *, wait_seconds: float = WEB_WAIT_SECONDS):
         self.url = url
-        self.engine = engine_for(url)
+        #: Every wait for the database is bounded by `wait_seconds` (engine.py).
+        self.engine = engine_for(url, wait_seconds)
         #: The Context's clock (build_context passes it), so rows are stamped with the
         #: same "now" the workflows compare against.
         self.clock = clock or Clock()
 
-    def ping(self) -> bool:
+    def figures(self) -> dict:
+        """Counts for /metrics (no payload, no person): inbox rows by status, the oldest
+        unfinished submission's received_at, and ledger messages by (channel, status)."""
         with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            by_status = dict(conn.execute(sa.select(inbox.c.status, sa.func.count())
+                                          .group_by(inbox.c.status)).all())
+            unfinished = inbox.c.status.notin_(("done", "parked"))
+            oldest = conn.execute(sa.select(sa.func.min(inbox.c.received_at)).where(unfinished)).scalar()
+            ledger = conn.execute(sa.select(messages.c.channel, messages.c.status, sa.func.count())
+                                  .group_by(messages.c.channel, messages.c.status)).all()
+        return {"inbox": by_status, "oldest_unfinished": oldest,
+                "messages": {(channel, status): n for channel, status, n in ledger}}
+
+    def ping(self) -> bool:
+        """A read-only check, answered within about 2 s (engine.ping); raises when out of reach."""
+        ping_url(self.url)
         return True
 
 
