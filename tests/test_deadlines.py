@@ -8,7 +8,7 @@ import pytest
 
 import peerline_root
 from tests.test_offers import AVERY, approve, clock, events, new_case, sent, sms
-from workflows import deadlines, intake, notify, tasks
+from workflows import deadlines, notify, tasks
 
 NCH_REVIEWERS = {"+15550101127", "robin.asante@example.org", "+15550101128", "alex.moretti@example.org"}
 LEADS = {"+15550101133", "toni.marchetti@example.org"}

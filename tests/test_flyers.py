@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from tests.test_intake import get_form
 from tests.test_offers import AVERY, approve, clock, new_case, sent, sms  # noqa: F401 (fixture)
-from workflows import notify, offers
+from workflows import answers, notify
 
 
 def test_a_crisis_case_sends_reviewers_the_crisis_messages_only(client, ctx, roster, run_worker):
@@ -35,8 +35,8 @@ def test_an_urgent_requester_is_promised_contact_within_the_urgent_window(client
     [told] = sent(ctx, to="+15550100123")
     assert notify.show_time(ctx, clock.now() + timedelta(hours=hours)) in told["body"]
     assert notify.show_time(ctx, clock.now() + timedelta(hours=48)) not in told["body"]
-    assert offers.contact_due(ctx, clock.now(), "Urgent") == clock.now() + timedelta(hours=hours)
-    assert offers.contact_due(ctx, clock.now(), "Routine") == clock.now() + timedelta(hours=48)
+    assert answers.contact_due(ctx, clock.now(), "Urgent") == clock.now() + timedelta(hours=hours)
+    assert answers.contact_due(ctx, clock.now(), "Routine") == clock.now() + timedelta(hours=48)
 
 
 def test_a_colleague_is_told_a_colleague_asked_not_thanked_for_asking(client, ctx, roster, run_worker, runner,

@@ -12,7 +12,7 @@ import pytest
 
 import peerline_root
 from tests.test_intake import submit
-from workflows import notify, offers, tasks
+from workflows import answers, notify, offers, tasks
 from workflows.model import Reviewer, Roster, Supporter
 
 AVERY, BLAIR, KAI = "+15550101101", "+15550101117", "+15550101123"
@@ -178,7 +178,7 @@ def test_two_yes_at_once_make_one_assignment(client, ctx, roster, run_worker, ru
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
     replies = []
-    threads = [threading.Thread(target=lambda: replies.append(offers.accept(ctx, AVERY, case.ref))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: replies.append(answers.accept(ctx, AVERY, case.ref))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -421,7 +421,7 @@ def test_a_link_never_shows_another_case(client, ctx, roster, run_worker, runner
     # A token re-signed for the other case's offer is not genuine without the key.
     from itsdangerous import URLSafeSerializer
     [other] = [o for o in ctx.db.offers_for_case(second.case_id) if o.status == "accepted"]
-    forged = URLSafeSerializer("not-the-key", salt=offers.LINK_SALT).dumps([other.id, 4_000_000_000])
+    forged = URLSafeSerializer("not-the-key", salt=answers.LINK_SALT).dumps([other.id, 4_000_000_000])
     page = client.get(f"/s/{forged}")
     assert page.status_code == 410 and "Yolanda" not in page.get_data(as_text=True)
     assert client.get("/s/garbage").status_code == 410

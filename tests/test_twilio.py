@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from conftest import load_fixture
 from integrations import twilio
-from workflows import notify, offers, sms_commands
+from workflows import answers, notify, sms_commands
 from workflows.model import Case
 
 CONTRACTS = Path(__file__).parent / "contracts"
@@ -480,10 +480,10 @@ def test_commands_are_read_forgivingly(text, expected):
     ("no 4821", ("decline", "+15550101101", "4821")),
     ("DONE 7", ("contact_made", "+15550101101", "7")),
 ])
-def test_each_command_reaches_its_offers_function_with_its_ref(client, ctx, roster, monkeypatch, text, call):
+def test_each_command_reaches_its_answers_function_with_its_ref(client, ctx, roster, monkeypatch, text, call):
     calls = []
     for name in ("accept", "accept_only_offer", "decline", "contact_made"):
-        monkeypatch.setattr(offers, name, lambda ctx_, *args, _n=name: calls.append((_n, *args)) or f"{_n} reply")
+        monkeypatch.setattr(answers, name, lambda ctx_, *args, _n=name: calls.append((_n, *args)) or f"{_n} reply")
     answer = post_sms(client, text, "+15550101101")
     assert answer.status_code == 200
     assert calls == [call]

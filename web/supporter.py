@@ -24,7 +24,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from gunicorn.glogging import Logger as GunicornLogger
 from wtforms import ValidationError
 
-from workflows import followup, notify, offers, phones
+from workflows import answers, followup, notify, phones
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -44,7 +44,7 @@ ACTIONS = ("contact", "unreachable", "refer")
 @bp.route("/s/<token>", methods=["GET", "POST"])
 def supporter_page(token):
     ctx = current_app.extensions["peerline"]
-    case, offer = offers.open_link(ctx, token)
+    case, offer = answers.open_link(ctx, token)
     common = {"crisis": ctx.program.crisis, "program": ctx.program.program}
     done, error, status = "", "", 200
     if case is not None and request.method == "POST":
@@ -102,7 +102,7 @@ def details(ctx: Context, case, offer) -> dict:
         "email": case.requester_email, "for_colleague": case.for_whom == "Colleague",
         "role": case.role, "institution": ctx.program.institution_name(case.institution),
         "wishes": wishes, "urgency": case.urgency,
-        "contact_by": notify.show_time(ctx, offers.contact_due(ctx, offer.answered_at, case.urgency)),
+        "contact_by": notify.show_time(ctx, answers.contact_due(ctx, offer.answered_at, case.urgency)),
         "contacted": case.contact_made_at is not None, "status": case.status,
         "referred": set(followup.link_ids(case.tier3_referral)),
     }

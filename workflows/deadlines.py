@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows import notify, offers
+from workflows import answers, notify, offers
 from workflows.errors import describe_error
 from workflows.model import Case, Event
 
@@ -83,18 +83,18 @@ def contact_clock(ctx: Context, case: Case) -> int:
     """Ask the supporter whether they reached the person; later, tell the reviewers."""
     if case.contact_made_at is not None:
         return 0
-    offer = offers.accepted_offer(ctx, case)
+    offer = answers.accepted_offer(ctx, case)
     if offer is None:
         return 0        # assigned by hand in Airtable, not through an offer: no clock to keep
     now, sent = ctx.now(), 0
-    due = offers.contact_due(ctx, offer.answered_at, case.urgency)
+    due = answers.contact_due(ctx, offer.answered_at, case.urgency)
     if now >= due and not ctx.db.milestone_done(case.case_id, "contact_check"):
         supporter = next((s for s in ctx.store.supporters() if s.record_id == offer.supporter_id), None)
         if supporter is not None:
             notify.send(ctx, case_id=case.case_id, kind="contact_check", template="contact_check_supporter_sms",
                         recipient=notify.Recipient(key=f"supporter:{supporter.record_id}", role="Supporter",
                                                    phone=supporter.phone),
-                        values={"ref": case.ref, "link": offers.supporter_link(ctx, offer)},
+                        values={"ref": case.ref, "link": answers.supporter_link(ctx, offer)},
                         crisis=case.urgency == "Crisis")
         ctx.store.add_events([Event(case.case_id, "Supporter asked by SMS whether contact was made" if supporter
                                     else "Supporter no longer in the roster: contact check not sent", at=now)])

@@ -55,7 +55,7 @@ RESOURCES_SALT = "peerline resources link"
 def record_contact(ctx: Context, case: Case, offer: Offer) -> bool:
     """"I have reached them" on the supporter's page: the same as DONE <ref>. Returns whether
     it was recorded now (False: it was already)."""
-    with offers._case_lock(ctx, case.case_id):
+    with offers.case_lock(ctx, case.case_id):
         case = ctx.store.find_case(case_id=case.case_id)
         if case is None or case.contact_made_at is not None:
             return False
@@ -101,7 +101,7 @@ def resources_named(ctx: Context, case: Case, names: list[str]) -> list[Resource
 def refer(ctx: Context, case_id: str, resource_ids: list[str], *, actor: str) -> Case:
     """Refer a case to these Resources (record ids): Referred, Tier 3 Referral set, Event;
     then the requester gets their private link (`send_referral`)."""
-    with offers._case_lock(ctx, case_id):
+    with offers.case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
             raise KeyError(f"no case {case_id}")
@@ -139,14 +139,14 @@ def send_referral(ctx: Context, case: Case) -> str:
     channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
     status = "failed"
     for channel in channels:
-        status = offers._send(ctx, case_id=case.case_id, kind=kind, template=f"referral_requester_{channel}",
+        status = offers.send_message(ctx, case_id=case.case_id, kind=kind, template=f"referral_requester_{channel}",
                               recipient=requester, values={"ref": case.ref, "link": resources_link(ctx, case)})
         if status != "failed":
-            offers._event_once(ctx, case.case_id, kind, f"Resources link sent to the requester by "
+            offers.event_once(ctx, case.case_id, kind, f"Resources link sent to the requester by "
                                                         f"{'SMS' if channel == 'sms' else 'email'}")
             break
     else:
-        offers._event_once(ctx, case.case_id, kind, "Resources link could not be sent: no phone or email that works")
+        offers.event_once(ctx, case.case_id, kind, "Resources link could not be sent: no phone or email that works")
     return status
 
 
@@ -229,20 +229,20 @@ def poll(ctx: Context) -> int:
 
 def _notice(ctx: Context, case: Case) -> int:
     if case.status == "Closed" and case.closed_at is None:
-        with offers._case_lock(ctx, case.case_id):
-            current = offers._open_offer(ctx, case.case_id)
+        with offers.case_lock(ctx, case.case_id):
+            current = offers.open_offer(ctx, case.case_id)
             if current is not None:
-                offers._withdraw(ctx, current, "the case was closed")
+                offers.withdraw_offer(ctx, current, "the case was closed")
             ctx.store.update_case(case.case_id, closed_at=ctx.now(), offer_expires=None)
             if ctx.db.milestone_mark(case.case_id, "closed", ctx.now()):
                 ctx.store.add_events([Event(case.case_id, "Closed (Status set to Closed)", at=ctx.now(),
                                             actor="coordinator")])
         return 1
     if case.status == "Withdrawn" and not ctx.db.milestone_done(case.case_id, "withdrawn"):
-        with offers._case_lock(ctx, case.case_id):
-            current = offers._open_offer(ctx, case.case_id)
+        with offers.case_lock(ctx, case.case_id):
+            current = offers.open_offer(ctx, case.case_id)
             if current is not None:
-                offers._withdraw(ctx, current, "the request was withdrawn")
+                offers.withdraw_offer(ctx, current, "the request was withdrawn")
             if ctx.db.milestone_mark(case.case_id, "withdrawn", ctx.now()):
                 ctx.store.add_events([Event(case.case_id, "Withdrawn (Status set to Withdrawn)", at=ctx.now(),
                                             actor="coordinator")])
@@ -252,7 +252,7 @@ def _notice(ctx: Context, case: Case) -> int:
         if case.status != "Referred":
             case = ctx.store.update_case(case.case_id, status="Referred")
         names = {r.record_id: r.name for r in ctx.store.resources()}
-        offers._event_once(ctx, case.case_id, f"seen-{_referral_kind(case)}", "Referral seen (Tier 3 Referral set) to "
+        offers.event_once(ctx, case.case_id, f"seen-{_referral_kind(case)}", "Referral seen (Tier 3 Referral set) to "
                            + ", ".join(names.get(i, "a resource no longer listed") for i in link_ids(case.tier3_referral)))
         send_referral(ctx, case)
         return 1

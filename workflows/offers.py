@@ -1,4 +1,5 @@
-"""Approved cases offered to a supporter by SMS, their answers, and the supporter's private link.
+"""Approved cases offered to a supporter by SMS, the expiry of offers, and closing, withdrawing
+and reassigning a case.
 
     Approved ─> offer to the best candidate (or the supporter a coordinator chose) by SMS
             ─> YES: Assigned; the supporter gets a private link, the requester is told
@@ -17,21 +18,18 @@ what rules out the supporters who declined or let the offer run out, and what se
 Every change to one case's offers happens under the lock `offer:<Case ID>`, so two YES replies,
 a YES racing the expiry task and a coordinator's CLI all see one order: exactly one wins.
 
-`workflows.sms_commands` reads a supporter's text (YES 4821, NO 4821, DONE 4821, a bare YES) and
-calls `accept`, `accept_only_offer`, `decline` or `contact_made`; each returns the short reply.
-A number that is not in the roster gets the same generic reply whatever it asks.
+A supporter's answers (YES, NO, DONE), what follows a YES and the private link are in
+`workflows.answers`.
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from itsdangerous import BadSignature, URLSafeSerializer
-
-from workflows import matching, notify, phones
+from workflows import matching, notify
 from workflows.errors import describe_error
-from workflows.model import Case, Event, Reviewer, Supporter
+from workflows.model import Case, Event, Supporter
 from workflows.records import Offer
 
 if TYPE_CHECKING:
@@ -43,7 +41,6 @@ log = logging.getLogger("peerline.offers")
 RULED_OUT = ("declined", "expired", "unreachable", "no_contact")
 #: Case statuses in which the assigned supporter's link shows the requester's details.
 LINK_STATUSES = ("Assigned", "Contacted", "Referred")
-LINK_SALT = "peerline supporter link"
 
 
 # ---------------------------------------------------------------------------- approval
@@ -51,7 +48,7 @@ LINK_SALT = "peerline supporter link"
 def approve(ctx: Context, case_id: str, *, supporter: Supporter | None = None, actor: str = "cli") -> str | None:
     """`flask cases approve`: what a reviewer does in Airtable (Status Approved, optionally an
     Assigned Supporter), then the same path as the poll. Returns what `start_approved` did."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
             raise KeyError(f"no case {case_id}")
@@ -85,27 +82,27 @@ def start_approved(ctx: Context, case_id: str, *, seen: bool = True) -> str | No
     to the best candidate. Returns "offered", "needs a person", or None when the case is not
     Approved (any more). Safe to run any number of times, from any process: an offer left half
     made by a crash is finished, never made twice."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None or case.status != "Approved":
             return None
-        current = _open_offer(ctx, case_id)
+        current = open_offer(ctx, case_id)
         if current is not None:
             if case.assigned_supporter in ("", current.supporter_id):
                 # Made before a crash: finish it (its SMS goes once), or move on if it cannot go.
                 if _finish_offer(ctx, case, current) == "offered":
                     return "offered"
-                return _offer_next(ctx, case)
-            _withdraw(ctx, current, "a coordinator chose another supporter")
+                return offer_next(ctx, case)
+            withdraw_offer(ctx, current, "a coordinator chose another supporter")
         if seen:
             ctx.store.add_events([Event(case_id, "Approval seen (Status set to Approved)", at=ctx.now(),
                                         actor="reviewer")])
-        return _offer_next(ctx, case, chosen=case.assigned_supporter)
+        return offer_next(ctx, case, chosen=case.assigned_supporter)
 
 
 # ---------------------------------------------------------------------------- making offers
 
-def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
+def offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
     """Offer the case to the chosen supporter, else the best candidate not ruled out; an SMS
     that cannot go rules its supporter out and the next one is tried."""
     supporters = ctx.store.supporters()
@@ -133,12 +130,12 @@ def _offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
 
 def _finish_offer(ctx: Context, case: Case, offer: Offer, supporter: Supporter | None = None) -> str:
     """Send the offer's SMS (once, through the ledger) and show the case as Offered."""
-    supporter = supporter or _supporter(ctx, offer.supporter_id)
+    supporter = supporter or supporter_by_id(ctx, offer.supporter_id)
     status = "failed" if supporter is None else notify.send(
         ctx, case_id=case.case_id, kind=f"offer-{offer.round}", template="offer_supporter_sms",
-        recipient=_supporter_recipient(supporter),
+        recipient=supporter_recipient(supporter),
         values={"ref": case.ref, "deadline": notify.show_time(ctx, offer.expires_at)},
-        crisis=_urgent(case))
+        crisis=is_urgent(case))
     name = supporter.name if supporter else "a supporter no longer in the roster"
     if status == "failed":
         if ctx.db.offer_close(offer.id, "unreachable", ctx.now()):
@@ -147,7 +144,7 @@ def _finish_offer(ctx: Context, case: Case, offer: Offer, supporter: Supporter |
         return "unreachable"
     ctx.store.update_case(case.case_id, status="Offered", assigned_supporter=offer.supporter_id,
                           offer_expires=offer.expires_at)
-    _event_once(ctx, case.case_id, f"offer-{offer.round}",
+    event_once(ctx, case.case_id, f"offer-{offer.round}",
                 f"Offered to {name} by SMS (offer {offer.round}), answer due "
                 f"{notify.show_time(ctx, offer.expires_at)}")
     log.info("offer made case=%s round=%s supporter=%s sms=%s", case.case_id, offer.round,
@@ -165,9 +162,9 @@ def offer_expiry(ctx: Context, case: Case) -> datetime:
     """When an offer made now runs out: program.toml [offers] (4 h; 30 min for Urgent and
     Crisis), counted from when the SMS can go (a routine SMS waits out quiet hours)."""
     cfg = ctx.program.offers
-    window = timedelta(minutes=cfg.urgent_expiry_minutes) if _urgent(case) \
+    window = timedelta(minutes=cfg.urgent_expiry_minutes) if is_urgent(case) \
         else timedelta(hours=cfg.expiry_hours)
-    return (notify.sms_held_until(ctx, crisis=_urgent(case)) or ctx.now()) + window
+    return (notify.sms_held_until(ctx, crisis=is_urgent(case)) or ctx.now()) + window
 
 
 def _nobody_left(ctx: Context, case: Case, supporters: list[Supporter], ruled_out: set) -> str:
@@ -219,10 +216,10 @@ def expire_due(ctx: Context) -> int:
     ended = 0
     for offer in ctx.db.offers_expired(ctx.now()):
         try:
-            with _case_lock(ctx, offer.case_id):
+            with case_lock(ctx, offer.case_id):
                 current = ctx.db.offer_get(offer.id)
                 if current.status == "open" and current.expires_at <= ctx.now():
-                    _expire(ctx, current)
+                    expire_offer(ctx, current)
                     ended += 1
         except Exception as exc:
             log.error("offer expiry failed case=%s offer=%s error=%s", offer.case_id, offer.id,
@@ -230,251 +227,18 @@ def expire_due(ctx: Context) -> int:
     return ended
 
 
-def _expire(ctx: Context, offer: Offer) -> None:
+def expire_offer(ctx: Context, offer: Offer) -> None:
     """End an open offer whose time is up (the caller holds the case lock), and move on."""
     case = ctx.store.find_case(case_id=offer.case_id)
-    if not _still_offered(ctx, case, offer):
-        _withdraw(ctx, offer, "the case changed meanwhile")
+    if not still_offered(ctx, case, offer):
+        withdraw_offer(ctx, offer, "the case changed meanwhile")
         return
     if not ctx.db.offer_close(offer.id, "expired", ctx.now()):
         return
-    supporter = _supporter(ctx, offer.supporter_id)
+    supporter = supporter_by_id(ctx, offer.supporter_id)
     ctx.store.add_events([Event(case.case_id, f"Offer to {supporter.name if supporter else 'a supporter'} "
                                 f"ran out without an answer (offer {offer.round})", at=ctx.now())])
-    _offer_next(ctx, case)
-
-
-# ---------------------------------------------------------------------------- answers by SMS
-
-def person_for_phone(ctx: Context, phone: str) -> Supporter | Reviewer | None:
-    """The supporter (or else reviewer) whose roster phone is `phone`."""
-    region = phones.region(ctx.program)
-    wanted = phones.e164(phone, region)
-    if not wanted:
-        return None
-    for person in [*ctx.store.supporters(), *ctx.store.reviewers()]:
-        if person.phone and phones.e164(person.phone, region) == wanted:
-            return person
-    return None
-
-
-def open_offers(ctx: Context, supporter: Supporter) -> list[Case]:
-    """Cases offered to this supporter, not yet answered and not past their expiry."""
-    found = []
-    for offer in ctx.db.offers_open_for(supporter.record_id, ctx.now()):
-        case = ctx.store.find_case(case_id=offer.case_id)
-        if _still_offered(ctx, case, offer):
-            found.append(case)
-    return found
-
-
-def _sender_and_case(ctx: Context, phone: str, ref: str):
-    """(supporter, case, None), or (.., .., the reply) when the sender is unknown (the
-    generic reply) or no case of theirs has that reference."""
-    person = person_for_phone(ctx, phone)
-    if person is None:
-        return None, None, notify.text(ctx, "sms_reply_unknown_number")
-    case = _case_by_ref(ctx, ref) if isinstance(person, Supporter) else None
-    if case is None:
-        return person, None, notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
-    return person, case, None
-
-
-def _case_and_offers_to(ctx: Context, case_id: str, person: Supporter):
-    """The case as it is now, and the offers of it made to this supporter (oldest first).
-    Called under the case's lock, so the answer cannot change underneath."""
-    case = ctx.store.find_case(case_id=case_id)
-    return case, [o for o in ctx.db.offers_for_case(case_id) if o.supporter_id == person.record_id]
-
-
-def accept(ctx: Context, phone: str, ref: str) -> str:
-    """YES <ref>: the supporter takes the case offered to them. Exactly one YES wins; a late
-    one (after the expiry, after a NO, after someone else took it) is thanked and told the
-    case is covered."""
-    person, case, reply = _sender_and_case(ctx, phone, ref)
-    if reply:
-        return reply
-    with _case_lock(ctx, case.case_id):
-        case, mine = _case_and_offers_to(ctx, case.case_id, person)
-        if not mine:
-            return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)     # never offered to them
-        offer = mine[-1]
-        if offer.status == "accepted" and case.status in LINK_STATUSES \
-                and case.assigned_supporter == person.record_id:
-            after_accept(ctx, case, person, offer)     # a repeated YES: finish anything left undone
-            return notify.text(ctx, "sms_reply_accepted", ref=ref)
-        if offer.status == "open" and offer.expires_at <= ctx.now():
-            _expire(ctx, offer)
-            return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if offer.status != "open":
-            return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if not _still_offered(ctx, case, offer):
-            _withdraw(ctx, offer, "the case changed meanwhile")
-            return notify.text(ctx, "sms_reply_covered", ref=ref)
-        now = ctx.now()
-        ctx.db.offer_close(offer.id, "accepted", now)
-        offer = ctx.db.offer_get(offer.id)
-        case = ctx.store.update_case(case.case_id, status="Assigned", assigned_supporter=person.record_id,
-                                     offer_expires=None)
-        ctx.store.update_supporter(person.record_id, last_assigned_at=now)
-        ctx.store.add_events([Event(case.case_id, f"Accepted by {person.name} (offer {offer.round})", at=now,
-                                    actor=f"supporter:{person.record_id}")])
-        log.info("offer accepted case=%s round=%s supporter=%s", case.case_id, offer.round, person.record_id)
-        try:
-            after_accept(ctx, case, person, offer)
-        except Exception as exc:
-            # The case is theirs either way. Messages whose intent is recorded go with the
-            # periodic delivery; a repeated YES, or the contact check, finishes the rest.
-            log.error("after-accept messages incomplete case=%s error=%s", case.case_id, describe_error(exc))
-    return notify.text(ctx, "sms_reply_accepted", ref=ref)
-
-
-def accept_only_offer(ctx: Context, phone: str) -> str:
-    """A bare YES: accepts the sender's offer when they have exactly one open."""
-    person = person_for_phone(ctx, phone)
-    if person is None:
-        return notify.text(ctx, "sms_reply_unknown_number")
-    offers = open_offers(ctx, person) if isinstance(person, Supporter) else []
-    if not offers:
-        return notify.text(ctx, "sms_reply_no_open_offers")
-    if len(offers) > 1:
-        return notify.text(ctx, "sms_reply_several_open_offers")
-    return accept(ctx, phone, offers[0].ref)
-
-
-def decline(ctx: Context, phone: str, ref: str) -> str:
-    """NO <ref>: the supporter cannot take the case; it goes to the next candidate at once."""
-    person, case, reply = _sender_and_case(ctx, phone, ref)
-    if reply:
-        return reply
-    with _case_lock(ctx, case.case_id):
-        case, mine = _case_and_offers_to(ctx, case.case_id, person)
-        offer = mine[-1] if mine else None
-        if offer is None or offer.status != "open":
-            return notify.text(ctx, "sms_reply_no_open_offer", ref=ref)
-        if offer.expires_at <= ctx.now():
-            _expire(ctx, offer)
-            return notify.text(ctx, "sms_reply_covered", ref=ref)
-        if not _still_offered(ctx, case, offer):
-            _withdraw(ctx, offer, "the case changed meanwhile")
-            return notify.text(ctx, "sms_reply_covered", ref=ref)
-        ctx.db.offer_close(offer.id, "declined", ctx.now())
-        ctx.store.add_events([Event(case.case_id, f"Declined by {person.name} (offer {offer.round})",
-                                    at=ctx.now(), actor=f"supporter:{person.record_id}")])
-        _offer_next(ctx, case)
-    return notify.text(ctx, "sms_reply_declined", ref=ref)
-
-
-def contact_made(ctx: Context, phone: str, ref: str) -> str:
-    """DONE <ref>: the assigned supporter has reached the requester."""
-    person = person_for_phone(ctx, phone)
-    if person is None:
-        return notify.text(ctx, "sms_reply_unknown_number")
-    case = _case_by_ref(ctx, ref)
-    if not isinstance(person, Supporter) or case is None or case.status not in ("Assigned", "Contacted") \
-            or case.assigned_supporter not in (person.record_id, person.name):
-        return notify.text(ctx, "sms_reply_not_assigned", ref=ref)
-    if case.contact_made_at is None:
-        ctx.store.update_case(case.case_id, contact_made_at=ctx.now(), status="Contacted")
-        ctx.store.add_events([Event(case_id=case.case_id, event="Contact made (supporter's SMS)",
-                                    at=ctx.now(), actor=f"supporter:{person.record_id}")])
-    return notify.text(ctx, "sms_reply_contact_recorded", ref=ref)
-
-
-# ---------------------------------------------------------------------------- after YES
-
-def after_accept(ctx: Context, case: Case, supporter: Supporter, offer: Offer) -> None:
-    """The supporter's private link by SMS and email, and the requester told someone will
-    reach out and by when. Each message once (the ledger); safe to repeat."""
-    deadline = notify.show_time(ctx, contact_due(ctx, offer.answered_at, case.urgency))
-    values = {"ref": case.ref, "link": supporter_link(ctx, offer), "deadline": deadline}
-    for template in ("supporter_link_sms", "supporter_link_email"):
-        # The supporter has just texted us: the link goes now, whatever the hour.
-        _send(ctx, case_id=case.case_id, kind="supporter_link", template=template,
-              recipient=_supporter_recipient(supporter), values=values, crisis=True)
-    _event_once(ctx, case.case_id, "supporter_link", f"Private link sent to {supporter.name} by SMS and email")
-    tell_requester(ctx, case, deadline)
-
-
-def tell_requester(ctx: Context, case: Case, deadline: str) -> str:
-    """"A peer supporter will reach out by ..." through the requester's preferred channel, the
-    other one when that is missing or fails. Names no supporter."""
-    requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
-                                 email=case.requester_email)
-    preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
-    channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
-    status = "failed"
-    # A colleague did not ask: their messages say a colleague asked us to reach out.
-    who = "colleague" if case.for_whom == "Colleague" else "requester"
-    for channel in channels:
-        status = _send(ctx, case_id=case.case_id, kind="requester_told",
-                       template=f"{who}_told_{channel}", recipient=requester,
-                       values={"ref": case.ref, "deadline": deadline}, crisis=case.urgency == "Crisis")
-        if status != "failed":
-            _event_once(ctx, case.case_id, "requester_told",
-                        f"Requester told by {'SMS' if channel == 'sms' else 'email'} that a supporter will reach out")
-            break
-    else:
-        _event_once(ctx, case.case_id, "requester_told", "Requester could not be told: no phone or email that works")
-    return status
-
-
-def contact_due(ctx: Context, accepted_at: datetime, urgency: str) -> datetime:
-    """When the supporter is asked to have reached out, and what the requester is promised:
-    program.toml [offers] contact_window_hours, or urgent_contact_window_hours for an Urgent
-    or Crisis request ("today, if possible" must not be promised two days)."""
-    cfg = ctx.program.offers
-    hours = cfg.urgent_contact_window_hours if urgency in ("Urgent", "Crisis") else cfg.contact_window_hours
-    return accepted_at + timedelta(hours=hours)
-
-
-def accepted_offer(ctx: Context, case: Case) -> Offer | None:
-    """The offer through which the case's assigned supporter took it."""
-    found = [o for o in ctx.db.offers_for_case(case.case_id)
-             if o.status == "accepted" and o.supporter_id == case.assigned_supporter]
-    return found[-1] if found else None
-
-
-# ---------------------------------------------------------------------------- the private link
-
-def supporter_link(ctx: Context, offer: Offer, *, now: datetime | None = None) -> str:
-    """`PUBLIC_BASE_URL/s/<token>`: signed with SECRET_KEY, naming one accepted offer (so one
-    case and one supporter, ids only) and when it stops working (program.toml [offers]
-    link_valid_hours from now)."""
-    hours = ctx.program.offers.link_valid_hours
-    until = (now or ctx.now()) + timedelta(hours=hours)
-    token = _serializer(ctx).dumps([offer.id, int(until.timestamp())])
-    return f"{ctx.settings['PUBLIC_BASE_URL'].rstrip('/')}/s/{token}"
-
-
-def open_link(ctx: Context, token: str) -> tuple[Case | None, Offer | None]:
-    """What a link shows: (case, offer) while it is genuine, unexpired, and its supporter
-    still has the case; (None, offer-or-None) otherwise. A genuine opening, and a genuine
-    link opened too late, are recorded as Events."""
-    try:
-        offer_id, until = _serializer(ctx).loads(token)
-        offer = ctx.db.offer_get(int(offer_id))
-    except (BadSignature, TypeError, ValueError):
-        log.warning("supporter link refused: not genuine")
-        return None, None
-    if offer is None or offer.status != "accepted":
-        return None, None
-    case = ctx.store.find_case(case_id=offer.case_id)
-    if case is None:
-        return None, offer
-    expired = datetime.fromtimestamp(until, timezone.utc) <= ctx.now()
-    if expired or case.status not in LINK_STATUSES or case.assigned_supporter != offer.supporter_id \
-            or case.purged_at is not None:
-        ctx.store.add_events([Event(case.case_id, "Supporter link opened after it stopped working", at=ctx.now(),
-                                    actor=f"supporter:{offer.supporter_id}")])
-        return None, offer
-    ctx.store.add_events([Event(case.case_id, "Supporter link opened", at=ctx.now(),
-                                actor=f"supporter:{offer.supporter_id}")])
-    return case, offer
-
-
-def _serializer(ctx: Context) -> URLSafeSerializer:
-    return URLSafeSerializer(ctx.settings["SECRET_KEY"], salt=LINK_SALT)
+    offer_next(ctx, case)
 
 
 # ---------------------------------------------------------------------------- closing
@@ -483,15 +247,15 @@ def close(ctx: Context, case_id: str, *, actor: str = "cli", event: str = "Close
     """`flask cases close`: the case is Closed; an open offer is withdrawn (a late YES is
     told the case is covered) and the supporter's link stops working. `event`: the Event's
     text (workflows/followup.py says why it closed itself)."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
             raise KeyError(f"no case {case_id}")
         if case.status == "Closed":
             return case
-        current = _open_offer(ctx, case_id)
+        current = open_offer(ctx, case_id)
         if current is not None:
-            _withdraw(ctx, current, "the case was closed")
+            withdraw_offer(ctx, current, "the case was closed")
         case = ctx.store.update_case(case_id, status="Closed", closed_at=ctx.now(), offer_expires=None)
         ctx.store.add_events([Event(case_id, event, at=ctx.now(), actor=actor)])
         ctx.db.milestone_mark(case_id, "closed", ctx.now())
@@ -503,15 +267,15 @@ def withdraw(ctx: Context, case_id: str, *, actor: str = "cli", reason: str = ""
     colleague they asked for, no longer wants support); an open offer is withdrawn and the
     supporter's link stops working at once. `reason`: a phrase of the fixed vocabulary
     (workflows/followup.py WITHDRAW_REASONS), shown in the Event "Withdrawn: <reason>"."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
             raise KeyError(f"no case {case_id}")
         if case.status in ("Withdrawn", "Closed"):
             raise ValueError(f"{case_id} is {case.status}: only an open case can be withdrawn")
-        current = _open_offer(ctx, case_id)
+        current = open_offer(ctx, case_id)
         if current is not None:
-            _withdraw(ctx, current, "the request was withdrawn")
+            withdraw_offer(ctx, current, "the request was withdrawn")
         case = ctx.store.update_case(case_id, status="Withdrawn", offer_expires=None)
         ctx.store.add_events([Event(case_id, f"Withdrawn: {reason}" if reason else "Withdrawn", at=ctx.now(),
                                     actor=actor)])
@@ -523,7 +287,7 @@ def hand_back(ctx: Context, case_id: str, offer: Offer, *, actor: str) -> str:
     """The supporter who accepted could not reach the person (their page): their offer ends as
     no_contact (they are not offered this case again) and the case goes to the next candidate,
     or back to the reviewers when nobody is left. Returns "offered" or "needs a person"."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         current = ctx.db.offer_get(offer.id)
         if case is None or current is None or current.status != "accepted" or case.status != "Assigned" \
@@ -531,12 +295,12 @@ def hand_back(ctx: Context, case_id: str, offer: Offer, *, actor: str) -> str:
             raise ValueError(f"{case_id} is {case.status if case else 'gone'}: only an Assigned case that is "
                              "still yours can be handed back")
         ctx.db.offer_update(current.id, status="no_contact")
-        supporter = _supporter(ctx, current.supporter_id)
+        supporter = supporter_by_id(ctx, current.supporter_id)
         ctx.store.add_events([Event(case_id, f"{supporter.name if supporter else 'The supporter'} could not reach "
                                     f"the person (offer {current.round}): offering the next supporter",
                                     at=ctx.now(), actor=actor)])
         ctx.store.update_case(case_id, status="Approved", assigned_supporter="", offer_expires=None)
-        return _offer_next(ctx, ctx.store.find_case(case_id=case_id))
+        return offer_next(ctx, ctx.store.find_case(case_id=case_id))
 
 
 def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "cli") -> str | None:
@@ -544,7 +308,7 @@ def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "
     coordinator does in Airtable by setting Assigned Supporter and Status Approved. The open
     offer is withdrawn, the previous supporter's link stops working, and the chosen supporter
     is offered the case by SMS (the same path as an approval)."""
-    with _case_lock(ctx, case_id):
+    with case_lock(ctx, case_id):
         case = ctx.store.find_case(case_id=case_id)
         if case is None:
             raise KeyError(f"no case {case_id}")
@@ -553,9 +317,9 @@ def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "
                              "or Assigned can be given to another supporter")
         if case.assigned_supporter == supporter.record_id and case.status in ("Offered", "Assigned"):
             raise ValueError(f"{case_id} is already with {supporter.name}")
-        current = _open_offer(ctx, case_id)
+        current = open_offer(ctx, case_id)
         if current is not None:
-            _withdraw(ctx, current, "a coordinator chose another supporter")
+            withdraw_offer(ctx, current, "a coordinator chose another supporter")
         ctx.store.update_case(case_id, status="Approved", assigned_supporter=supporter.record_id,
                               offer_expires=None)
         ctx.store.add_events([Event(case_id, f"Reassigned: supporter chosen: {supporter.name}", at=ctx.now(),
@@ -565,16 +329,16 @@ def reassign(ctx: Context, case_id: str, supporter: Supporter, *, actor: str = "
 
 # ---------------------------------------------------------------------------- helpers
 
-def _case_lock(ctx: Context, case_id: str):
+def case_lock(ctx: Context, case_id: str):
     return ctx.db.lock(f"offer:{case_id}", ttl_seconds=int(ctx.settings.get("INBOX_LEASE_SECONDS") or 300),
                        wait_seconds=30)
 
 
-def _open_offer(ctx: Context, case_id: str) -> Offer | None:
+def open_offer(ctx: Context, case_id: str) -> Offer | None:
     return next((o for o in ctx.db.offers_for_case(case_id) if o.status == "open"), None)
 
 
-def _still_offered(ctx: Context, case: Case | None, offer: Offer) -> bool:
+def still_offered(ctx: Context, case: Case | None, offer: Offer) -> bool:
     """The case still waits for this open offer's answer, unless a coordinator changed it: set
     another Status, or put someone we never offered it to in Assigned Supporter. (A case that
     still shows an earlier supporter of ours is one our own write missed after the SMS went.)"""
@@ -586,12 +350,12 @@ def _still_offered(ctx: Context, case: Case | None, offer: Offer) -> bool:
     return case.assigned_supporter in ours | {""}
 
 
-def _withdraw(ctx: Context, offer: Offer, why: str) -> None:
+def withdraw_offer(ctx: Context, offer: Offer, why: str) -> None:
     if ctx.db.offer_close(offer.id, "withdrawn", ctx.now()):
         ctx.store.add_events([Event(offer.case_id, f"Offer {offer.round} withdrawn: {why}", at=ctx.now())])
 
 
-def _send(ctx: Context, **message) -> str:
+def send_message(ctx: Context, **message) -> str:
     """notify.send, where a message another worker holds (or died holding) counts as on its
     way: its intent is in the ledger and the periodic delivery sends it once the claim runs out."""
     try:
@@ -600,27 +364,27 @@ def _send(ctx: Context, **message) -> str:
         return "sending"
 
 
-def _event_once(ctx: Context, case_id: str, milestone: str, text: str) -> None:
+def event_once(ctx: Context, case_id: str, milestone: str, text: str) -> None:
     if ctx.db.milestone_done(case_id, milestone):
         return
     ctx.store.add_events([Event(case_id, text, at=ctx.now())])
     ctx.db.milestone_mark(case_id, milestone, ctx.now())
 
 
-def _supporter(ctx: Context, record_id: str) -> Supporter | None:
+def supporter_by_id(ctx: Context, record_id: str) -> Supporter | None:
     return next((s for s in ctx.store.supporters() if s.record_id == record_id), None)
 
 
-def _supporter_recipient(supporter: Supporter) -> notify.Recipient:
+def supporter_recipient(supporter: Supporter) -> notify.Recipient:
     return notify.Recipient(key=f"supporter:{supporter.record_id}", role="Supporter", phone=supporter.phone,
                             email=supporter.email)
 
 
-def _urgent(case: Case) -> bool:
+def is_urgent(case: Case) -> bool:
     return case.urgency in ("Urgent", "Crisis")
 
 
-def _case_by_ref(ctx: Context, ref: str) -> Case | None:
+def case_by_ref(ctx: Context, ref: str) -> Case | None:
     prefix = ctx.program.program.case_prefix
     return ctx.store.find_case(case_id=f"{prefix}-{ref}")
 

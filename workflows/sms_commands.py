@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from workflows import notify, offers, phones, wellbeing
+from workflows import answers, notify, phones, wellbeing
 
 #: Twilio's default keywords (Twilio's "Advanced Opt-Out" docs). Twilio answers these itself.
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -86,15 +86,15 @@ def reply(ctx, phone: str, text: str, keyword: str = "") -> tuple[str, str | Non
         ctx.db.opt_in("sms", number)  # Twilio re-subscribes on START, UNSTOP and YES
         return "start", None
     if command == "yes":
-        return command, offers.accept(ctx, phone, ref) if ref else offers.accept_only_offer(ctx, phone)
+        return command, answers.accept(ctx, phone, ref) if ref else answers.accept_only_offer(ctx, phone)
     if command == "no" and ref:
-        return command, offers.decline(ctx, phone, ref)
+        return command, answers.decline(ctx, phone, ref)
     if command == "done" and ref:
-        return command, offers.contact_made(ctx, phone, ref)
+        return command, answers.contact_made(ctx, phone, ref)
     if command == "checkin":
         ref, score = parse_checkin(text)
         return command, wellbeing.answer(ctx, phone, ref, score)
-    if offers.person_for_phone(ctx, phone) is None:
+    if answers.person_for_phone(ctx, phone) is None:
         return command, notify.text(ctx, "sms_reply_unknown_number")
     if keyword == "HELP" or command == "help":
         return "help", notify.text(ctx, "sms_reply_help")

@@ -20,7 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows import notify, offers
+from workflows import answers, notify
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Supporter
 
@@ -72,7 +72,7 @@ def checkin_due(ctx: Context, case: Case) -> int:
 def answer(ctx: Context, phone: str, ref: str | None, score: int | None) -> str:
     """CHECKIN <ref> <score>, or a bare digit (ref None): record the supporter's answer; a hard
     one tells the program leads and pauses the supporter. Returns the SMS reply."""
-    person = offers.person_for_phone(ctx, phone)
+    person = answers.person_for_phone(ctx, phone)
     if person is None:
         return notify.text(ctx, "sms_reply_unknown_number")
     if score not in SCORES or not isinstance(person, Supporter):
