@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -484,10 +485,43 @@ def add_verbose_option(command: click.Command) -> None:
                                            callback=_log_level, help="Also show INFO log lines (on stderr)."))
 
 
+def _month(ctx_, param, value):
+    if value is not None and not re.match(r"^\d{4}-(0[1-9]|1[0-2])$", value):
+        raise click.BadParameter("a whole month: YYYY-MM")
+    return value
+
+
+@click.command("report")
+@with_appcontext
+@click.option("--from", "start", metavar="YYYY-MM", callback=_month, help="First whole month (program time zone).")
+@click.option("--to", "end", metavar="YYYY-MM", callback=_month, help="Last whole month (included).")
+@click.option("--csv", "as_csv", is_flag=True, help="measure,dimension,group,value, as /dashboard.csv.")
+def report_cmd(start, end, as_csv):
+    """The dashboard's numbers for a grant report (small numbers suppressed, as on /dashboard)."""
+    from web.dashboard import csv_text
+    from workflows import reports
+    ctx = _ctx()
+    if bool(start) != bool(end):
+        d_start, d_end = reports.default_range(ctx.now(), ctx.program.program.tz)
+        end = end or max(start, d_end)
+        start = start or min(d_start, end)
+    if start and end and start > end:
+        raise click.BadParameter("--from is after --to")
+    rep = reports.report_for(ctx, start, end)
+    if as_csv:
+        click.echo(csv_text(rep), nl=False)
+        return
+    click.echo(f"{ctx.program.program.name}: whole months {rep.start} to {rep.end}; "
+               f"counts from 1 to {rep.threshold - 1} shown as <{rep.threshold}")
+    for measure, dimension, rows in rep.tables():
+        click.echo(f"\n{measure} by {dimension}")
+        _table(("group", "value"), [(r.group, r.shown(rep.threshold)) for r in rows])
+
+
 def init_app(app) -> None:
     """Register the commands; call after the integrations' `cli` groups are registered, so that
     their commands get -v/--verbose too."""
-    for command in (roster_cli, inbox_cli, cases_cli, jobs_cli, purge_cli, flyers_cli, outbox_cmd):
+    for command in (roster_cli, inbox_cli, cases_cli, jobs_cli, purge_cli, flyers_cli, outbox_cmd, report_cmd):
         app.cli.add_command(command)
     inbox_cli.add_command(sweep_cmd)
     for command in app.cli.commands.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def register_pages(app) -> None:
-    from web import body_limit, console, flyers, home, ratelimit, request_form, resources, supporter, survey
+    from web import body_limit, console, dashboard, flyers, home, ratelimit, request_form, resources, supporter, survey
     body_limit.init_app(app)    # 413 for any body over MAX_CONTENT_LENGTH, chunked or not
     ratelimit.init_app(app)     # first: the shared counter store every page's limiter uses
     home.init_app(app)          # `/` and the error pages (HTML for people, JSON for webhooks)
@@ -15,3 +15,4 @@ def register_pages(app) -> None:
     survey.init_app(app)        # `/survey/<token>`
     flyers.init_app(app)        # `/f/<tag>`, a flyer's QR code
     console.init_app(app)       # the staff console and `flask staff`
+    dashboard.init_app(app)     # `/dashboard` (+ .json, .csv) for program leads

@@ -143,7 +143,7 @@ def _csrf_refused(exc):
 
 def _safe_next(target: str | None) -> str:
     """Only a console path of ours (no other host, no scheme)."""
-    if target and target.startswith("/console") and not urlsplit(target).netloc and "\\" not in target:
+    if target and target.startswith(("/console", "/dashboard")) and not urlsplit(target).netloc and "\\" not in target:
         return target
     return url_for("console.cases")
 

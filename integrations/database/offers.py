@@ -71,6 +71,12 @@ class OffersRepo:
             return [from_row(Offer, r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
                                                   .order_by(offers.c.round)).mappings()]
 
+    def offers_all(self) -> list[Offer]:
+        """Every offer of every case (the dashboard's report), by case and round."""
+        with self.engine.connect() as conn:
+            return [from_row(Offer, r) for r in conn.execute(sa.select(offers)
+                                                  .order_by(offers.c.case_id, offers.c.round)).mappings()]
+
     def offers_open_for(self, supporter_id: str, now: datetime) -> list[Offer]:
         """The supporter's offers that are open and not past their expiry."""
         stmt = (sa.select(offers).where(offers.c.supporter_id == supporter_id)
