@@ -40,7 +40,8 @@ def checkin_sms(ctx, case, to=AVERY):
 
 def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_worker, runner, clock, worker):
     """Contact made, a check-in answered 5 (lead told, supporter paused, not offered the next
-    case), both surveys answered once (a second answer refused), answers stored without the case."""
+    case), both surveys answered once (a second answer refused), answers stored without the case,
+    a referral and its /r/ page, and the automatic close."""
     case = contacted(client, ctx, run_worker, runner, clock)
     contact = case.contact_made_at
 
@@ -128,6 +129,23 @@ def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_w
     from integrations import database
     for table in (database.survey_answers, database.survey_invitations):
         assert not {"case_id", "case", "supporter_id"} & set(table.c.keys())
+
+    # A third-tier referral (the supporter's or a coordinator's): Referred, and the requester gets
+    # the private /r/ page with 988 first.
+    refer = runner.invoke(args=["cases", "refer", case.case_id, "--resource", "Chaplaincy"])
+    assert refer.exit_code == 0, refer.output
+    assert ctx.store.find_case(case_id=case.case_id).status == "Referred"
+    [told] = [m for m in sent(ctx, to=REQUESTER, case=case) if "/r/" in m["body"]]
+    resources = client.get(re.search(r"http://localhost:5000(/r/\S+)", told["body"]).group(1)).get_data(as_text=True)
+    assert resources.index("988") < resources.index("Chaplaincy") and "Zebulon" not in resources
+
+    # And it closes itself [followup] close_after_days (14) after contact, once.
+    clock.pin(contact + timedelta(days=14, hours=1))
+    for _ in range(2):
+        assert runner.invoke(args=["jobs", "run", "auto_close"]).exit_code == 0
+    closed = ctx.store.find_case(case_id=case.case_id)
+    assert closed.status == "Closed" and closed.closed_at == clock.now()
+    assert events(ctx, case).count("Closed automatically, 14 days after contact") == 1
 
 
 def test_a_mild_answer_is_thanked_and_changes_nothing(client, ctx, roster, run_worker, runner, clock, worker):
