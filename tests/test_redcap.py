@@ -292,3 +292,30 @@ def test_check_with_a_refused_token_says_so(runner, redcap):
     redcap.answers["project"] = (403, fixture_json("error__forbidden.json"))
     result = runner.invoke(args=["redcap", "check"])
     assert result.exit_code != 0 and "refused REDCAP_API_TOKEN" in result.output
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_same_trigger_twice_at_the_same_moment_is_one_row_and_both_are_told_ok(request, overrides, database):
+    """Reliability case 4: two deliveries of one notice race each other (two web workers); the
+    loser finds the winner's row (its unique key) and answers 200 too."""
+    import threading
+    from app import create_app
+    if database == "postgres":
+        overrides = {**overrides, "DATABASE_URL": request.getfixturevalue("pg_url")}
+    app = create_app(overrides)
+    ctx = app.extensions["peerline"]
+    ctx.enqueue = lambda *a, **k: None
+    start, answers = threading.Barrier(4), []
+
+    def deliver():
+        client = app.test_client()
+        start.wait()
+        answers.append(post(client, "det__survey_complete.txt").status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == [200] * 4
+    assert len(ctx.db.list_inbox()) == 1
