@@ -59,7 +59,8 @@ def sign_in_and_open_dashboard(page, server):
 
 def cell(page, caption_start: str, group: str) -> str:
     """The value shown for `group` in the table whose caption starts with `caption_start`."""
-    table = page.locator("table").filter(has=page.locator("caption", has_text=re.compile("^" + re.escape(caption_start))))
+    caption = page.locator("caption", has_text=re.compile("^" + re.escape(caption_start)))
+    table = page.locator("table").filter(has=caption)
     row = table.first.locator("tbody tr").filter(has=page.locator("th", has_text=re.compile(f"^{re.escape(group)}$")))
     return row.first.locator("td.num").inner_text().strip()
 
