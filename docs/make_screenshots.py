@@ -1,5 +1,6 @@
 """Save the console's screenshots (case list and case page, phone 390x844 and desktop 1280x900)
-to docs/screenshots/, by running the browser accessibility test with PEERLINE_SCREENSHOTS=1.
+and the dashboard's (desktop 1280 wide, full page) to docs/screenshots/, by running the browser
+accessibility tests with PEERLINE_SCREENSHOTS=1.
 
     .venv/bin/python docs/make_screenshots.py
 
@@ -11,11 +12,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST = "tests/test_console_browser.py::test_no_serious_or_critical_accessibility_violation"
+TESTS = ["tests/test_console_browser.py::test_no_serious_or_critical_accessibility_violation",
+         "tests/test_dashboard_browser.py::test_no_serious_or_critical_accessibility_violation_on_the_dashboard"]
 
 if __name__ == "__main__":
     env = {**os.environ, "PEERLINE_SCREENSHOTS": "1"}
-    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", TEST],
+    code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *TESTS],
                            cwd=ROOT, env=env)
     print("Screenshots in", ROOT / "docs" / "screenshots" if code == 0 else "not made (see above)")
     sys.exit(code)
