@@ -50,7 +50,6 @@ DEFAULTS: dict[str, object] = {
     "SENDGRID_WEBHOOK_PUBLIC_KEY": None,
     "QUALTRICS_SURVEY_URL": None,   # the survey's public link, for flyers (flask flyers make --form qualtrics)
     "REDCAP_SURVEY_URL": None,      # the public survey link, for flyers (flask flyers make --form redcap)
-    "DASHBOARD_PASSWORD_HASH": None,
     "METRICS_TOKEN": None,
     "PROGRAM_FILE": "config/program.toml",
     "PORT": "5000",
@@ -78,7 +77,7 @@ DEFAULTS: dict[str, object] = {
 SECRET_KEYS = {
     "SECRET_KEY", "AIRTABLE_API_KEY", "AIRTABLE_WEBHOOK_SECRET", "QUALTRICS_API_TOKEN",
     "QUALTRICS_WEBHOOK_TOKEN", "QUALTRICS_SHARED_KEY", "REDCAP_API_TOKEN", "REDCAP_WEBHOOK_TOKEN",
-    "TWILIO_AUTH_TOKEN", "SENDGRID_API_KEY", "DASHBOARD_PASSWORD_HASH", "METRICS_TOKEN",
+    "TWILIO_AUTH_TOKEN", "SENDGRID_API_KEY", "METRICS_TOKEN",
 }
 
 #: A backend is configured when its trigger key is set; it then needs every key listed.
