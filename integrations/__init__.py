@@ -14,7 +14,8 @@ from workflows.context import Context
 
 #: Outside-system modules. Each may define: `bp` (its webhook blueprint), `init_app(app)`,
 #: `cli` (a click group, `flask <name> ...`), `SOURCE` + `fetch_answers(ctx, row)` (a form
-#: system whose inbox rows the worker turns into answers). This tuple is the only registration.
+#: system whose inbox rows the worker turns into answers), `catch_up(ctx, since)` (what was
+#: completed since, for the catch-up job; None when not configured). This tuple is the only registration.
 #: The service's own pages are in `web/` (web.register_pages).
 INTEGRATIONS: tuple = (qualtrics, redcap, twilio, sendgrid, airtable)
 
@@ -38,8 +39,9 @@ def build_context(values: dict, *, clock: Clock | None = None) -> Context:
     if values.get("SENDGRID_API_KEY"):
         senders["email"] = sendgrid.SendGridSender.from_settings(values, db)
     fetchers = {m.SOURCE: m.fetch_answers for m in INTEGRATIONS if hasattr(m, "fetch_answers")}
+    catchups = {m.SOURCE: m.catch_up for m in INTEGRATIONS if hasattr(m, "catch_up")}
     ctx = Context(settings=values, program=program, templates=templates, db=db, store=store,
-                  senders=senders, fetchers=fetchers, clock=clock)
+                  senders=senders, fetchers=fetchers, catchups=catchups, clock=clock)
     return ctx
 
 

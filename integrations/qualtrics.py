@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import click
@@ -99,9 +101,14 @@ class Notice(Webhook):
             return jsonify(status="ok")
         response_id = notice["response_id"]
         inbox_id, new = record(ctx, system=self.system, retry_message="could not record the notice; please retry",
-                               source=SOURCE, source_key=f"qualtrics:{response_id}", payload=notice)
+                               source=SOURCE, source_key=source_key(response_id), payload=notice)
         log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
         return jsonify(status="received")
+
+
+def source_key(response_id: str) -> str:
+    """The inbox key of one response: the notice and the catch-up must agree on it."""
+    return f"qualtrics:{response_id}"
 
 
 Notice.route(bp, "/qualtrics", endpoint="notice", methods=("GET", "POST"))
@@ -199,6 +206,78 @@ def fetch_answers(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
     except (ValueError, KeyError, TypeError):
         raise TransientError(f"qualtrics answer for {response_id} was not the documented JSON") from None
     return map_values(form, values)
+
+
+# ---- the catch-up job: responses recorded since, whose notice may never have come ----
+
+#: How often the export's progress is asked before giving up until the next run.
+EXPORT_POLLS = 5
+EXPORT_POLL_SECONDS = 1.0
+
+
+def _export_call(method: str, url: str, settings: dict, what: str, **kwargs) -> dict:
+    answer = requests.request(method, url, headers=_headers(settings),
+                              timeout=float(settings["OUTSIDE_TIMEOUT_SECONDS"]), **kwargs)
+    status = answer.status_code
+    if status in (401, 403):
+        raise CredentialsRefused(SOURCE, f"qualtrics refused QUALTRICS_API_TOKEN (HTTP {status}) for {what}")
+    if status != 200:
+        raise TransientError(f"qualtrics answered HTTP {status} for {what}")
+    try:
+        body = answer.json()
+        if not isinstance(body, dict):
+            raise TypeError
+    except (ValueError, TypeError):
+        raise TransientError(f"qualtrics answer for {what} was not the documented JSON") from None
+    return body
+
+
+def _result(body: dict, key: str, what: str) -> str:
+    value = (body.get("result") or {}).get(key) if isinstance(body.get("result"), dict) else None
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", value):
+        raise TransientError(f"qualtrics answer for {what} has no {key}")
+    return value
+
+
+def catch_up(ctx: Context, since: datetime) -> list[tuple[str, dict]] | None:
+    """Responses of our surveys recorded since `since`, by the response export (apis.md 1b, the
+    only list of responses documented there): POST export-responses with startDate, poll its
+    progress, GET the file (uncompressed JSON); only each response's responseId is kept. An
+    export holds only closed responses unless asked for those in progress. None when Qualtrics
+    is not configured (no call is made)."""
+    settings = ctx.settings
+    if not (settings.get("QUALTRICS_API_URL") and settings.get("QUALTRICS_API_TOKEN")):
+        return None
+    found = []
+    start = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for survey_id in survey_ids():
+        base = f"{api_base(settings)}/API/v3/surveys/{survey_id}/export-responses"
+        what = f"the catch-up export of {survey_id}"
+        started = _export_call("POST", base, settings, what,
+                               json={"format": "json", "compress": False, "startDate": start})
+        progress_id = _result(started, "progressId", what)
+        for attempt in range(EXPORT_POLLS):
+            progress = _export_call("GET", f"{base}/{progress_id}", settings, what)
+            state = (progress.get("result") or {}).get("status") if isinstance(progress.get("result"), dict) else None
+            if state == "complete":
+                break
+            if state == "failed":
+                raise TransientError(f"qualtrics reported {what} failed")
+            if attempt + 1 < EXPORT_POLLS:
+                time.sleep(EXPORT_POLL_SECONDS)
+        else:
+            raise TransientError(f"qualtrics did not finish {what} in time")
+        file_id = _result(progress, "fileId", what)
+        responses = _export_call("GET", f"{base}/{file_id}/file", settings, what).get("responses")
+        if not isinstance(responses, list):
+            raise TransientError(f"qualtrics file of {what} has no responses list")
+        for response in responses:
+            response_id = response.get("responseId") if isinstance(response, dict) else None
+            if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
+                log.warning("qualtrics catch-up skipped a response without a readable responseId")
+                continue
+            found.append((source_key(response_id), {"survey_id": survey_id, "response_id": response_id}))
+    return found
 
 
 # ---- CLI: flask qualtrics subscribe | list | delete ----

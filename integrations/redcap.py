@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -102,7 +103,7 @@ class DataEntryTrigger(Webhook):
 
     def dispatch(self, ctx: Context, trigger):
         project_id, event, instance = trigger["project_id"], trigger["event"], trigger["repeat_instance"]
-        key = f"redcap:{project_id}:{trigger['record']}" + (f":{event}:{instance or 1}" if event or instance else "")
+        key = source_key(project_id, trigger["record"], event, instance)
         inbox_id, new = record(ctx, system=self.system, retry_message="could not record the trigger; please save again",
                                source=SOURCE, source_key=key, payload=trigger)
         log.info("redcap trigger received inbox=%s project=%s new=%s", inbox_id, project_id, new)
@@ -110,6 +111,11 @@ class DataEntryTrigger(Webhook):
 
 
 DataEntryTrigger.route(bp, "/redcap", endpoint="data_entry_trigger")
+
+
+def source_key(project_id: str, record_name: str, event: str = "", instance: str = "") -> str:
+    """The inbox key of one request: the trigger and the catch-up must agree on it."""
+    return f"redcap:{project_id}:{record_name}" + (f":{event}:{instance or 1}" if event or instance else "")
 
 
 def _host(url: str) -> str:
@@ -238,6 +244,57 @@ def fetch_answers(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
         raise PermanentError(f"redcap {ids} has no row for event {payload.get('event') or '-'} "
                              f"instance {payload.get('repeat_instance') or '-'}")
     return map_row(form, found)
+
+
+# ---- the catch-up job: records completed since, whose trigger may never have come ----
+
+#: dateRangeBegin is read in the REDCap server's local time, which we do not know. UTC minus
+#: 12 hours is no later than local time anywhere (offsets run from -12 to +14), so asking from
+#: there misses nothing; the wider window only repeats records the idempotent intake absorbs.
+SERVER_TIME_MARGIN = timedelta(hours=12)
+
+
+def catch_up(ctx: Context, since: datetime) -> list[tuple[str, dict]] | None:
+    """Records of the request instrument saved Complete (2) since `since`: one export,
+    content=record with dateRangeBegin, fields the instrument's `_complete` only (REDCap adds
+    the record id, the first column, and the event and repeat columns). None when REDCap is
+    not configured (no call is made)."""
+    settings = ctx.settings
+    if not (settings.get("REDCAP_API_URL") and settings.get("REDCAP_API_TOKEN") and settings.get("REDCAP_PROJECT_ID")):
+        return None
+    project_id, instrument = str(settings["REDCAP_PROJECT_ID"]), request_instrument()
+    complete = f"{instrument}_complete"
+    begin = (since.astimezone(timezone.utc) - SERVER_TIME_MARGIN).strftime("%Y-%m-%d %H:%M:%S")
+    answer = _api(settings, {"content": "record", "type": "flat", "rawOrLabel": "raw",
+                             "fields[0]": complete, "dateRangeBegin": begin})
+    status = answer.status_code
+    if status in (401, 403):
+        raise CredentialsRefused(SOURCE, f"redcap refused REDCAP_API_TOKEN (HTTP {status}) for the catch-up export")
+    if status != 200:
+        raise TransientError(f"redcap answered HTTP {status} for the catch-up export")
+    try:
+        rows = answer.json()
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list):   # REDCap can answer 200 with an HTML or JSON error
+        raise TransientError("redcap catch-up answer was not a JSON list of records")
+    found = []
+    for row in rows:
+        if not isinstance(row, dict) or not row or str(row.get(complete, "")) != "2":
+            continue
+        record_name = str(next(iter(row.values())))   # the record id is the first column
+        event = str(row.get("redcap_event_name", "") or "")
+        instance = str(row.get("redcap_repeat_instance", "") or "")
+        repeat_instrument = str(row.get("redcap_repeat_instrument", "") or "")
+        if not RECORD.fullmatch(record_name) or (event and not NAME.fullmatch(event)) or \
+                (instance and not INSTANCE.fullmatch(instance)) or \
+                (repeat_instrument and not NAME.fullmatch(repeat_instrument)):
+            log.warning("redcap catch-up skipped a row whose ids are not REDCap names")
+            continue
+        payload = {"project_id": project_id, "record": record_name, "instrument": instrument, "event": event,
+                   "repeat_instance": instance, "repeat_instrument": repeat_instrument}
+        found.append((source_key(project_id, record_name, event, instance), payload))
+    return found
 
 
 # ---- CLI: flask redcap check ----

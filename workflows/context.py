@@ -42,6 +42,9 @@ class Context:
     enqueue: Callable[..., None] = lambda inbox_id, **_: None
     #: source -> callable(ctx, row) -> answers
     fetchers: dict[str, Callable[[Context, dict], dict]] = field(default_factory=dict)
+    #: source -> callable(ctx, since) -> [(source_key, payload), ...] completed since `since`,
+    #: or None when the source is not configured (workflows/catchup.py).
+    catchups: dict[str, Callable[..., list | None]] = field(default_factory=dict)
     #: Queue a named worker job now (workflows.tasks.Queue.run_soon, connected by the root), e.g.
     #: "poll_approvals" when an Airtable webhook pings. Tests replace it to see what was queued.
     #: Unconnected, nothing is queued and the job's periodic run does the work.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import deadlines, followup, intake, notify, offers, purge, surveys, wellbeing
+from workflows import catchup, deadlines, followup, intake, notify, offers, purge, surveys, wellbeing
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -141,6 +141,13 @@ def followup_poll() -> None:
     followup.poll(worker_context())
 
 
+def catch_up_forms() -> None:
+    """Every 10 minutes: Qualtrics responses and REDCap records completed since the last run
+    that no notice brought (REDCap never retries, Qualtrics stops), recorded through the same
+    idempotent intake as the webhooks (workflows/catchup.py)."""
+    catchup.run(worker_context())
+
+
 def _cron(minute: str = "*", hour: str = "*"):
     """huey's crontab, remembering how to say it in words (`flask jobs run` lists it)."""
     schedule = crontab(minute=minute, hour=hour)
@@ -187,6 +194,7 @@ PERIODIC = (
     (auto_close, _cron("23")),
     (purge_cases, _cron("23", "4")),
     (followup_clock, _cron("*/15")),
+    (catch_up_forms, _cron("*/10")),
 )
 
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from workflows.clock import Clock
 
+from .cursors import CursorsRepo
 from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
 from .engine import ping as ping_url
 from .inbox import InboxRepo
@@ -25,8 +26,8 @@ from .ledger import LedgerRepo
 from .offers import OffersRepo
 from .purge import PurgeRepo
 from .scans import ScansRepo
-from .schema import (UTCDateTime, case_milestones, case_refs, cases, checkins, events, flyer_scans, flyers, inbox,
-                     locks, messages, metadata, offers, opt_outs, outbox, purges, resources, reviewers, staff,
+from .schema import (UTCDateTime, case_milestones, case_refs, cases, catchup_cursors, checkins, events, flyer_scans,
+                     flyers, inbox, locks, messages, metadata, offers, opt_outs, outbox, purges, resources, reviewers, staff,
                      staff_login_failures, staff_sessions, supporters, survey_answers, survey_invitations,
                      webhook_events)
 from .staff import StaffStore
@@ -34,9 +35,9 @@ from .store import SqlCaseStore
 from .wellbeing import WellbeingRepo
 
 
-class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, WellbeingRepo):
+class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, WellbeingRepo, CursorsRepo):
     """The inbox, Case ID register, locks, ledger, offers, outbox, purge state, flyer scans and
-    check-ins and surveys, on one engine."""
+    check-ins and surveys, and the catch-up's cursors, on one engine."""
 
     def __init__(self, url: str, clock: Clock | None = None, *, wait_seconds: float = WEB_WAIT_SECONDS):
         self.url = url
@@ -70,4 +71,5 @@ __all__ = [
     "inbox", "case_refs", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
     "outbox", "purges", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
     "staff_login_failures", "checkins", "survey_invitations", "survey_answers", "flyers", "flyer_scans",
+    "catchup_cursors",
 ]

@@ -219,6 +219,14 @@ flyer_scans = sa.Table(
 )
 
 
+#: How far the catch-up job (workflows/catchup.py) has read each form system: the start of
+#: its last run that succeeded, by our clock. Nothing about any submission.
+catchup_cursors = sa.Table(
+    "catchup_cursors", metadata,
+    sa.Column("source", sa.String(40), primary_key=True),
+    sa.Column("read_to", UTCDateTime, nullable=False),
+)
+
 # ---- staff accounts: the console's sign-in (web/console.py, staff.py) ----
 
 #: Coordinators (their institutions' cases) and program leads (every case). `institutions` is
