@@ -299,9 +299,9 @@ def cases_refer(case_id, names):
         case = followup.refer(ctx, case_id, [r.record_id for r in chosen], actor="cli")
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
-    sent = [m for m in ctx.db.ledger_rows(case_id) if m["kind"].startswith("referral-")]
+    sent = [m for m in ctx.db.ledger_rows(case_id) if m.kind.startswith("referral-")]
     how = {"sms": "SMS", "email": "email"}
-    went = [how[m["channel"]] for m in sent if m["status"] != "failed"]
+    went = [how[m.channel] for m in sent if m.status != "failed"]
     click.echo(f"{case_id} is Referred to {', '.join(r.name for r in chosen)}; "
                + (f"the requester's private link went by {' and '.join(went)}." if went
                   else "the requester's link could not be sent: no phone or email that works."))
@@ -390,7 +390,7 @@ def cases_show(case_id, contact):
         click.echo(f"offer {o.round}: {names.get(o.supporter_id, o.supporter_id)}  {o.status}  "
                    f"offered {when(o.offered_at)}  due {when(o.expires_at)}")
     for m in ctx.db.ledger_rows(case.case_id):
-        click.echo(f"message: {m['kind']}  {m['channel']}  to {m['recipient_role']}  {m['status']}")
+        click.echo(f"message: {m.kind}  {m.channel}  to {m.recipient_role}  {m.status}")
     for e in ctx.store.list_events(case.case_id):
         click.echo(f"{when(e.at)}  {e.actor:<24}  {e.event}")
 

@@ -280,7 +280,7 @@ def test_approve_offers_the_best_candidate_by_sms_with_the_staff_member_as_actor
     sign_in(client, *NCH_COORD)
     page = client.get(f"/console/cases/{case.case_id}").get_data(as_text=True)
     assert "The best candidate" in page and "Reviewers notified" in page
-    kinds = {m["kind"] for m in ctx.db.ledger_rows(case.case_id)}
+    kinds = {m.kind for m in ctx.db.ledger_rows(case.case_id)}
     assert kinds and all(f">{kind}<" in page for kind in kinds)      # the messages, by kind (never text)
     answer = post_action(client, case.case_id, "approve", supporter="")
     assert answer.status_code == 303

@@ -24,7 +24,7 @@ def review_clock(ctx):
 
 def told(ctx, case, kind):
     """Who was sent messages of this kind, from the ledger (the Messages table's truth)."""
-    return {r["recipient"] for r in ctx.db.ledger_rows(case.case_id) if r["kind"] == kind and r["status"] == "sent"}
+    return {r.recipient for r in ctx.db.ledger_rows(case.case_id) if r.kind == kind and r.status == "sent"}
 
 
 def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it(client, ctx, roster, run_worker,
@@ -45,7 +45,7 @@ def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it
     review_clock()
     review_clock()
     assert told(ctx, case, "review_overdue") == LEADS
-    assert len([r for r in ctx.db.ledger_rows(case.case_id) if r["kind"] in ("review_reminder", "review_overdue")]) == 6
+    assert len([r for r in ctx.db.ledger_rows(case.case_id) if r.kind in ("review_reminder", "review_overdue")]) == 6
     assert len([m for m in ctx.db.outbox_list() if m["message_key"].split(":")[1] in
                 ("review_reminder", "review_overdue")]) == 6
     assert events(ctx, case)[-2:] == [

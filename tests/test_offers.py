@@ -83,7 +83,7 @@ def test_approval_offers_the_best_candidate_by_sms_naming_only_the_reference(cli
     assert case.assigned_supporter == supporter(ctx, "Avery Chen").record_id
     assert events(ctx, case)[-2:] == ["Approved", f"Offered to Avery Chen by SMS (offer 1), answer due "
                                                   f"{offers.notify.show_time(ctx, expires)}"]
-    assert ctx.db.ledger_get(f"{case.case_id}:offer-1:supporter:{case.assigned_supporter}:sms")["status"] == "sent"
+    assert ctx.db.ledger_get(f"{case.case_id}:offer-1:supporter:{case.assigned_supporter}:sms").status == "sent"
 
 
 def test_urgent_and_crisis_offers_run_out_in_thirty_minutes(client, ctx, roster, run_worker, runner, clock):
@@ -534,7 +534,7 @@ def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_
     for record in caplog.records:
         assert not leaks(record.getMessage()), (record.name, record.getMessage())
     for row in ctx.db.ledger_rows():
-        assert not leaks(row["values_json"]) and not leaks(row["error"])
+        assert not leaks(row.values_json) and not leaks(row.error)
     for c in (case, other):
         for event in ctx.store.list_events(c.case_id):
             assert not leaks(event.event) and not leaks(event.actor)

@@ -274,8 +274,8 @@ def _case_page(case, *, contact: bool = False, status: int = 200):
                                                              "a supporter no longer in the roster"),
                    "status": o.status, "offered_at": show(o.offered_at), "expires_at": show(o.expires_at),
                    "answered_at": show(o.answered_at)} for o in ctx.db.offers_for_case(case.case_id)]
-    messages = [{"kind": m["kind"], "channel": m["channel"], "to": m["recipient_role"], "status": m["status"],
-                 "sent_at": show(m["sent_at"])} for m in ctx.db.ledger_rows(case.case_id)]
+    messages = [{"kind": m.kind, "channel": m.channel, "to": m.recipient_role, "status": m.status,
+                 "sent_at": show(m.sent_at)} for m in ctx.db.ledger_rows(case.case_id)]
     events = [{"at": show(e.at), "event": e.event, "actor": e.actor} for e in ctx.store.list_events(case.case_id)]
     referrer = {label: getattr(case, name, "") for name, label in (
         ("referrer_name", "Name"), ("referrer_phone", "Phone"), ("referrer_email", "Email"))}
