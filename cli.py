@@ -147,16 +147,16 @@ def outbox_cmd(as_json, limit, case_id):
     rows = ctx.db.outbox_recent(limit=limit, case_id=_case_id(ctx, case_id) if case_id else None)
     if as_json:
         for row in rows:
-            click.echo(json.dumps({"at": row["at"].astimezone(_zone(ctx)).isoformat(), "channel": row["channel"],
-                                   "to": row["recipient"], "case": row["case_id"], "subject": row["subject"],
-                                   "text": row["body"]}))
+            click.echo(json.dumps({"at": row.at.astimezone(_zone(ctx)).isoformat(), "channel": row.channel,
+                                   "to": row.recipient, "case": row.case_id, "subject": row.subject,
+                                   "text": row.body}))
         return
     if not rows:
         click.echo("No messages" + (f" for {_case_id(ctx, case_id)}." if case_id else "."))
         return
     _table(("Sent", "Channel", "To", "Case", "Text"), [
-        (_fmt(r["at"]), r["channel"], r["recipient"], r["case_id"],
-         (r["subject"] + ": " if r["subject"] else "") + " ".join(r["body"].split())) for r in rows])
+        (_fmt(r.at), r.channel, r.recipient, r.case_id,
+         (r.subject + ": " if r.subject else "") + " ".join(r.body.split())) for r in rows])
 
 
 def _zone(ctx: Context):

@@ -288,7 +288,7 @@ def test_approve_offers_the_best_candidate_by_sms_with_the_staff_member_as_actor
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and "approved and offered to" in shown
     supporter = next(s for s in ctx.store.supporters() if s.record_id == case.assigned_supporter)
-    assert any(m["recipient"] == supporter.phone and case.ref in m["body"] for m in ctx.db.outbox_list())
+    assert any(m.recipient == supporter.phone and case.ref in m.body for m in ctx.db.outbox_list())
     approved = [e for e in ctx.store.list_events(case.case_id) if e.event.startswith("Approved")]
     assert [e.actor for e in approved] == [NCH_COORD[0]]
     assert "offer-1" in shown and f"Offered to {supporter.name}" in shown
@@ -473,9 +473,9 @@ def test_reviewers_are_pointed_at_the_case_in_the_console_on_the_embedded_store(
     """Not "run flask cases list", which cannot say who asked or how to reach them."""
     case = new_case(client, ctx, run_worker)
     link = f"{ctx.settings['PUBLIC_BASE_URL']}/console/cases/{case.case_id}"
-    to_reviewers = [m for m in ctx.db.outbox_list() if m["case_id"] == case.case_id and link in m["body"]]
-    assert "email" in {m["channel"] for m in to_reviewers}
-    assert not any("flask cases list" in m["body"] for m in ctx.db.outbox_list())
+    to_reviewers = [m for m in ctx.db.outbox_list() if m.case_id == case.case_id and link in m.body]
+    assert "email" in {m.channel for m in to_reviewers}
+    assert not any("flask cases list" in m.body for m in ctx.db.outbox_list())
     path = link.replace(ctx.settings["PUBLIC_BASE_URL"], "")
     assert client.get(path).status_code == 302                      # signed out: to the sign-in page
     sign_in(client, *NCH_COORD, next_path=path)

@@ -93,7 +93,7 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
     assert len(cases) == SUBMISSIONS
     assert len({c.source_response_id for c in cases}) == SUBMISSIONS
     # RRMC has two reviewers and there is one program lead: SMS + email each, once.
-    per_case = Counter(m["case_id"] for m in ctx.db.outbox_list())
+    per_case = Counter(m.case_id for m in ctx.db.outbox_list())
     assert set(per_case.values()) == {6}
     for case in cases:
         events = [e.event for e in ctx.store.list_events(case.case_id)]

@@ -151,7 +151,7 @@ def test_an_intent_left_by_a_dead_worker_is_sent_once_by_the_periodic_task(ctx):
     ctx.clock.pin(start + timedelta(minutes=2))
     notify.run_due(ctx)
     notify.run_due(ctx)
-    assert [m["message_key"] for m in ctx.db.outbox_list()] == [key]
+    assert [m.message_key for m in ctx.db.outbox_list()] == [key]
     assert ctx.db.ledger_get(key).status == "sent"
 
 

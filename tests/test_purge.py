@@ -11,6 +11,7 @@ made are exactly the documented DELETEs and erase job. On SQLite, PostgreSQL and
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -169,7 +170,7 @@ def everything_left(ctx, fake, providers) -> list[tuple[str, list]]:
                 if table.name == "opt_outs":
                     continue
                 found.append((f"table {table.name}", leaks(json.dumps(dict(row), default=str))))
-    found.append(("outbox", leaks(json.dumps(ctx.db.outbox_list(), default=str))))
+    found.append(("outbox", leaks(json.dumps([dataclasses.asdict(m) for m in ctx.db.outbox_list()], default=str))))
     if fake is not None:
         for table in ("Cases", "Messages", "Events"):
             found.append((f"airtable {table}", leaks(json.dumps(fake.records(BASE_ID, table)))))

@@ -181,11 +181,11 @@ def test_permanent_failure_is_not_retried_and_a_program_lead_is_told_once(ctx, r
         clock.pin(DAYTIME + timedelta(hours=hours))
         notify.run_due(ctx)
     assert len(posts(mocked)) == 1
-    alerts = [m for m in ctx.db.outbox_list() if m["channel"] == "email"]
+    alerts = [m for m in ctx.db.outbox_list() if m.channel == "email"]
     leads = [r for r in ctx.store.reviewers() if r.program_lead]
-    assert [a["recipient"] for a in alerts] == [lead.email for lead in leads]
-    assert "ref 4821" in alerts[0]["subject"] and "reviewer by SMS" in alerts[0]["subject"]
-    assert "Dana" not in alerts[0]["body"] and dana.phone not in alerts[0]["body"]
+    assert [a.recipient for a in alerts] == [lead.email for lead in leads]
+    assert "ref 4821" in alerts[0].subject and "reviewer by SMS" in alerts[0].subject
+    assert "Dana" not in alerts[0].body and dana.phone not in alerts[0].body
     assert ctx.db.is_opted_out("sms", "+15550101125") == (code == "Twilio 21610")
 
 
@@ -220,7 +220,7 @@ def test_transient_failure_retries_with_backoff_through_the_ledger(ctx, roster, 
     assert len(posts(mocked)) == 2
     row = ledger(ctx)[row.key]
     assert row.status == "sent" and row.provider_id == SENT_SID and row.attempts == 2
-    assert not [m for m in ctx.db.outbox_list() if m["channel"] == "email"]   # nobody alerted
+    assert not [m for m in ctx.db.outbox_list() if m.channel == "email"]   # nobody alerted
 
 
 def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
@@ -240,7 +240,7 @@ def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
     assert len(posts(mocked)) == 3
     [row] = [r for r in ctx.db.ledger_rows("PS-4821") if r.kind == "new_case"]
     assert row.status == "failed" and row.error == "Twilio 20500"
-    assert len([m for m in ctx.db.outbox_list() if m["channel"] == "email"]) == 1
+    assert len([m for m in ctx.db.outbox_list() if m.channel == "email"]) == 1
 
 
 def test_timeout_after_twilio_accepted_is_reconciled_not_sent_twice(ctx, roster, mocked, clock):
@@ -368,7 +368,7 @@ def test_undelivered_sms_tells_a_program_lead_once(client, ctx, roster, mocked, 
     post_fixture(client, twilio.STATUS_PATH, "status__undelivered.txt")
     notify.run_due(ctx)
     notify.run_due(ctx)
-    alerts = [m for m in ctx.db.outbox_list() if m["channel"] == "email"]
+    alerts = [m for m in ctx.db.outbox_list() if m.channel == "email"]
     assert len(alerts) == len([r for r in ctx.store.reviewers() if r.program_lead]) == 1
 
 

@@ -73,3 +73,16 @@ class LedgerRow:
     body_digest: str = ""
     alerted: bool = False
     mirror_due: bool = False
+
+
+@dataclass
+class OutboxMessage:
+    """A message the embedded provider (the outbox) has 'sent', as `flask outbox` shows it."""
+    id: int
+    message_key: str
+    at: datetime
+    channel: str
+    recipient: str = field(repr=False)
+    case_id: str
+    subject: str = field(repr=False)
+    body: str = field(repr=False)

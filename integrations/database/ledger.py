@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from workflows.model import MessageRecord
-from workflows.records import LedgerRow, from_row
+from workflows.records import LedgerRow, OutboxMessage, from_row
 
 from .schema import messages, opt_outs, outbox, webhook_events
 
@@ -172,14 +172,15 @@ class LedgerRepo:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(outbox.c.id).where(outbox.c.message_key == message_key)).scalar()
 
-    def outbox_list(self, limit: int = 500) -> list[dict]:
+    def outbox_list(self, limit: int = 500) -> list[OutboxMessage]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
+            return [from_row(OutboxMessage, r)
+                    for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
 
-    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[dict]:
+    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[OutboxMessage]:
         """The newest messages first (what `flask outbox` shows), optionally of one case."""
         stmt = sa.select(outbox).order_by(outbox.c.id.desc()).limit(limit)
         if case_id:
             stmt = stmt.where(outbox.c.case_id == case_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(OutboxMessage, r) for r in conn.execute(stmt).mappings()]
