@@ -80,7 +80,7 @@ def test_staff_add_list_disable_and_the_errors_that_stop_them(runner, ctx):
     assert "lead@example.org" in listing and "c@example.org" in listing and "NCH RRMC" in listing
     assert "scrypt" not in listing and "pbkdf2" not in listing and "x@example.org" not in listing
     account = StaffStore(ctx.db).by_email("c@example.org")
-    assert account["password_hash"].startswith(("scrypt:", "pbkdf2:")) and "another" not in account["password_hash"]
+    assert account.password_hash.startswith(("scrypt:", "pbkdf2:")) and "another" not in account.password_hash
     assert runner.invoke(args=["staff", "disable", "c@example.org"]).exit_code == 0
     assert "disabled" in runner.invoke(args=["staff", "list"]).output
     missing = runner.invoke(args=["staff", "disable", "nobody@example.org"])

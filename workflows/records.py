@@ -86,3 +86,17 @@ class OutboxMessage:
     case_id: str
     subject: str = field(repr=False)
     body: str = field(repr=False)
+
+
+@dataclass
+class StaffAccount:
+    """A staff account of the console (coordinator or program lead). `institutions` is the
+    space-separated list of program.toml codes; `password_hash` is a Werkzeug hash."""
+    id: int
+    email: str
+    name: str
+    role: str
+    institutions: str
+    password_hash: str = field(repr=False)
+    disabled: bool
+    created_at: datetime
