@@ -148,16 +148,16 @@ def outbox_cmd(as_json, limit, case_id):
     rows = ctx.db.outbox_recent(limit=limit, case_id=_case_id(ctx, case_id) if case_id else None)
     if as_json:
         for row in rows:
-            click.echo(json.dumps({"at": row["at"].astimezone(_zone(ctx)).isoformat(), "channel": row["channel"],
-                                   "to": row["recipient"], "case": row["case_id"], "subject": row["subject"],
-                                   "text": row["body"]}))
+            click.echo(json.dumps({"at": row.at.astimezone(_zone(ctx)).isoformat(), "channel": row.channel,
+                                   "to": row.recipient, "case": row.case_id, "subject": row.subject,
+                                   "text": row.body}))
         return
     if not rows:
         click.echo("No messages" + (f" for {_case_id(ctx, case_id)}." if case_id else "."))
         return
     _table(("Sent", "Channel", "To", "Case", "Text"), [
-        (_fmt(r["at"]), r["channel"], r["recipient"], r["case_id"],
-         (r["subject"] + ": " if r["subject"] else "") + " ".join(r["body"].split())) for r in rows])
+        (_fmt(r.at), r.channel, r.recipient, r.case_id,
+         (r.subject + ": " if r.subject else "") + " ".join(r.body.split())) for r in rows])
 
 
 def _zone(ctx: Context):
@@ -300,9 +300,9 @@ def cases_refer(case_id, names):
         case = followup.refer(ctx, case_id, [r.record_id for r in chosen], actor="cli")
     except (KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
-    sent = [m for m in ctx.db.ledger_rows(case_id) if m["kind"].startswith("referral-")]
+    sent = [m for m in ctx.db.ledger_rows(case_id) if m.kind.startswith("referral-")]
     how = {"sms": "SMS", "email": "email"}
-    went = [how[m["channel"]] for m in sent if m["status"] != "failed"]
+    went = [how[m.channel] for m in sent if m.status != "failed"]
     click.echo(f"{case_id} is Referred to {', '.join(r.name for r in chosen)}; "
                + (f"the requester's private link went by {' and '.join(went)}." if went
                   else "the requester's link could not be sent: no phone or email that works."))
@@ -391,7 +391,7 @@ def cases_show(case_id, contact):
         click.echo(f"offer {o.round}: {names.get(o.supporter_id, o.supporter_id)}  {o.status}  "
                    f"offered {when(o.offered_at)}  due {when(o.expires_at)}")
     for m in ctx.db.ledger_rows(case.case_id):
-        click.echo(f"message: {m['kind']}  {m['channel']}  to {m['recipient_role']}  {m['status']}")
+        click.echo(f"message: {m.kind}  {m.channel}  to {m.recipient_role}  {m.status}")
     for e in ctx.store.list_events(case.case_id):
         click.echo(f"{when(e.at)}  {e.actor:<24}  {e.event}")
 

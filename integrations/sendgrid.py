@@ -112,7 +112,7 @@ class SendGridSender:
         message id on the ledger row: a send that reached SendGrid before we could record
         it is found once any event (processed, delivered...) for it came in."""
         row = self.db.ledger_get(message_key)
-        return (row["provider_id"] or None) if row else None
+        return (row.provider_id or None) if row else None
 
     def erase_recipients(self, addresses: list[str]) -> list[str]:
         """The purge: ask SendGrid to erase the personal data it holds for these recipients
@@ -236,8 +236,8 @@ def apply_event(ctx: Context, event: dict) -> int:
         return 0           # not a message of ours (the account may send other mail)
     changed = 0
     message_id = str(event.get("sg_message_id") or "").split(".", 1)[0]
-    if message_id and not row["provider_id"] and re.fullmatch(r"[A-Za-z0-9_-]{8,100}", message_id):
-        ctx.db.ledger_update(row["key"], provider_id=message_id)
+    if message_id and not row.provider_id and re.fullmatch(r"[A-Za-z0-9_-]{8,100}", message_id):
+        ctx.db.ledger_update(row.key, provider_id=message_id)
         changed = 1
     status = DELIVERY_STATUS.get(event.get("event"))
     if status:
@@ -245,5 +245,5 @@ def apply_event(ctx: Context, event: dict) -> int:
         if status in ("bounced", "dropped"):
             smtp = str(event.get("status") or "")
             error = f"SendGrid {event['event']}" + (f" {smtp}" if re.fullmatch(r"\d\.\d{1,3}\.\d{1,3}", smtp) else "")
-        changed = max(changed, int(notify.record_delivery(ctx, row["key"], status, error=error)))
+        changed = max(changed, int(notify.record_delivery(ctx, row.key, status, error=error)))
     return changed

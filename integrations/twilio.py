@@ -130,14 +130,14 @@ class TwilioSender:
         list's `To` filter, so no phone number ever appears in a URL we call. A message
         still queued at Twilio has no DateSent yet and is not found (it is then sent again)."""
         row = self.db.ledger_get(message_key)
-        if row is None or not row["body_digest"]:
+        if row is None or not row.body_digest:
             return None
-        since = row["created_at"] - timedelta(minutes=5)
+        since = row.created_at - timedelta(minutes=5)
         number = phones.e164(to)
         try:
             for message in self.client.messages.stream(date_sent_after=since, page_size=200, limit=1000):
                 if (message.to == number and (message.direction or "").startswith("outbound")
-                        and hashlib.sha256((message.body or "").encode("utf-8")).hexdigest() == row["body_digest"]):
+                        and hashlib.sha256((message.body or "").encode("utf-8")).hexdigest() == row.body_digest):
                     return message.sid
         except TwilioRestException as exc:
             raise classify(exc, looking=True) from None
@@ -255,9 +255,9 @@ class StatusCallback(TwilioWebhook):
         if row and status in DELIVERY_STATUS:
             code = form.get("ErrorCode", "")
             error = f"Twilio {code}" if code and status in ("failed", "undelivered") else ""
-            moved = notify.record_delivery(ctx, row["key"], DELIVERY_STATUS[status], error=error)
+            moved = notify.record_delivery(ctx, row.key, DELIVERY_STATUS[status], error=error)
             if code == str(OPTED_OUT):
-                ctx.db.opt_out("sms", phones.e164(row["recipient"], phones.region(ctx.program)), source=f"Twilio {OPTED_OUT}",
+                ctx.db.opt_out("sms", phones.e164(row.recipient, phones.region(ctx.program)), source=f"Twilio {OPTED_OUT}",
                                now=ctx.now())
         log.info("twilio status message=%s status=%s known=%s moved=%s", sid, _word(status), bool(row), moved)
         return twiml()

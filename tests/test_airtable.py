@@ -454,8 +454,8 @@ def test_the_form_to_a_case_in_airtable_with_reviewers_told(fake, client, ctx, r
     assert all(e["fields"]["Case"] == [case["id"]] for e in events)
     told = {r.phone for r in roster.reviewers if r.institution == "NCH" or r.program_lead}
     sent = ctx.db.outbox_list()
-    assert {m["recipient"] for m in sent if m["channel"] == "sms"} == told
-    assert len([m for m in sent if m["channel"] == "email"]) == len(told)
+    assert {m.recipient for m in sent if m.channel == "sms"} == told
+    assert len([m for m in sent if m.channel == "email"]) == len(told)
     mirrored = fake.records(BASE, "Messages")
     assert len(mirrored) == 2 * len(told)
     assert {m["fields"]["Status"] for m in mirrored} == {"sent"}

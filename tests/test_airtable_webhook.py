@@ -132,11 +132,11 @@ def test_an_approval_in_airtable_is_offered_after_a_genuine_ping(client, ctx, fa
     avery = next(s for s in base.supporters() if s.name == "Avery Chen")
     assert record["fields"]["Status"] == "Offered" and record["fields"]["Assigned Supporter"] == [avery.record_id]
     assert "Offer Expires" in record["fields"]
-    [offer] = [m for m in ctx.db.outbox_list() if m["recipient"] == AVERY]
-    assert f"YES {case.ref}" in offer["body"]
+    [offer] = [m for m in ctx.db.outbox_list() if m.recipient == AVERY]
+    assert f"YES {case.ref}" in offer.body
     assert any(r["fields"]["Kind"] == "offer-1" for r in fake.records(BASE, "Messages"))
     assert {"Approval seen (Status set to Approved)", "Offered to Avery Chen by SMS (offer 1), answer due "
-            + offer["body"].rsplit("by ", 1)[1].rstrip(".")} <= {e["fields"]["Event"] for e in fake.records(BASE, "Events")}
+            + offer.body.rsplit("by ", 1)[1].rstrip(".")} <= {e["fields"]["Event"] for e in fake.records(BASE, "Events")}
     # The supporter's YES assigns it in Airtable and stamps their Last Assigned At.
     assert sms(runner, AVERY, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
     [record] = fake.records(BASE, "Cases")
@@ -150,7 +150,7 @@ def test_the_minute_poll_offers_an_approval_even_without_a_ping(ctx, fake, base,
     worker.poll_approvals.call_local()
     worker.poll_approvals.call_local()
     assert fake.records(BASE, "Cases")[0]["fields"]["Status"] == "Offered"
-    assert len([m for m in ctx.db.outbox_list() if m["recipient"] == AVERY]) == 1
+    assert len([m for m in ctx.db.outbox_list() if m.recipient == AVERY]) == 1
 
 
 @pytest.mark.parametrize("spoil", ["no header", "wrong secret", "one byte changed", "re-serialized",

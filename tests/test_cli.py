@@ -33,12 +33,12 @@ def test_outbox_lists_each_message_on_one_line_and_as_json(client, ctx, roster, 
     messages = ctx.db.outbox_list()
     assert len(lines) == len(messages) > 0
     assert all(column(header, line, "Case") == case.case_id for line in lines)
-    assert all(local(m["at"]) in line and "UTC" not in line for m, line in zip(reversed(messages), lines))
+    assert all(local(m.at) in line and "UTC" not in line for m, line in zip(reversed(messages), lines))
     rows = [json.loads(line) for line in runner.invoke(args=["outbox", "--json"]).output.splitlines()]
     assert {r["channel"] for r in rows} == {"sms", "email"}
     assert set(rows[0]) == {"at", "channel", "to", "case", "subject", "text"}
     assert all(r["case"] == case.case_id and case.ref in r["text"] for r in rows)
-    assert datetime.fromisoformat(rows[0]["at"]).utcoffset() == messages[-1]["at"].astimezone(ZONE).utcoffset()
+    assert datetime.fromisoformat(rows[0]["at"]).utcoffset() == messages[-1].at.astimezone(ZONE).utcoffset()
 
 
 def add_messages(ctx, count: int, case_id: str) -> None:

@@ -88,14 +88,14 @@ def test_canaries_never_leave_the_case(client, ctx, roster, providers, run_worke
     cases = ctx.store.list_cases()
     assert len(cases) == 2 and all(c.urgency == "Crisis" for c in cases)
     # The requester could not be reached by SMS or email: the leads were told (by id only).
-    assert any(m["kind"] == "unreachable" for m in ctx.db.ledger_rows())
+    assert any(m.kind == "unreachable" for m in ctx.db.ledger_rows())
     # 3. The SMS routes: the requester's number texts in, with canary text; a delivery report.
     replies = [post_sms(client, f"YES {cases[0].ref} {SMS_TEXT_CANARY}", CANARIES["requester_phone"]),
                post_sms(client, SMS_TEXT_CANARY, CANARIES["requester_phone"]),
                post_sms(client, "HELP", CANARIES["requester_phone"]),
                post_sms(client, "STOP", CANARIES["requester_phone"])]
     assert all(r.status_code == 200 for r in replies)
-    sent_sid = next(r["provider_id"] for r in ctx.db.ledger_rows() if r["provider_id"].startswith("SM"))
+    sent_sid = next(r.provider_id for r in ctx.db.ledger_rows() if r.provider_id.startswith("SM"))
     status = {"MessageSid": sent_sid, "MessageStatus": "undelivered", "ErrorCode": "30003",
               "To": CANARIES["requester_phone"], "From": "+15550100200", "AccountSid": TWILIO["TWILIO_ACCOUNT_SID"]}
     assert client.post(STATUS_PATH, data=status, headers={"X-Twilio-Signature": sign(STATUS_PATH, status)}).status_code == 200
@@ -128,7 +128,7 @@ def test_canaries_never_leave_the_case(client, ctx, roster, providers, run_worke
         assert not leaks(record.exc_text or "")
     # Nothing stored as an error, a message value, an inbox error or an Event.
     for row in ctx.db.ledger_rows():
-        assert not leaks(row["error"]) and not leaks(row["values_json"]) and not leaks(row["key"])
+        assert not leaks(row.error) and not leaks(row.values_json) and not leaks(row.key)
     for row in ctx.db.list_inbox():
         assert not leaks(row.last_error)
     for case in cases:

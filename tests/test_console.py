@@ -80,7 +80,7 @@ def test_staff_add_list_disable_and_the_errors_that_stop_them(runner, ctx):
     assert "lead@example.org" in listing and "c@example.org" in listing and "NCH RRMC" in listing
     assert "scrypt" not in listing and "pbkdf2" not in listing and "x@example.org" not in listing
     account = StaffStore(ctx.db).by_email("c@example.org")
-    assert account["password_hash"].startswith(("scrypt:", "pbkdf2:")) and "another" not in account["password_hash"]
+    assert account.password_hash.startswith(("scrypt:", "pbkdf2:")) and "another" not in account.password_hash
     assert runner.invoke(args=["staff", "disable", "c@example.org"]).exit_code == 0
     assert "disabled" in runner.invoke(args=["staff", "list"]).output
     missing = runner.invoke(args=["staff", "disable", "nobody@example.org"])
@@ -280,7 +280,7 @@ def test_approve_offers_the_best_candidate_by_sms_with_the_staff_member_as_actor
     sign_in(client, *NCH_COORD)
     page = client.get(f"/console/cases/{case.case_id}").get_data(as_text=True)
     assert "The best candidate" in page and "Reviewers notified" in page
-    kinds = {m["kind"] for m in ctx.db.ledger_rows(case.case_id)}
+    kinds = {m.kind for m in ctx.db.ledger_rows(case.case_id)}
     assert kinds and all(f">{kind}<" in page for kind in kinds)      # the messages, by kind (never text)
     answer = post_action(client, case.case_id, "approve", supporter="")
     assert answer.status_code == 303
@@ -288,7 +288,7 @@ def test_approve_offers_the_best_candidate_by_sms_with_the_staff_member_as_actor
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and "approved and offered to" in shown
     supporter = next(s for s in ctx.store.supporters() if s.record_id == case.assigned_supporter)
-    assert any(m["recipient"] == supporter.phone and case.ref in m["body"] for m in ctx.db.outbox_list())
+    assert any(m.recipient == supporter.phone and case.ref in m.body for m in ctx.db.outbox_list())
     approved = [e for e in ctx.store.list_events(case.case_id) if e.event.startswith("Approved")]
     assert [e.actor for e in approved] == [NCH_COORD[0]]
     assert "offer-1" in shown and f"Offered to {supporter.name}" in shown
@@ -473,9 +473,9 @@ def test_reviewers_are_pointed_at_the_case_in_the_console_on_the_embedded_store(
     """Not "run flask cases list", which cannot say who asked or how to reach them."""
     case = new_case(client, ctx, run_worker)
     link = f"{ctx.settings['PUBLIC_BASE_URL']}/console/cases/{case.case_id}"
-    to_reviewers = [m for m in ctx.db.outbox_list() if m["case_id"] == case.case_id and link in m["body"]]
-    assert "email" in {m["channel"] for m in to_reviewers}
-    assert not any("flask cases list" in m["body"] for m in ctx.db.outbox_list())
+    to_reviewers = [m for m in ctx.db.outbox_list() if m.case_id == case.case_id and link in m.body]
+    assert "email" in {m.channel for m in to_reviewers}
+    assert not any("flask cases list" in m.body for m in ctx.db.outbox_list())
     path = link.replace(ctx.settings["PUBLIC_BASE_URL"], "")
     assert client.get(path).status_code == 302                      # signed out: to the sign-in page
     sign_in(client, *NCH_COORD, next_path=path)

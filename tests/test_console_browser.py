@@ -76,8 +76,8 @@ def approve_first_case(page, server, ctx, case):
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered"
     supporter = next(s for s in ctx.store.supporters() if s.record_id == case.assigned_supporter)
-    offer_sms = [m for m in ctx.db.outbox_list() if m["recipient"] == supporter.phone and case.ref in m["body"]]
-    assert len(offer_sms) == 1 and f"YES {case.ref}" in offer_sms[0]["body"]
+    offer_sms = [m for m in ctx.db.outbox_list() if m.recipient == supporter.phone and case.ref in m.body]
+    assert len(offer_sms) == 1 and f"YES {case.ref}" in offer_sms[0].body
 
 
 def test_sign_in_filter_open_and_approve_in_a_browser(server, browser, ctx, cases, runner):

@@ -76,7 +76,7 @@ def test_crisis_request_is_escalated_at_once_in_the_middle_of_the_night(client, 
     assert "988" in to_requester["Body"] and "Employee Assistance Program" in to_requester["Body"]
     assert f"ref {case.ref}" in to_requester["Body"] and "Zebulon" not in to_requester["Body"]
     # Nothing about a crisis case waits for quiet hours, not even the routine new-case SMS.
-    assert all(r["status"] == "sent" for r in ctx.db.ledger_rows(case.case_id))
+    assert all(r.status == "sent" for r in ctx.db.ledger_rows(case.case_id))
     leads = {r.email for r in roster.reviewers if r.program_lead}
     urgent_mail = [m for m in mails_sent(providers) if m["subject"].startswith("URGENT")]
     assert {m["personalizations"][0]["to"][0]["email"] for m in urgent_mail} == leads
@@ -156,9 +156,9 @@ def test_crisis_retries_come_back_within_two_minutes(ctx, roster, mocked, night,
     ctx.db.record_submission(source="web", source_key="web:crisis-retry", payload={"answers": {
         **GOOD, "urgency": "Crisis"}})
     run_worker()
-    rows = [r for r in ctx.db.ledger_rows() if r["kind"] == "crisis" and r["channel"] == "sms"]
-    assert rows and all(r["status"] == "retry" for r in rows)
-    assert all(r["next_attempt_at"] - NIGHT <= timedelta(seconds=150) for r in rows)
+    rows = [r for r in ctx.db.ledger_rows() if r.kind == "crisis" and r.channel == "sms"]
+    assert rows and all(r.status == "retry" for r in rows)
+    assert all(r.next_attempt_at - NIGHT <= timedelta(seconds=150) for r in rows)
 
 
 def _queues(tmp_path, redis_url):

@@ -24,7 +24,7 @@ def review_clock(ctx):
 
 def told(ctx, case, kind):
     """Who was sent messages of this kind, from the ledger (the Messages table's truth)."""
-    return {r["recipient"] for r in ctx.db.ledger_rows(case.case_id) if r["kind"] == kind and r["status"] == "sent"}
+    return {r.recipient for r in ctx.db.ledger_rows(case.case_id) if r.kind == kind and r.status == "sent"}
 
 
 def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it(client, ctx, roster, run_worker,
@@ -37,16 +37,16 @@ def test_reviewers_are_reminded_once_before_review_due_and_leads_told_once_at_it
     review_clock()
     review_clock()
     assert told(ctx, case, "review_reminder") == NCH_REVIEWERS            # the institution's, not the leads
-    [reminder] = [m for m in sent(ctx, to="+15550101127", case=case) if "still needs review" in m["body"]]
-    assert reminder["body"] == (f"Clinician Peer Support Network: ref {case.ref} still needs review, due by "
+    [reminder] = [m for m in sent(ctx, to="+15550101127", case=case) if "still needs review" in m.body]
+    assert reminder.body == (f"Clinician Peer Support Network: ref {case.ref} still needs review, due by "
                                 f"{notify.show_time(ctx, case.review_due)}. {notify.coordinator_link(ctx, case.case_id)}")
     assert told(ctx, case, "review_overdue") == set()
     clock.pin(case.review_due)
     review_clock()
     review_clock()
     assert told(ctx, case, "review_overdue") == LEADS
-    assert len([r for r in ctx.db.ledger_rows(case.case_id) if r["kind"] in ("review_reminder", "review_overdue")]) == 6
-    assert len([m for m in ctx.db.outbox_list() if m["message_key"].split(":")[1] in
+    assert len([r for r in ctx.db.ledger_rows(case.case_id) if r.kind in ("review_reminder", "review_overdue")]) == 6
+    assert len([m for m in ctx.db.outbox_list() if m.message_key.split(":")[1] in
                 ("review_reminder", "review_overdue")]) == 6
     assert events(ctx, case)[-2:] == [
         f"Review reminder sent to the institution's reviewers (due {notify.show_time(ctx, case.review_due)})",
@@ -104,8 +104,8 @@ def test_no_contact_asks_the_supporter_once_then_tells_the_reviewers_once(client
     review_clock()
     review_clock()
     assert told(ctx, case, "contact_check") == {AVERY}
-    [check] = [m for m in sent(ctx, to=AVERY) if "have you reached" in m["body"]]
-    assert f"Reply DONE {case.ref}" in check["body"] and "/s/" in check["body"] and "Zebulon" not in check["body"]
+    [check] = [m for m in sent(ctx, to=AVERY) if "have you reached" in m.body]
+    assert f"Reply DONE {case.ref}" in check.body and "/s/" in check.body and "Zebulon" not in check.body
     clock.pin(accepted_at + timedelta(hours=71, minutes=59))
     review_clock()
     assert told(ctx, case, "contact_overdue") == set()

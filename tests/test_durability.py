@@ -88,12 +88,12 @@ def test_killed_worker_loses_and_doubles_nothing(backend_env, roster_csv=ROOT / 
 
     rows = ctx.db.list_inbox()
     assert Counter(r.status for r in rows) == {"done": SUBMISSIONS}, [(r.status, r.attempts, r.last_error) for r in rows if r.status != "done"] + [
-        (m["key"], m["status"], m["claimed_until"]) for m in ctx.db.ledger_rows() if m["status"] != "sent"] + [str(ctx.now())]
+        (m.key, m.status, m.claimed_until) for m in ctx.db.ledger_rows() if m.status != "sent"] + [str(ctx.now())]
     cases = ctx.store.list_cases()
     assert len(cases) == SUBMISSIONS
     assert len({c.source_response_id for c in cases}) == SUBMISSIONS
     # RRMC has two reviewers and there is one program lead: SMS + email each, once.
-    per_case = Counter(m["case_id"] for m in ctx.db.outbox_list())
+    per_case = Counter(m.case_id for m in ctx.db.outbox_list())
     assert set(per_case.values()) == {6}
     for case in cases:
         events = [e.event for e in ctx.store.list_events(case.case_id)]

@@ -62,9 +62,9 @@ def test_contact_referral_resources_page_and_close_after_the_days_once(client, c
     assert "Referred to Chaplaincy, Clinician Counselling Service" in events(ctx, case)
     assert "Resources link sent to the requester by SMS" in events(ctx, case)
     told = sent(ctx, to=REQUESTER)[-1]
-    link = R_LINK.search(told["body"]).group(0)
+    link = R_LINK.search(told.body).group(0)
     # The link and the program's name only (and the 988 line every message to them carries).
-    assert told["body"] == (f"Clinician Peer Support Network: the resources we talked about are on this private "
+    assert told.body == (f"Clinician Peer Support Network: the resources we talked about are on this private "
                             f"page: {link} In a crisis, call or text 988.")
 
     resources = client.get(link.replace("http://localhost:5000", ""))
@@ -118,16 +118,16 @@ def test_cases_refer_and_withdraw_from_the_command_line(client, ctx, roster, run
     assert ctx.store.find_case(case_id=case.case_id).status == "Assigned"
     done = runner.invoke(args=["cases", "refer", case.ref, "--resource", "chaplaincy"])
     assert done.exit_code == 0 and "Referred to Chaplaincy" in done.output and "by email" in done.output
-    [mail] = [m for m in sent(ctx, to="z@example.org") if "resources" in m["subject"]]
-    assert "/r/" in mail["body"] and "988" in mail["body"]
-    assert not [m for m in sent(ctx, to=REQUESTER, channel="sms") if "/r/" in m["body"]]
+    [mail] = [m for m in sent(ctx, to="z@example.org") if "resources" in m.subject]
+    assert "/r/" in mail.body and "988" in mail.body
+    assert not [m for m in sent(ctx, to=REQUESTER, channel="sms") if "/r/" in m.body]
 
     refused = runner.invoke(args=["cases", "withdraw", case.case_id, "--reason", "colleague-declined"])
     assert refused.exit_code != 0 and "not asked for by a colleague" in refused.output
     result = runner.invoke(args=["cases", "withdraw", case.case_id, "--reason", "duplicate"])
     assert result.exit_code == 0, result.output
     assert "Withdrawn: a duplicate request" in events(ctx, case)
-    link = R_LINK.search(mail["body"]).group(0).replace("http://localhost:5000", "")
+    link = R_LINK.search(mail.body).group(0).replace("http://localhost:5000", "")
     assert client.get(path).status_code == 410 and client.get(link).status_code == 410
     assert runner.invoke(args=["cases", "withdraw", case.case_id]).exit_code != 0
 
@@ -160,11 +160,11 @@ def test_canaries_stay_out_of_the_referral_message_the_r_page_url_logs_and_event
     post(client, path, action="contact")
     ours = [r.record_id for r in ctx.store.resources() if not r.institution]
     post(client, path, action="refer", resource=ours)
-    messages = [m for m in ctx.db.outbox_list() if m["case_id"] == case.case_id and "referral" in m["message_key"]]
+    messages = [m for m in ctx.db.outbox_list() if m.case_id == case.case_id and "referral" in m.message_key]
     assert messages
     for m in messages:
-        assert not leaks(m["subject"] + " " + m["body"]) and not leaks(m["message_key"])
-        link = R_LINK.search(m["body"]) or re.search(r"http://localhost:5000/r/\S+", m["body"])
+        assert not leaks(m.subject + " " + m.body) and not leaks(m.message_key)
+        link = R_LINK.search(m.body) or re.search(r"http://localhost:5000/r/\S+", m.body)
         assert not leaks(link.group(0))
         assert not leaks(client.get(link.group(0).replace("http://localhost:5000", "")).get_data(as_text=True))
     for record in caplog.records:
@@ -243,8 +243,8 @@ def test_what_a_coordinator_sets_in_airtable_is_carried_out_once(airtable_app):
         jobs(runner, "followup_poll")
     first = ctx.store.find_case(case_id=first.case_id)
     assert first.status == "Referred" and sorted(first.tier3_referral.split(",")) == sorted(chosen)
-    assert len([m for m in sent(ctx, to=REQUESTER) if "/r/" in m["body"]]) == 1
-    link = R_LINK.search([m for m in sent(ctx, to=REQUESTER) if "/r/" in m["body"]][0]["body"]).group(0)
+    assert len([m for m in sent(ctx, to=REQUESTER) if "/r/" in m.body]) == 1
+    link = R_LINK.search([m for m in sent(ctx, to=REQUESTER) if "/r/" in m.body][0].body).group(0)
     html = client.get(link.replace("http://localhost:5000", "")).get_data(as_text=True)
     assert html.index("988") < html.index("Chaplaincy")
     second = ctx.store.find_case(case_id=second.case_id)

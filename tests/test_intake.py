@@ -56,11 +56,11 @@ def test_submission_becomes_one_case_and_reviewers_are_told(client, ctx, roster,
     assert case.review_due - case.submitted_at == timedelta(hours=72)
     sent = ctx.db.outbox_list()
     nch_reviewers = {r.phone for r in roster.reviewers if r.institution == "NCH" or r.program_lead}
-    assert {m["recipient"] for m in sent if m["channel"] == "sms"} == nch_reviewers
-    assert len([m for m in sent if m["channel"] == "email"]) == len(nch_reviewers)
+    assert {m.recipient for m in sent if m.channel == "sms"} == nch_reviewers
+    assert len([m for m in sent if m.channel == "email"]) == len(nch_reviewers)
     for m in sent:
-        assert case.ref in m["body"]
-        assert "Zebulon" not in m["body"] and "Surgery" not in m["body"] and "555 010 0123" not in m["body"]
+        assert case.ref in m.body
+        assert "Zebulon" not in m.body and "Surgery" not in m.body and "555 010 0123" not in m.body
     assert [e.event for e in ctx.store.list_events(case.case_id)] == ["Case created", "Reviewers notified"]
 
 
@@ -94,7 +94,7 @@ def test_missing_answers_make_a_case_that_needs_attention(client, ctx, roster, r
     assert "Institution: missing" in case.problems and "Role: missing" in case.problems
     # Without an institution only the program leads can be told.
     leads = {r.email for r in ctx.store.reviewers() if r.program_lead}
-    assert {m["recipient"] for m in ctx.db.outbox_list() if m["channel"] == "email"} == leads
+    assert {m.recipient for m in ctx.db.outbox_list() if m.channel == "email"} == leads
 
 
 def test_tampered_choices_are_kept_and_named(ctx, roster, run_worker):
@@ -265,7 +265,7 @@ def test_a_colleague_referral_keeps_the_referrer_on_the_case(client, ctx, roster
     [case] = ctx.store.list_cases()
     assert (case.referrer_name, case.referrer_phone, case.referrer_email) == ("Xavier", "", "xav@example.org")
     for message in ctx.db.outbox_list():
-        assert "Xavier" not in message["body"] and "xav@" not in message["body"]
+        assert "Xavier" not in message.body and "xav@" not in message.body
 
 
 def test_referrer_answers_are_dropped_when_the_request_is_for_oneself(client, ctx, roster, run_worker):

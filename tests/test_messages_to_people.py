@@ -14,7 +14,7 @@ from workflows import answers, notify
 
 def test_a_crisis_case_sends_reviewers_the_crisis_messages_only(client, ctx, roster, run_worker):
     case = new_case(client, ctx, run_worker, urgency="Crisis")
-    bodies = [m["subject"] + " " + m["body"] for m in sent(ctx, case=case)]
+    bodies = [m.subject + " " + m.body for m in sent(ctx, case=case)]
     assert any("URGENT" in b for b in bodies)
     assert not [b for b in bodies if "review by" in b.lower() or "waiting for review" in b]
     assert "Reviewers notified" in [e.event for e in ctx.store.list_events(case.case_id)]
@@ -22,7 +22,7 @@ def test_a_crisis_case_sends_reviewers_the_crisis_messages_only(client, ctx, ros
 
 def test_a_routine_case_still_asks_reviewers_to_review_by_the_deadline(client, ctx, roster, run_worker):
     case = new_case(client, ctx, run_worker)
-    assert any("Please review by" in m["body"] for m in sent(ctx, case=case, channel="sms"))
+    assert any("Please review by" in m.body for m in sent(ctx, case=case, channel="sms"))
 
 
 def test_an_urgent_requester_is_promised_contact_within_the_urgent_window(client, ctx, roster, run_worker,
@@ -33,8 +33,8 @@ def test_an_urgent_requester_is_promised_contact_within_the_urgent_window(client
     hours = ctx.program.offers.urgent_contact_window_hours
     assert hours < 24     # "today, if possible"
     [told] = sent(ctx, to="+15550100123")
-    assert notify.show_time(ctx, clock.now() + timedelta(hours=hours)) in told["body"]
-    assert notify.show_time(ctx, clock.now() + timedelta(hours=48)) not in told["body"]
+    assert notify.show_time(ctx, clock.now() + timedelta(hours=hours)) in told.body
+    assert notify.show_time(ctx, clock.now() + timedelta(hours=48)) not in told.body
     assert answers.contact_due(ctx, clock.now(), "Urgent") == clock.now() + timedelta(hours=hours)
     assert answers.contact_due(ctx, clock.now(), "Routine") == clock.now() + timedelta(hours=48)
 
@@ -47,11 +47,11 @@ def test_a_colleague_is_told_a_colleague_asked_not_thanked_for_asking(client, ct
     approve(runner, case, "--colleague-agreed")
     sms(runner, AVERY, f"YES {case.ref}")
     [told] = sent(ctx, to="colleague@example.org")
-    assert "a colleague asked us to reach out to you" in told["body"].lower()
-    assert "thank you for your request" not in told["body"].lower()
-    assert "your request" not in (told["subject"] + told["body"]).lower()
+    assert "a colleague asked us to reach out to you" in told.body.lower()
+    assert "thank you for your request" not in told.body.lower()
+    assert "your request" not in (told.subject + told.body).lower()
     for who in ("Xavier", "xav@example.org"):    # the referrer stays out of it
-        assert who not in told["body"] and all(who not in m["body"] for m in ctx.db.outbox_list())
+        assert who not in told.body and all(who not in m.body for m in ctx.db.outbox_list())
 
 
 def test_a_colleague_referral_page_does_not_promise_contact_the_way_the_referrer_asked(client):

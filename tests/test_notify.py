@@ -88,7 +88,7 @@ def test_only_the_values_a_template_uses_are_kept_with_the_intent(ctx):
                 recipient=notify.Recipient(key="r", role="Reviewer", phone="+15550101125"),
                 values={**VALUES, "institution": "Northgate", "role": "Nurse"})
     [row] = ctx.db.ledger_rows()
-    assert set(json.loads(row["values_json"])) == {"ref", "deadline"}     # what the SMS says, no more
+    assert set(json.loads(row.values_json)) == {"ref", "deadline"}     # what the SMS says, no more
 
 
 # ---------------------------------------------------------------- quiet hours
@@ -151,8 +151,8 @@ def test_an_intent_left_by_a_dead_worker_is_sent_once_by_the_periodic_task(ctx):
     ctx.clock.pin(start + timedelta(minutes=2))
     notify.run_due(ctx)
     notify.run_due(ctx)
-    assert [m["message_key"] for m in ctx.db.outbox_list()] == [key]
-    assert ctx.db.ledger_get(key)["status"] == "sent"
+    assert [m.message_key for m in ctx.db.outbox_list()] == [key]
+    assert ctx.db.ledger_get(key).status == "sent"
 
 
 class SlowSender:
@@ -194,7 +194,7 @@ def test_a_template_removed_after_the_intent_fails_the_message_not_the_worker(ct
     key = _intend(ctx)
     ctx.templates = {k: v for k, v in ctx.templates.items() if k != "new_case_reviewer_sms"}
     assert notify.deliver(ctx, key) == "failed"
-    assert ctx.db.ledger_get(key)["error"] == "template 'new_case_reviewer_sms' missing"
+    assert ctx.db.ledger_get(key).error == "template 'new_case_reviewer_sms' missing"
 
 
 def test_a_mirror_that_was_down_is_caught_up(ctx):
@@ -208,10 +208,10 @@ def test_a_mirror_that_was_down_is_caught_up(ctx):
     ctx.store.mirror_messages = mirror
     key = _intend(ctx)
     assert notify.deliver(ctx, key) == "sent"          # the send does not fail with the mirror
-    assert ctx.db.ledger_get(key)["mirror_due"]
+    assert ctx.db.ledger_get(key).mirror_due
     down["yes"] = False
     notify.run_due(ctx)
-    assert seen == [(key, "sent")] and not ctx.db.ledger_get(key)["mirror_due"]
+    assert seen == [(key, "sent")] and not ctx.db.ledger_get(key).mirror_due
 
 
 # ---------------------------------------------------------------- delivery reports
@@ -226,7 +226,7 @@ def test_the_furthest_report_wins_whatever_the_order_and_repeats(ctx, reports):
     notify.deliver(ctx, key)
     for status in reports:
         notify.record_delivery(ctx, key, status)
-    final = ctx.db.ledger_get(key)["status"]
+    final = ctx.db.ledger_get(key).status
     best = max(notify.STATUS_RANK[s] for s in reports)
     first_best = next(s for s in reports if notify.STATUS_RANK[s] == best)
     assert final == (first_best if best > notify.STATUS_RANK["sent"] else "sent")
@@ -237,4 +237,4 @@ def test_a_send_row_left_without_a_claim_is_recovered(ctx):
     key = _intend(ctx)
     ctx.db.ledger_update(key, status="sending", claimed_until=None, attempts=1)
     notify.run_due(ctx)
-    assert ctx.db.ledger_get(key)["status"] == "sent" and len(ctx.db.outbox_list()) == 1
+    assert ctx.db.ledger_get(key).status == "sent" and len(ctx.db.outbox_list()) == 1

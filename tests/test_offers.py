@@ -55,8 +55,8 @@ def approve(runner, case, *extra):
 
 
 def sent(ctx, *, to=None, channel=None, case=None):
-    return [m for m in ctx.db.outbox_list() if (to is None or m["recipient"] == to)
-            and (channel is None or m["channel"] == channel) and (case is None or m["case_id"] == case.case_id)]
+    return [m for m in ctx.db.outbox_list() if (to is None or m.recipient == to)
+            and (channel is None or m.channel == channel) and (case is None or m.case_id == case.case_id)]
 
 
 def events(ctx, case):
@@ -75,7 +75,7 @@ def test_approval_offers_the_best_candidate_by_sms_naming_only_the_reference(cli
     assert "offered to Avery Chen" in output
     [offer] = sent(ctx, to=AVERY)
     expires = clock.now() + timedelta(hours=4)
-    assert offer["body"] == (f"Clinician Peer Support Network: a colleague asked for peer support, ref {case.ref}. "
+    assert offer.body == (f"Clinician Peer Support Network: a colleague asked for peer support, ref {case.ref}. "
                              f"Reply YES {case.ref} to accept or NO {case.ref} to decline by "
                              f"{offers.notify.show_time(ctx, expires)}.")
     case = ctx.store.find_case(case_id=case.case_id)
@@ -83,7 +83,7 @@ def test_approval_offers_the_best_candidate_by_sms_naming_only_the_reference(cli
     assert case.assigned_supporter == supporter(ctx, "Avery Chen").record_id
     assert events(ctx, case)[-2:] == ["Approved", f"Offered to Avery Chen by SMS (offer 1), answer due "
                                                   f"{offers.notify.show_time(ctx, expires)}"]
-    assert ctx.db.ledger_get(f"{case.case_id}:offer-1:supporter:{case.assigned_supporter}:sms")["status"] == "sent"
+    assert ctx.db.ledger_get(f"{case.case_id}:offer-1:supporter:{case.assigned_supporter}:sms").status == "sent"
 
 
 def test_urgent_and_crisis_offers_run_out_in_thirty_minutes(client, ctx, roster, run_worker, runner, clock):
@@ -105,16 +105,16 @@ def test_yes_assigns_the_case_sends_the_private_link_and_tells_the_requester(cli
     assert avery.last_assigned_at == clock.now()
     contact_by = offers.notify.show_time(ctx, clock.now() + timedelta(hours=48))
     link_sms = sent(ctx, to=AVERY)[-1]
-    assert LINK.search(link_sms["body"]) and contact_by in link_sms["body"] and f"DONE {case.ref}" in link_sms["body"]
+    assert LINK.search(link_sms.body) and contact_by in link_sms.body and f"DONE {case.ref}" in link_sms.body
     [link_mail] = sent(ctx, to=avery.email)
-    assert LINK.search(link_mail["body"]).group(0) == LINK.search(link_sms["body"]).group(0).rstrip()
+    assert LINK.search(link_mail.body).group(0) == LINK.search(link_sms.body).group(0).rstrip()
     [told] = sent(ctx, to="+15550100123")    # their preferred contact is a text message
-    assert told["body"] == (f"Clinician Peer Support Network: about your request (ref {case.ref}): a peer "
+    assert told.body == (f"Clinician Peer Support Network: about your request (ref {case.ref}): a peer "
                             f"supporter will reach out to you by {contact_by}. If you need help sooner, call "
                             "or text 988.")
     for message in [link_sms, link_mail, told]:
-        assert "Zebulon" not in message["body"] and "Surgery" not in message["body"]
-    assert "Avery" not in told["body"]
+        assert "Zebulon" not in message.body and "Surgery" not in message.body
+    assert "Avery" not in told.body
     assert events(ctx, case)[-3:] == ["Accepted by Avery Chen (offer 1)",
                                       "Private link sent to Avery Chen by SMS and email",
                                       "Requester told by SMS that a supporter will reach out"]
@@ -125,7 +125,7 @@ def test_requester_who_prefers_email_is_told_by_email(client, ctx, roster, run_w
     approve(runner, case)
     sms(runner, AVERY, f"YES {case.ref}")
     [told] = sent(ctx, to="z@example.org")
-    assert told["subject"] == f"A peer supporter will reach out (ref {case.ref})" and "988" in told["body"]
+    assert told.subject == f"A peer supporter will reach out (ref {case.ref})" and "988" in told.body
     assert sent(ctx, to="+15550100123") == []
 
 
@@ -136,7 +136,7 @@ def test_no_goes_to_the_next_candidate_and_never_back(client, ctx, roster, run_w
         f"Thank you for letting us know. Ref {case.ref} will go to another supporter."
     case = ctx.store.find_case(case_id=case.case_id)
     assert case.status == "Offered" and case.assigned_supporter == supporter(ctx, "Blair Kowalski").record_id
-    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
+    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1].body
     assert events(ctx, case)[-2:-1] == ["Declined by Avery Chen (offer 1)"]
     # A YES after the NO is late: thanked, covered, nothing changes.
     assert sms(runner, AVERY, f"YES {case.ref}") == \
@@ -212,7 +212,7 @@ def test_a_bare_yes_takes_the_one_open_offer(client, ctx, roster, run_worker, ru
 def test_the_supporter_a_coordinator_chose_is_offered_first(client, ctx, roster, run_worker, runner, clock):
     case = new_case(client, ctx, run_worker)
     assert "offered to Kai Romero" in approve(runner, case, "--supporter", "kai  romero")
-    assert f"YES {case.ref}" in sent(ctx, to=KAI)[-1]["body"] and sent(ctx, to=AVERY) == []
+    assert f"YES {case.ref}" in sent(ctx, to=KAI)[-1].body and sent(ctx, to=AVERY) == []
     sms(runner, KAI, f"NO {case.ref}")                 # then the ranking takes over
     assert ctx.store.find_case(case_id=case.case_id).assigned_supporter == supporter(ctx, "Avery Chen").record_id
     unknown = runner.invoke(args=["cases", "approve", case.case_id, "--supporter", "Nobody Here"])
@@ -226,7 +226,7 @@ def test_a_colleague_request_is_offered_only_once_a_reviewer_approves_it(client,
     for task in (worker.poll_approvals, worker.expire_offers, worker.review_clock):
         task.call_local()
     supporters = {s.phone for s in ctx.store.supporters()} | {s.email for s in ctx.store.supporters()}
-    assert not [m for m in ctx.db.outbox_list() if m["recipient"] in supporters]
+    assert not [m for m in ctx.db.outbox_list() if m.recipient in supporters]
     refused = runner.invoke(args=["cases", "approve", case.case_id])
     assert refused.exit_code != 0 and "--colleague-agreed" in refused.output
     assert ctx.store.find_case(case_id=case.case_id).status == "New"
@@ -283,9 +283,9 @@ def test_when_nobody_is_left_the_case_needs_a_person_and_reviewers_are_told_once
     assert case.status == "Needs attention" and case.assigned_supporter == "" and case.offer_expires is None
     assert case.suggested_supporters.startswith("No suggestion:") and "declined" in case.suggested_supporters
     assert "Offer to Casey Nophone could not be sent by SMS (offer 3): trying the next supporter" in events(ctx, case)
-    told = [m for m in ctx.db.outbox_list() if "no supporter could take" in m["body"].lower()
-            or m["subject"].startswith(f"Ref {case.ref} needs a supporter")]
-    assert {m["recipient"] for m in told} == {"+15550101127", "robin@example.org", "+15550101133", "toni@example.org"}
+    told = [m for m in ctx.db.outbox_list() if "no supporter could take" in m.body.lower()
+            or m.subject.startswith(f"Ref {case.ref} needs a supporter")]
+    assert {m.recipient for m in told} == {"+15550101127", "robin@example.org", "+15550101133", "toni@example.org"}
     # Approved again without a choice: still nobody, and nobody is told twice.
     before = len(ctx.db.outbox_list())
     result = runner.invoke(args=["cases", "approve", case.case_id])
@@ -294,7 +294,7 @@ def test_when_nobody_is_left_the_case_needs_a_person_and_reviewers_are_told_once
     # A coordinator's choice is offered, even someone who declined before.
     approve(runner, case, "--supporter", "Avery Chen")
     assert ctx.store.find_case(case_id=case.case_id).status == "Offered"
-    assert f"YES {case.ref}" in sent(ctx, to=AVERY)[-1]["body"] and len(sent(ctx, to=AVERY)) == 2
+    assert f"YES {case.ref}" in sent(ctx, to=AVERY)[-1].body and len(sent(ctx, to=AVERY)) == 2
 
 
 def test_closing_withdraws_the_open_offer(client, ctx, roster, run_worker, runner, clock, worker):
@@ -368,7 +368,7 @@ def accepted(client, ctx, run_worker, runner, **changes):
     offered = next(s for s in ctx.store.supporters()
                    if s.record_id == ctx.store.find_case(case_id=case.case_id).assigned_supporter)
     sms(runner, offered.phone, f"YES {case.ref}")
-    link = LINK.search(sent(ctx, to=offered.phone)[-1]["body"]).group(0)
+    link = LINK.search(sent(ctx, to=offered.phone)[-1].body).group(0)
     return ctx.store.find_case(case_id=case.case_id), link.replace("http://localhost:5000", "")
 
 
@@ -447,12 +447,12 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
     waiting = new_case(client, ctx, run_worker, requester_name="Yolanda", requester_phone="+1 555 010 0456")
     assert "offered to Avery Chen" in approve(runner, case)
     [offer] = sent(ctx, to=AVERY)
-    assert f"YES {case.ref} to accept or NO {case.ref}" in offer["body"] and "Zebulon" not in offer["body"]
+    assert f"YES {case.ref} to accept or NO {case.ref}" in offer.body and "Zebulon" not in offer.body
 
     # Avery stays silent: after four hours the offer runs out and Blair is asked.
     clock.advance(timedelta(hours=4, minutes=1))
     worker.expire_offers.call_local()
-    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
+    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1].body
 
     # Blair accepts by SMS; Avery's late YES is thanked and told the case is covered.
     assert sms(runner, "+1 555 010 1117", f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
@@ -463,10 +463,10 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
     assert current.status == "Assigned" and current.assigned_supporter == blair.record_id
     assert blair.last_assigned_at == accepted_at
     [told] = sent(ctx, to="+15550100123")
-    assert "a peer supporter will reach out to you by" in told["body"] and "Blair" not in told["body"]
+    assert "a peer supporter will reach out to you by" in told.body and "Blair" not in told.body
 
     # Blair opens the private link from the SMS: how to reach Zebulon, and an Event.
-    link = LINK.search(sent(ctx, to=blair.phone)[-1]["body"]).group(0)
+    link = LINK.search(sent(ctx, to=blair.phone)[-1].body).group(0)
     page = client.get(link.replace("http://localhost:5000", ""))
     assert page.status_code == 200 and "Zebulon" in page.get_data(as_text=True)
     assert "Yolanda" not in page.get_data(as_text=True)
@@ -475,26 +475,26 @@ def test_the_whole_loop_on_the_embedded_defaults(client, ctx, roster, run_worker
     # Nobody reviews the second request: a reminder a day before Review Due, then the leads.
     clock.pin(waiting.review_due - timedelta(hours=24))
     worker.review_clock.call_local()
-    reminded = {m["recipient"] for m in sent(ctx, case=waiting) if "still needs review" in m["body"]}
+    reminded = {m.recipient for m in sent(ctx, case=waiting) if "still needs review" in m.body}
     assert reminded == {"+15550101127", "+15550101128"}
     clock.pin(waiting.review_due)
     worker.review_clock.call_local()
     worker.review_clock.call_local()
-    overdue = [m for m in sent(ctx, case=waiting) if "was not reviewed by" in m["body"]
-               or m["subject"].startswith("Overdue")]
-    assert {m["recipient"] for m in overdue} == {"+15550101133", "toni.marchetti@example.org"}
+    overdue = [m for m in sent(ctx, case=waiting) if "was not reviewed by" in m.body
+               or m.subject.startswith("Overdue")]
+    assert {m.recipient for m in overdue} == {"+15550101133", "toni.marchetti@example.org"}
     assert events(ctx, waiting)[-2:] == [
         f"Review reminder sent to the institution's reviewers (due {offers.notify.show_time(ctx, waiting.review_due)})",
         "Review overdue: program leads told"]
 
     # By then Blair's contact window has passed: they are asked once whether they reached out.
     assert clock.now() >= accepted_at + timedelta(hours=48)
-    [check] = [m for m in sent(ctx, to=blair.phone) if "have you reached" in m["body"]]
+    [check] = [m for m in sent(ctx, to=blair.phone) if "have you reached" in m.body]
     assert sms(runner, blair.phone, f"DONE {case.ref}") == f"Thank you: contact recorded for ref {case.ref}."
     assert ctx.store.find_case(case_id=case.case_id).status == "Contacted"
     clock.advance(timedelta(hours=48))
     worker.review_clock.call_local()
-    assert not [m for m in ctx.db.outbox_list() if "no contact recorded" in m["body"].lower()]
+    assert not [m for m in ctx.db.outbox_list() if "no contact recorded" in m.body.lower()]
 
 
 def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_event(
@@ -514,7 +514,7 @@ def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_
     current = ctx.store.find_case(case_id=case.case_id)
     second = next(s for s in ctx.store.supporters() if s.record_id == current.assigned_supporter)
     replies.append(sms(runner, second.phone, f"YES {case.ref}"))
-    link = LINK.search(sent(ctx, to=second.phone)[-1]["body"]).group(0)
+    link = LINK.search(sent(ctx, to=second.phone)[-1].body).group(0)
     assert CANARIES["requester_name"] in client.get(link.replace("http://localhost:5000", "")).get_data(as_text=True)
     clock.pin(other.review_due + timedelta(days=5))
     worker.review_clock.call_local()
@@ -522,19 +522,19 @@ def test_canaries_in_a_request_stay_out_of_every_offer_message_reminder_log_and_
     output = runner.invoke(args=["cases", "list"]).output
 
     messages = ctx.db.outbox_list()
-    kinds = {m["message_key"].split(":")[1] for m in messages}
+    kinds = {m.message_key.split(":")[1] for m in messages}
     assert {"offer-1", "offer-2", "supporter_link", "requester_told", "review_reminder", "review_overdue",
             "contact_check", "contact_overdue"} <= kinds
     for message in messages:      # the requester's own address is where their message goes; nothing else
-        assert not leaks(message["subject"] + " " + message["body"]), message["message_key"]
-        assert not leaks(message["message_key"])
+        assert not leaks(message.subject + " " + message.body), message.message_key
+        assert not leaks(message.message_key)
     for reply in replies:
         assert not leaks(reply)
     assert not leaks(link) and not leaks(output)
     for record in caplog.records:
         assert not leaks(record.getMessage()), (record.name, record.getMessage())
     for row in ctx.db.ledger_rows():
-        assert not leaks(row["values_json"]) and not leaks(row["error"])
+        assert not leaks(row.values_json) and not leaks(row.error)
     for c in (case, other):
         for event in ctx.store.list_events(c.case_id):
             assert not leaks(event.event) and not leaks(event.actor)
@@ -583,11 +583,11 @@ def test_a_yes_is_kept_when_its_messages_cannot_go_yet_and_they_follow(client, c
     assert ctx.db.ledger_claim(key, claim_seconds=300, now=clock.now())
     assert sms(runner, AVERY, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")
     assert ctx.store.find_case(case_id=case.case_id).status == "Assigned"
-    assert not [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
+    assert not [m for m in sent(ctx, to=AVERY) if "private link" in m.body]
     assert sent(ctx, to=avery.email) and sent(ctx, to="+15550100123")      # the others went at once
     clock.advance(timedelta(minutes=6))                      # the dead worker's claim runs out
     offers.notify.run_due(ctx)
-    assert [m for m in sent(ctx, to=AVERY) if "private link" in m["body"]]
+    assert [m for m in sent(ctx, to=AVERY) if "private link" in m.body]
 
 
 def test_an_offer_whose_case_write_was_missed_can_still_be_answered(client, ctx, roster, run_worker, runner,
@@ -595,7 +595,7 @@ def test_an_offer_whose_case_write_was_missed_can_still_be_answered(client, ctx,
     case = new_case(client, ctx, run_worker)
     approve(runner, case)
     sms(runner, AVERY, f"NO {case.ref}")
-    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1]["body"]
+    assert f"YES {case.ref}" in sent(ctx, to=BLAIR)[-1].body
     # As if the store had refused our write after Blair's SMS went: the case still shows Avery.
     ctx.store.update_case(case.case_id, assigned_supporter=supporter(ctx, "Avery Chen").record_id)
     assert sms(runner, BLAIR, f"YES {case.ref}").startswith(f"Thank you: ref {case.ref} is yours")

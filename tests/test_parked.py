@@ -32,7 +32,7 @@ def test_airtable_down_parks_the_submission_and_replay_makes_one_case(fake, clie
     [case] = ctx.store.list_cases()
     assert case.requester_name == "Zebulon"
     assert len(fake.records(BASE, "Cases")) == 1
-    assert len({m["message_key"] for m in ctx.db.outbox_list()}) == len(ctx.db.outbox_list()) > 0
+    assert len({m.message_key for m in ctx.db.outbox_list()}) == len(ctx.db.outbox_list()) > 0
 
 
 def test_duplicate_case_rows_in_airtable_park_at_once_tell_the_leads_and_replay_after_the_fix(
@@ -61,9 +61,9 @@ def test_duplicate_case_rows_in_airtable_park_at_once_tell_the_leads_and_replay_
     assert row.status == "parked" and row.attempts == 1
     assert "duplicate rows in Airtable" in row.last_error and "PS-1111, PS-2222" in row.last_error
     assert len(fake.records(BASE, "Cases")) == 2                  # no third row
-    mails = [m for m in ctx.db.outbox_list() if "duplicate case rows" in m["subject"]]
-    assert mails and all("PS-1111, PS-2222" in m["body"] and row.source_key in m["body"]
-                         and f"inbox replay {row.id}" in m["body"] and "Zebulon" not in m["body"]
+    mails = [m for m in ctx.db.outbox_list() if "duplicate case rows" in m.subject]
+    assert mails and all("PS-1111, PS-2222" in m.body and row.source_key in m.body
+                         and f"inbox replay {row.id}" in m.body and "Zebulon" not in m.body
                          for m in mails)
 
     # A coordinator deletes the copy; the replay files the submission on the row that is left.
@@ -72,4 +72,4 @@ def test_duplicate_case_rows_in_airtable_park_at_once_tell_the_leads_and_replay_
     replayed = runner.invoke(args=["inbox", "replay", str(row.id)])
     assert replayed.exit_code == 0 and "is case PS-1111" in replayed.output, replayed.output
     assert len(fake.records(BASE, "Cases")) == 1
-    assert len(mails) == len([m for m in ctx.db.outbox_list() if "duplicate case rows" in m["subject"]])
+    assert len(mails) == len([m for m in ctx.db.outbox_list() if "duplicate case rows" in m.subject])

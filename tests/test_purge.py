@@ -11,6 +11,7 @@ made are exactly the documented DELETEs and erase job. On SQLite, PostgreSQL and
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -142,17 +143,17 @@ def two_closed_cases(client, ctx, providers, run_worker) -> list:
     cases = ctx.store.list_cases()
     assert len(cases) == 2
     rows = ctx.db.ledger_rows()
-    sms = next(r for r in rows if r["kind"] == "crisis_resources" and r["channel"] == "sms")
-    status = {"MessageSid": sms["provider_id"], "MessageStatus": "delivered", "To": "+15550137914",
+    sms = next(r for r in rows if r.kind == "crisis_resources" and r.channel == "sms")
+    status = {"MessageSid": sms.provider_id, "MessageStatus": "delivered", "To": "+15550137914",
               "From": "+15550100200", "AccountSid": ACCOUNT}
     assert client.post(STATUS_PATH, data=status, headers={"X-Twilio-Signature": sign(STATUS_PATH, status)}).status_code == 200
-    mail = next(r for r in rows if r["kind"] == "crisis_resources" and r["channel"] == "email")
+    mail = next(r for r in rows if r.kind == "crisis_resources" and r.channel == "email")
     event = [{"email": EMAIL_B, "timestamp": int(NOW.timestamp()), "event": "delivered", "sg_event_id": "ZGVsaXZlcmVkLTE",
-              "sg_message_id": "msgPurge0001.filter-1", "peerline_key": mail["key"], "response": f"250 ok {EMAIL_B}"}]
+              "sg_message_id": "msgPurge0001.filter-1", "peerline_key": mail.key, "response": f"250 ok {EMAIL_B}"}]
     assert post_events(client, json.dumps(event).encode()).status_code == 200
     for case in cases:
         offers.close(ctx, case.case_id, actor="test")
-    assert any(leaks(r["recipient"]) for r in ctx.db.ledger_rows())
+    assert any(leaks(r.recipient) for r in ctx.db.ledger_rows())
     return ctx.store.list_cases()
 
 
@@ -169,7 +170,7 @@ def everything_left(ctx, fake, providers) -> list[tuple[str, list]]:
                 if table.name == "opt_outs":
                     continue
                 found.append((f"table {table.name}", leaks(json.dumps(dict(row), default=str))))
-    found.append(("outbox", leaks(json.dumps(ctx.db.outbox_list(), default=str))))
+    found.append(("outbox", leaks(json.dumps([dataclasses.asdict(m) for m in ctx.db.outbox_list()], default=str))))
     if fake is not None:
         for table in ("Cases", "Messages", "Events"):
             found.append((f"airtable {table}", leaks(json.dumps(fake.records(BASE_ID, table)))))
@@ -184,7 +185,7 @@ def test_nothing_identifying_outlives_the_retention_period(backend, setup, clien
     caplog.set_level(logging.DEBUG)
     providers = Providers(mocked)
     cases = two_closed_cases(client, ctx, providers, run_worker)
-    sids = sorted(r["provider_id"] for r in ctx.db.ledger_rows() if r["channel"] == "sms")
+    sids = sorted(r.provider_id for r in ctx.db.ledger_rows() if r.channel == "sms")
     assert len(sids) >= 2 and len(providers.messages) == len(sids)
     assert EMAIL_B in providers.recipients
 
@@ -256,7 +257,7 @@ def test_a_message_in_progress_is_deleted_on_the_next_run_and_the_receipt_says_s
 
     first = runner.invoke(args=["purge", "run"])
     assert first.exit_code == 1 and "pending" in first.output and "SMS provider" in first.output
-    case_id = next(r["case_id"] for r in ctx.db.ledger_rows() if r["provider_id"] == stuck)
+    case_id = next(r.case_id for r in ctx.db.ledger_rows() if r.provider_id == stuck)
     case = ctx.store.find_case(case_id=case_id)
     assert case.purged_at is None and not case.requester_name         # de-identified, not yet reported purged
     receipt = [e.event for e in ctx.store.list_events(case_id) if e.event.startswith("Purged:")]

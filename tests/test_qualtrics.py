@@ -72,7 +72,7 @@ def test_completed_response_becomes_one_case_with_mapped_answers(client, ctx, ro
     assert (case.urgency, case.flyer) == ("Routine", "ICU-3")
     [call] = api_calls(mocked)
     assert call.request.headers["X-API-TOKEN"] == API_TOKEN
-    told = {m["recipient"] for m in ctx.db.outbox_list()}
+    told = {m.recipient for m in ctx.db.outbox_list()}
     assert {r.email for r in roster.reviewers if r.institution == "NCH" or r.program_lead} <= told
     assert ctx.db.list_inbox()[0].status == "done"
 
@@ -187,7 +187,7 @@ def test_unreadable_choices_and_nasty_text_need_attention_and_are_kept_exactly(
     assert case.role == "" and case.role_preference == "Any"
     for text in ("O'Brien", "Surgery", "Zebulon", "555 010"):
         assert text not in case.problems and text not in caplog.text
-        assert all(text not in m["body"] for m in ctx.db.outbox_list())
+        assert all(text not in m.body for m in ctx.db.outbox_list())
 
 
 def test_response_not_yet_visible_is_retried_then_becomes_one_case(client, ctx, roster, mocked, run_worker):
@@ -234,23 +234,23 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     assert row.status == "parked" and row.attempts == 1 and len(api_calls(mocked)) == 1
     assert "HTTP 401" in row.last_error and API_TOKEN not in row.last_error
     leads = {r.email for r in roster.reviewers if r.program_lead}
-    alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]
-    assert leads and {m["recipient"] for m in alerts} == leads and len(alerts) == len(leads)
-    assert all(f"submission {row.id}" in m["body"] and m["channel"] == "email" for m in alerts)
-    assert not [m for m in ctx.db.outbox_list() if m["channel"] == "sms"]
+    alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m.subject]
+    assert leads and {m.recipient for m in alerts} == leads and len(alerts) == len(leads)
+    assert all(f"submission {row.id}" in m.body and m.channel == "email" for m in alerts)
+    assert not [m for m in ctx.db.outbox_list() if m.channel == "sms"]
 
     # Replaying while the token is still wrong parks it again without a second alert, and says so.
     replayed = runner.invoke(args=["inbox", "replay", str(row.id)])
     assert replayed.exit_code == 1 and f"Submission {row.id} did not make a case; it is parked" in replayed.output
     assert ctx.db.inbox_row(row.id).status == "parked"
-    assert len([m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]) == len(leads)
+    assert len([m for m in ctx.db.outbox_list() if "Qualtrics refused" in m.subject]) == len(leads)
     assert ctx.store.list_cases() == []
 
     # Another submission refused for the same reason is parked too, and named in its own alert.
     answer_with(mocked, SHARED_RID, "response__unauthorized.json", status=401)
     post(client, "completed_response__shared_key.txt")
     run_worker()
-    alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m["subject"]]
+    alerts = [m for m in ctx.db.outbox_list() if "Qualtrics refused" in m.subject]
     assert len(alerts) == 2 * len(leads) and all(r.status == "parked" for r in ctx.db.list_inbox())
 
 
@@ -325,7 +325,7 @@ def test_a_colleague_referral_keeps_who_referred_them(client, ctx, roster, mocke
     assert (case.referrer_name, case.referrer_phone, case.referrer_email) == \
         ("Xavier", "+15550100888", "xav@example.org")
     for message in ctx.db.outbox_list():
-        assert "Xavier" not in message["body"] and "0888" not in message["body"] and "xav@" not in message["body"]
+        assert "Xavier" not in message.body and "0888" not in message.body and "xav@" not in message.body
 
 
 def test_a_response_without_any_contact_is_flagged_not_promised(client, ctx, roster, mocked, run_worker):
@@ -335,5 +335,5 @@ def test_a_response_without_any_contact_is_flagged_not_promised(client, ctx, ros
     [case] = ctx.store.list_cases()
     assert case.status == "Needs attention"
     assert "no way to reach the person" in case.problems
-    assert {m["recipient"] for m in ctx.db.outbox_list()} <= \
+    assert {m.recipient for m in ctx.db.outbox_list()} <= \
         {r.phone for r in roster.reviewers} | {r.email for r in roster.reviewers}

@@ -218,10 +218,10 @@ def test_refused_token_parks_at_once_and_emails_the_leads_once(client, ctx, rost
     assert row.status == "parked" and row.attempts == 1 and len(redcap.requests) == 1
     assert "HTTP 403" in row.last_error and API_TOKEN not in row.last_error
     leads = {r.email for r in roster.reviewers if r.program_lead}
-    alerts = [m for m in ctx.db.outbox_list() if "REDCap refused" in m["subject"]]
-    assert leads and {m["recipient"] for m in alerts} == leads and len(alerts) == len(leads)
+    alerts = [m for m in ctx.db.outbox_list() if "REDCap refused" in m.subject]
+    assert leads and {m.recipient for m in alerts} == leads and len(alerts) == len(leads)
     runner.invoke(args=["inbox", "replay", str(row.id)])
-    assert len([m for m in ctx.db.outbox_list() if "REDCap refused" in m["subject"]]) == len(leads)
+    assert len([m for m in ctx.db.outbox_list() if "REDCap refused" in m.subject]) == len(leads)
     assert ctx.store.list_cases() == []
 
 

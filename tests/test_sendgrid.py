@@ -115,7 +115,7 @@ def test_mail_send_request_is_what_sendgrid_documents(ctx, roster, mocked, clock
     assert body["tracking_settings"]["click_tracking"]["enable"] is False
     assert body["tracking_settings"]["open_tracking"]["enable"] is False
     row = ctx.db.ledger_get(key)
-    assert row["status"] == "sent" and row["provider_id"] == MESSAGE_ID
+    assert row.status == "sent" and row.provider_id == MESSAGE_ID
 
 
 def test_sendgrid_api_url_setting_points_the_client_elsewhere(overrides, mocked):
@@ -137,7 +137,7 @@ def test_400_fails_at_once_and_tells_a_program_lead_once(ctx, roster, mocked, cl
     person = a_reviewer(ctx)
     assert email_to(ctx, person) == "failed"
     key = f"PS-4821:new_case:reviewer:{person.record_id}:email"
-    assert ctx.db.ledger_get(key)["error"] == "SendGrid 400"
+    assert ctx.db.ledger_get(key).error == "SendGrid 400"
     for hours in (1, 2, 30):
         clock.pin(NOW + timedelta(hours=hours))
         notify.run_due(ctx)
@@ -161,7 +161,7 @@ def test_transient_failure_is_retried_later_not_in_a_loop(ctx, roster, mocked, c
     clock.pin(NOW + timedelta(minutes=3))
     notify.run_due(ctx)
     key = f"PS-4821:new_case:reviewer:{person.record_id}:email"
-    assert ctx.db.ledger_get(key)["status"] == "sent"
+    assert ctx.db.ledger_get(key).status == "sent"
     assert len(mail_posts(mocked)) == 2
 
 
@@ -181,7 +181,7 @@ def test_send_that_reached_sendgrid_before_a_crash_is_found_by_its_events(client
     person = next(r for r in ctx.store.reviewers() if r.record_id == "9")
     with pytest.raises(SystemExit):
         email_to(ctx, person)
-    assert ctx.db.ledger_get(KEY)["status"] == "sending"
+    assert ctx.db.ledger_get(KEY).status == "sending"
     processed = json.loads(load_fixture("sendgrid", "events__delivered.json")[0])[:1]
     body = json.dumps(processed).encode()
     assert post_events(client, body).status_code == 200
@@ -189,7 +189,7 @@ def test_send_that_reached_sendgrid_before_a_crash_is_found_by_its_events(client
     notify.run_due(ctx)
     assert len(mail_posts(mocked)) == 1
     row = ctx.db.ledger_get(KEY)
-    assert row["status"] == "sent" and row["provider_id"] == MESSAGE_ID
+    assert row.status == "sent" and row.provider_id == MESSAGE_ID
 
 
 # ---------------------------------------------------------------- event webhook
@@ -213,8 +213,8 @@ def test_signed_events_update_the_status(client, ctx, sent_email, fixture, statu
     answer = post_events(client, body)
     assert answer.status_code == 200
     row = ctx.db.ledger_get(sent_email)
-    assert row["status"] == status and row["error"] == error
-    assert "@" not in row["error"]       # the bounce reason quotes the address: never kept
+    assert row.status == status and row.error == error
+    assert "@" not in row.error       # the bounce reason quotes the address: never kept
 
 
 def test_duplicate_and_out_of_order_events_change_nothing(client, ctx, sent_email):
@@ -223,7 +223,7 @@ def test_duplicate_and_out_of_order_events_change_nothing(client, ctx, sent_emai
     assert post_events(client, delivered).get_json() == {"received": 2, "applied": 1, "duplicates": 0}
     assert post_events(client, delivered).get_json() == {"received": 2, "applied": 0, "duplicates": 2}
     assert post_events(client, deferred).status_code == 200          # late: the mail is already delivered
-    assert ctx.db.ledger_get(sent_email)["status"] == "delivered"
+    assert ctx.db.ledger_get(sent_email).status == "delivered"
 
 
 def test_bounce_tells_a_program_lead_once(client, ctx, sent_email, mocked):
@@ -245,7 +245,7 @@ def test_events_reach_the_messages_mirror(client, ctx, sent_email):
 def test_events_for_mail_that_is_not_ours_are_ignored(client, ctx, sent_email):
     answer = post_events(client, load_fixture("sendgrid", "events__not_ours.json")[0])
     assert answer.status_code == 200 and answer.get_json()["applied"] == 0
-    assert ctx.db.ledger_get(sent_email)["status"] == "sent"
+    assert ctx.db.ledger_get(sent_email).status == "sent"
 
 
 def test_bad_signatures_are_403_and_change_nothing(client, ctx, sent_email):
@@ -266,7 +266,7 @@ def test_bad_signatures_are_403_and_change_nothing(client, ctx, sent_email):
     for sent, headers in cases:
         answer = client.post(sendgrid.EVENTS_PATH, data=sent, content_type="application/json", headers=headers)
         assert answer.status_code == 403, headers
-    assert ctx.db.ledger_get(sent_email)["status"] == "sent"
+    assert ctx.db.ledger_get(sent_email).status == "sent"
     assert post_events(client, body, sign_events(body, str(int(NOW.timestamp()) - 299))).status_code == 200
 
 
@@ -296,7 +296,7 @@ def test_an_event_name_that_is_not_text_is_400_naming_it(client, ctx, clock, sen
     body = json.dumps([{"event": ["delivered"], "sg_event_id": "ev-1", sendgrid.KEY_ARG: sent_email}]).encode()
     answer = post_events(client, body)
     assert answer.status_code == 400 and answer.get_json()["field"] == "body[0].event"
-    assert ctx.db.ledger_get(sent_email)["status"] == "sent"
+    assert ctx.db.ledger_get(sent_email).status == "sent"
 
 
 def test_database_out_of_reach_is_503_with_retry_after(client, ctx, clock, monkeypatch):

@@ -121,7 +121,7 @@ def send_to(ctx, person, *, case_id="PS-4821", kind="new_case", template="new_ca
 
 
 def ledger(ctx, case_id="PS-4821"):
-    return {r["key"]: r for r in ctx.db.ledger_rows(case_id)}
+    return {r.key: r for r in ctx.db.ledger_rows(case_id)}
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_sms_goes_through_the_messaging_service_with_our_status_callback(ctx, ro
     assert call.request.req_kwargs["timeout"] == 10.0
     assert call.request.headers["Authorization"].startswith("Basic ")
     [row] = ledger(ctx).values()
-    assert row["status"] == "sent" and row["provider_id"] == SENT_SID and row["error"] == ""
+    assert row.status == "sent" and row.provider_id == SENT_SID and row.error == ""
 
 
 def test_twilio_api_url_setting_points_the_client_elsewhere(overrides, mocked, tmp_path):
@@ -176,16 +176,16 @@ def test_permanent_failure_is_not_retried_and_a_program_lead_is_told_once(ctx, r
     dana = reviewer(ctx)
     assert send_to(ctx, dana) == "failed"
     row = ledger(ctx)[f"PS-4821:new_case:reviewer:{dana.record_id}:sms"]
-    assert row["error"] == code          # the code only: Twilio's message quotes the number
+    assert row.error == code          # the code only: Twilio's message quotes the number
     for hours in (1, 5, 30):
         clock.pin(DAYTIME + timedelta(hours=hours))
         notify.run_due(ctx)
     assert len(posts(mocked)) == 1
-    alerts = [m for m in ctx.db.outbox_list() if m["channel"] == "email"]
+    alerts = [m for m in ctx.db.outbox_list() if m.channel == "email"]
     leads = [r for r in ctx.store.reviewers() if r.program_lead]
-    assert [a["recipient"] for a in alerts] == [lead.email for lead in leads]
-    assert "ref 4821" in alerts[0]["subject"] and "reviewer by SMS" in alerts[0]["subject"]
-    assert "Dana" not in alerts[0]["body"] and dana.phone not in alerts[0]["body"]
+    assert [a.recipient for a in alerts] == [lead.email for lead in leads]
+    assert "ref 4821" in alerts[0].subject and "reviewer by SMS" in alerts[0].subject
+    assert "Dana" not in alerts[0].body and dana.phone not in alerts[0].body
     assert ctx.db.is_opted_out("sms", "+15550101125") == (code == "Twilio 21610")
 
 
@@ -195,7 +195,7 @@ def test_opted_out_number_is_not_tried_again(ctx, roster, mocked, clock):
     send_to(ctx, dana, case_id="PS-1111")
     assert send_to(ctx, dana, case_id="PS-2222") == "failed"
     assert len(posts(mocked)) == 1
-    assert ledger(ctx, "PS-2222")[f"PS-2222:new_case:reviewer:{dana.record_id}:sms"]["error"] == "opted out (STOP)"
+    assert ledger(ctx, "PS-2222")[f"PS-2222:new_case:reviewer:{dana.record_id}:sms"].error == "opted out (STOP)"
 
 
 @pytest.mark.parametrize("failure", [
@@ -212,15 +212,15 @@ def test_transient_failure_retries_with_backoff_through_the_ledger(ctx, roster, 
     dana = reviewer(ctx)
     assert send_to(ctx, dana) == "retry"
     row = ledger(ctx)[f"PS-4821:new_case:reviewer:{dana.record_id}:sms"]
-    assert row["status"] == "retry" and row["next_attempt_at"] >= DAYTIME + timedelta(seconds=30)
+    assert row.status == "retry" and row.next_attempt_at >= DAYTIME + timedelta(seconds=30)
     notify.run_due(ctx)                       # not due yet: nothing is sent
     assert len(posts(mocked)) == 1
     clock.pin(DAYTIME + timedelta(minutes=2))
     assert notify.run_due(ctx) == 1
     assert len(posts(mocked)) == 2
-    row = ledger(ctx)[row["key"]]
-    assert row["status"] == "sent" and row["provider_id"] == SENT_SID and row["attempts"] == 2
-    assert not [m for m in ctx.db.outbox_list() if m["channel"] == "email"]   # nobody alerted
+    row = ledger(ctx)[row.key]
+    assert row.status == "sent" and row.provider_id == SENT_SID and row.attempts == 2
+    assert not [m for m in ctx.db.outbox_list() if m.channel == "email"]   # nobody alerted
 
 
 def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
@@ -238,9 +238,9 @@ def test_retries_give_up_after_the_limit_and_tell_a_lead(overrides, mocked):
         ctx.clock.pin(DAYTIME + timedelta(minutes=minutes))
         notify.run_due(ctx)
     assert len(posts(mocked)) == 3
-    [row] = [r for r in ctx.db.ledger_rows("PS-4821") if r["kind"] == "new_case"]
-    assert row["status"] == "failed" and row["error"] == "Twilio 20500"
-    assert len([m for m in ctx.db.outbox_list() if m["channel"] == "email"]) == 1
+    [row] = [r for r in ctx.db.ledger_rows("PS-4821") if r.kind == "new_case"]
+    assert row.status == "failed" and row.error == "Twilio 20500"
+    assert len([m for m in ctx.db.outbox_list() if m.channel == "email"]) == 1
 
 
 def test_timeout_after_twilio_accepted_is_reconciled_not_sent_twice(ctx, roster, mocked, clock):
@@ -269,7 +269,7 @@ def test_timeout_after_twilio_accepted_is_reconciled_not_sent_twice(ctx, roster,
     assert "To" not in query and "5550101125" not in lookup.request.url
     assert query["DateSent>"] == ["2026-11-23T13:55:00Z"]
     row = ctx.db.ledger_get(key)
-    assert row["status"] == "sent" and row["provider_id"] == SENT_SID
+    assert row.status == "sent" and row.provider_id == SENT_SID
 
 
 def test_worker_killed_between_accept_and_ledger_write_sends_once(ctx, roster, mocked, clock):
@@ -286,17 +286,17 @@ def test_worker_killed_between_accept_and_ledger_write_sends_once(ctx, roster, m
     with pytest.raises(SystemExit):
         send_to(ctx, dana)
     key = f"PS-4821:new_case:reviewer:{dana.record_id}:sms"
-    assert ctx.db.ledger_get(key)["status"] == "sending"
+    assert ctx.db.ledger_get(key).status == "sending"
     page = json.loads(load_fixture("twilio", "api__messages_list__page.json")[0])
     page["messages"][1]["body"] = parse_qs(accepted[0].body)["Body"][0]
     mocked.add("GET", MESSAGES_URL, json=page)
     notify.run_due(ctx)                          # the dead worker's claim has not run out yet
-    assert ctx.db.ledger_get(key)["status"] == "sending"
+    assert ctx.db.ledger_get(key).status == "sending"
     clock.pin(DAYTIME + timedelta(seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]) + 1))
     notify.run_due(ctx)
     assert len(accepted) == 1
-    assert ctx.db.ledger_get(key)["provider_id"] == SENT_SID
-    assert ctx.db.ledger_get(key)["status"] == "sent"
+    assert ctx.db.ledger_get(key).provider_id == SENT_SID
+    assert ctx.db.ledger_get(key).status == "sent"
 
 
 def test_a_message_that_went_out_is_never_claimed_again(ctx, roster, mocked, clock):
@@ -316,7 +316,7 @@ def test_routine_sms_waits_for_the_end_of_quiet_hours_and_goes_once(ctx, roster,
     dana = reviewer(ctx)
     assert send_to(ctx, dana) == "held"
     key = f"PS-4821:new_case:reviewer:{dana.record_id}:sms"
-    assert ctx.db.ledger_get(key)["next_attempt_at"] == datetime(2026, 11, 24, 7, 0, tzinfo=NY)
+    assert ctx.db.ledger_get(key).next_attempt_at == datetime(2026, 11, 24, 7, 0, tzinfo=NY)
     clock.pin(datetime(2026, 11, 24, 3, 0, tzinfo=NY))
     notify.run_due(ctx)
     assert posts(mocked) == []
@@ -325,7 +325,7 @@ def test_routine_sms_waits_for_the_end_of_quiet_hours_and_goes_once(ctx, roster,
     notify.run_due(ctx)
     send_to(ctx, dana)
     assert len(posts(mocked)) == 1
-    assert ctx.db.ledger_get(key)["status"] == "sent"
+    assert ctx.db.ledger_get(key).status == "sent"
 
 
 def test_crisis_sms_and_email_ignore_quiet_hours(ctx, roster, mocked, clock):
@@ -358,8 +358,8 @@ def test_status_callbacks_keep_the_furthest_state(client, ctx, roster, mocked, c
         answer = post_fixture(client, twilio.STATUS_PATH, fixture)
         assert answer.status_code == 200 and "<Response" in answer.get_data(as_text=True)
     row = ctx.db.ledger_get(key)
-    assert row["status"] == final
-    assert row["error"] == ("Twilio 30003" if final == "undelivered" else "")
+    assert row.status == final
+    assert row.error == ("Twilio 30003" if final == "undelivered" else "")
 
 
 def test_undelivered_sms_tells_a_program_lead_once(client, ctx, roster, mocked, clock):
@@ -368,7 +368,7 @@ def test_undelivered_sms_tells_a_program_lead_once(client, ctx, roster, mocked, 
     post_fixture(client, twilio.STATUS_PATH, "status__undelivered.txt")
     notify.run_due(ctx)
     notify.run_due(ctx)
-    alerts = [m for m in ctx.db.outbox_list() if m["channel"] == "email"]
+    alerts = [m for m in ctx.db.outbox_list() if m.channel == "email"]
     assert len(alerts) == len([r for r in ctx.store.reviewers() if r.program_lead]) == 1
 
 
@@ -424,7 +424,7 @@ def test_forged_or_missing_signature_is_403_and_changes_nothing(client, ctx, ros
     answer = client.post(route, data=tampered, content_type="application/x-www-form-urlencoded",
                          headers={"X-Twilio-Signature": signed})
     assert answer.status_code == 403
-    assert ctx.db.ledger_get(key)["status"] == "sent"
+    assert ctx.db.ledger_get(key).status == "sent"
     assert not ctx.db.is_opted_out("sms", "+15550101101")
 
 
@@ -443,7 +443,7 @@ def test_signature_is_checked_against_the_public_url_behind_a_proxy(client, ctx,
                                                                 base="https://peerline.example.org:443"),
                                      "X-Forwarded-Host": "evil.example"})
     assert with_port.status_code == 200
-    assert ctx.db.ledger_get(key)["status"] == "delivered"
+    assert ctx.db.ledger_get(key).status == "delivered"
 
 
 def test_query_string_is_part_of_the_signed_url(client, ctx):

@@ -31,11 +31,11 @@ def contacted(client, ctx, run_worker, runner, clock, **changes):
 
 
 def lead_told(ctx):
-    return [m for m in sent(ctx, to=LEAD) if m["subject"].startswith("Supporter check-in")]
+    return [m for m in sent(ctx, to=LEAD) if m.subject.startswith("Supporter check-in")]
 
 
 def checkin_sms(ctx, case, to=AVERY):
-    return [m for m in sent(ctx, to=to, case=case) if "How are you after it?" in m["body"]]
+    return [m for m in sent(ctx, to=to, case=case) if "How are you after it?" in m.body]
 
 
 def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_worker, runner, clock, worker):
@@ -53,7 +53,7 @@ def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_w
     followup(worker)
     followup(worker)
     [asked] = checkin_sms(ctx, case)
-    assert asked["body"] == (f"Clinician Peer Support Network: thank you for ref {case.ref}. How are you after "
+    assert asked.body == (f"Clinician Peer Support Network: thank you for ref {case.ref}. How are you after "
                              f"it? Reply CHECKIN {case.ref} and a number: 1 (fine) to 5 (struggling).")
     assert events(ctx, case).count("Supporter check-in sent by SMS") == 1
 
@@ -63,9 +63,9 @@ def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_w
     avery = supporter(ctx, "Avery Chen")
     assert avery.paused_until == paused_until
     [told] = lead_told(ctx)
-    assert told["subject"] == f"Supporter check-in: Avery Chen may need support (ref {case.ref})"
-    assert notify.show_time(ctx, paused_until) in told["body"]
-    assert "Zebulon" not in told["body"] + told["subject"] and "struggling" not in told["body"]
+    assert told.subject == f"Supporter check-in: Avery Chen may need support (ref {case.ref})"
+    assert notify.show_time(ctx, paused_until) in told.body
+    assert "Zebulon" not in told.body + told.subject and "struggling" not in told.body
     assert sms(runner, AVERY, f"CHECKIN {case.ref} 2") == \
         f"Thank you: your check-in for ref {case.ref} is already recorded."
     assert len(lead_told(ctx)) == 1
@@ -85,16 +85,16 @@ def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_w
     # The surveys: survey_after_days (7) after contact, once each, to the requester and the supporter.
     clock.pin(contact + timedelta(days=7) - timedelta(minutes=1))
     followup(worker)
-    assert not [m for m in sent(ctx, case=case) if SURVEY.search(m["body"])]
+    assert not [m for m in sent(ctx, case=case) if SURVEY.search(m.body)]
     clock.pin(contact + timedelta(days=7, hours=1))
     followup(worker)
     followup(worker)
-    [to_requester] = [m for m in sent(ctx, to=REQUESTER, case=case) if SURVEY.search(m["body"])]
-    [to_supporter] = [m for m in sent(ctx, to=AVERY, case=case) if SURVEY.search(m["body"])]
+    [to_requester] = [m for m in sent(ctx, to=REQUESTER, case=case) if SURVEY.search(m.body)]
+    [to_supporter] = [m for m in sent(ctx, to=AVERY, case=case) if SURVEY.search(m.body)]
     assert ctx.store.find_case(case_id=case.case_id).survey_sent_at == clock.now()
     assert {"Survey link sent to the requester by SMS", "Survey link sent to the supporter by SMS"} <= \
         set(events(ctx, case))
-    links = [SURVEY.search(m["body"]).group(0).replace("http://localhost:5000", "")
+    links = [SURVEY.search(m.body).group(0).replace("http://localhost:5000", "")
              for m in (to_requester, to_supporter)]
     assert links[0] != links[1] and case.case_id not in links[0] + links[1]
 
@@ -135,8 +135,8 @@ def test_the_second_half_with_the_clock_moved_forward(client, ctx, roster, run_w
     refer = runner.invoke(args=["cases", "refer", case.case_id, "--resource", "Chaplaincy"])
     assert refer.exit_code == 0, refer.output
     assert ctx.store.find_case(case_id=case.case_id).status == "Referred"
-    [told] = [m for m in sent(ctx, to=REQUESTER, case=case) if "/r/" in m["body"]]
-    resources = client.get(re.search(r"http://localhost:5000(/r/\S+)", told["body"]).group(1)).get_data(as_text=True)
+    [told] = [m for m in sent(ctx, to=REQUESTER, case=case) if "/r/" in m.body]
+    resources = client.get(re.search(r"http://localhost:5000(/r/\S+)", told.body).group(1)).get_data(as_text=True)
     assert resources.index("988") < resources.index("Chaplaincy") and "Zebulon" not in resources
 
     # And it closes itself [followup] close_after_days (14) after contact, once.
@@ -187,8 +187,8 @@ def test_an_external_survey_link_is_sent_as_it_is(client, ctx, roster, run_worke
     case = contacted(client, ctx, run_worker, runner, clock)
     clock.advance(timedelta(days=8))
     followup(worker)
-    [to_requester] = [m for m in sent(ctx, to=REQUESTER, case=case) if "anonymous" in m["body"]]
-    assert to_requester["body"].endswith(external)
+    [to_requester] = [m for m in sent(ctx, to=REQUESTER, case=case) if "anonymous" in m.body]
+    assert to_requester.body.endswith(external)
     assert ctx.db.survey_answers_list() == []
     with ctx.db.engine.connect() as conn:
         from integrations import database
@@ -217,8 +217,8 @@ def test_checkin_and_survey_on_postgresql(overrides, pg_url):
         assert len(checkin_sms(ctx, case)) == 1
         assert sms(runner, AVERY, "4").startswith("Thank you for telling us")
         assert supporter(ctx, "Avery Chen").paused_until is not None
-        [link] = [SURVEY.search(m["body"]).group(0) for m in sent(ctx, to=REQUESTER, case=case)
-                  if SURVEY.search(m["body"])]
+        [link] = [SURVEY.search(m.body).group(0) for m in sent(ctx, to=REQUESTER, case=case)
+                  if SURVEY.search(m.body)]
         path = link.replace("http://localhost:5000", "")
         assert "Thank you for your answers." in client.post(path, data={"helpful": "Yes"}).get_data(as_text=True)
         assert "Already answered" in client.post(path, data={"helpful": "No"}).get_data(as_text=True)

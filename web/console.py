@@ -41,6 +41,7 @@ from integrations.database import StaffStore
 from web.staff_cli import staff_cli
 from workflows import followup, matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
+from workflows.records import StaffAccount
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -64,11 +65,11 @@ class StaffUser(UserMixin):
     """A signed-in staff member. Flask-Login's id is the session token, so ending the session
     row (sign-out, idle, disabled) ends the sign-in wherever the cookie is."""
 
-    def __init__(self, account: dict, token: str):
+    def __init__(self, account: StaffAccount, token: str):
         self.account, self.token = account, token
-        self.staff_id, self.email, self.name = account["id"], account["email"], account["name"]
-        self.role = account["role"]
-        self.institutions = tuple(account["institutions"].split())
+        self.staff_id, self.email, self.name = account.id, account.email, account.name
+        self.role = account.role
+        self.institutions = tuple(account.institutions.split())
 
     def get_id(self) -> str:
         return self.token
@@ -168,8 +169,8 @@ def login():
                                error=f"Too many attempts with this email. Please wait {wait} minute"
                                      f"{'s' if wait > 1 else ''} and try again."), 429
     account = _staff().by_email(email) if email else None
-    good = check_password_hash(account["password_hash"] if account else _DUMMY_HASH, password)
-    if not (account and good and not account["disabled"]):
+    good = check_password_hash(account.password_hash if account else _DUMMY_HASH, password)
+    if not (account and good and not account.disabled):
         if email:
             _staff().record_failure(email, now, cap=FAILURE_CAP)
         log.info("console sign-in refused")
@@ -179,9 +180,9 @@ def login():
     if current_user.is_authenticated:
         _staff().end_session(current_user.token)
     session.clear()                                  # a new session: nothing of the old cookie is kept
-    token = _staff().start_session(account["id"], now)
+    token = _staff().start_session(account.id, now)
     login_user(StaffUser(account, token))
-    log.info("console sign-in staff=%s", account["id"])
+    log.info("console sign-in staff=%s", account.id)
     return redirect(target, 303)
 
 
@@ -274,8 +275,8 @@ def _case_page(case, *, contact: bool = False, status: int = 200):
                                                              "a supporter no longer in the roster"),
                    "status": o.status, "offered_at": show(o.offered_at), "expires_at": show(o.expires_at),
                    "answered_at": show(o.answered_at)} for o in ctx.db.offers_for_case(case.case_id)]
-    messages = [{"kind": m["kind"], "channel": m["channel"], "to": m["recipient_role"], "status": m["status"],
-                 "sent_at": show(m["sent_at"])} for m in ctx.db.ledger_rows(case.case_id)]
+    messages = [{"kind": m.kind, "channel": m.channel, "to": m.recipient_role, "status": m.status,
+                 "sent_at": show(m.sent_at)} for m in ctx.db.ledger_rows(case.case_id)]
     events = [{"at": show(e.at), "event": e.event, "actor": e.actor} for e in ctx.store.list_events(case.case_id)]
     referrer = {label: getattr(case, name, "") for name, label in (
         ("referrer_name", "Name"), ("referrer_phone", "Phone"), ("referrer_email", "Email"))}

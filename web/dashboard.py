@@ -77,8 +77,8 @@ def _basic_user():
         log.info("dashboard basic auth refused: waiting after failures")
         return None
     account = staff.by_email(email)
-    good = check_password_hash(account["password_hash"] if account else console._DUMMY_HASH, auth.password or "")
-    if not (account and good and not account["disabled"]):
+    good = check_password_hash(account.password_hash if account else console._DUMMY_HASH, auth.password or "")
+    if not (account and good and not account.disabled):
         staff.record_failure(email, now, cap=console.FAILURE_CAP)
         log.info("dashboard basic auth refused")
         return None
@@ -92,7 +92,7 @@ def _lead_for_data():
         account = _basic_user()
         if account is None:
             return Response("sign in required\n", 401, {"WWW-Authenticate": REALM, "Content-Type": "text/plain"})
-        role, who = account["role"], account["id"]
+        role, who = account.role, account.id
     elif current_user.is_authenticated:
         role, who = current_user.role, current_user.staff_id
     else:

@@ -83,9 +83,9 @@ def staff_list():
     if not accounts:
         click.echo("No staff accounts yet. Add one with `flask staff add EMAIL --name NAME --role lead`.")
     for a in accounts:
-        where = "all" if a["role"] == "lead" else a["institutions"]
-        click.echo(f"{a['email']:<32}  {a['role']:<11}  {where:<16}  {'disabled' if a['disabled'] else 'active':<8}  "
-                   f"{a['name']}")
+        where = "all" if a.role == "lead" else a.institutions
+        click.echo(f"{a.email:<32}  {a.role:<11}  {where:<16}  {'disabled' if a.disabled else 'active':<8}  "
+                   f"{a.name}")
 
 
 @staff_cli.command("disable")

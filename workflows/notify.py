@@ -29,7 +29,7 @@ from config.messages import ALLOWED_PLACEHOLDERS, Template, TemplateError  # noq
 from config.messages import load as load_templates  # noqa: F401 (re-exported)
 from workflows import phones
 from workflows.model import MessageRecord
-from workflows.records import InboxRow
+from workflows.records import InboxRow, LedgerRow
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -143,7 +143,7 @@ def send(ctx: Context, *, case_id: str, kind: str, template: str, recipient: Rec
         ctx.db.ledger_advance(key, "failed", ("pending",), error=f"no {tmpl.channel} address on file",
                               alerted=True)
         _mirror(ctx, key)
-        return ctx.db.ledger_get(key)["status"]
+        return ctx.db.ledger_get(key).status
     ctx.db.ledger_intend(record, address, template=template, values=kept, crisis=crisis, now=ctx.now())
     return deliver(ctx, key)
 
@@ -154,9 +154,9 @@ def deliver(ctx: Context, key: str) -> str:
     row = ctx.db.ledger_get(key)
     if row is None:
         raise KeyError(f"no message {key}")
-    if row["status"] not in UNSENT:
-        return row["status"]
-    channel, address = row["channel"], row["recipient"]
+    if row.status not in UNSENT:
+        return row.status
+    channel, address = row.channel, row.recipient
     if channel == "sms":   # the roster's or the form's number, in the form providers take
         address = phones.e164(address, phones.region(ctx.program))
     sender = ctx.senders[channel]
@@ -164,41 +164,41 @@ def deliver(ctx: Context, key: str) -> str:
     if channel == "sms" and ctx.db.is_opted_out("sms", address):
         if ctx.db.ledger_advance(key, "failed", ("pending", "held", "retry"), error="opted out (STOP)"):
             log.warning("message not sent, opted out case=%s kind=%s channel=sms role=%s",
-                        row["case_id"], row["kind"], row["recipient_role"])
+                        row.case_id, row.kind, row.recipient_role)
             _mirror(ctx, key)
             alert_unreachable(ctx, key)
-        return ctx.db.ledger_get(key)["status"]
+        return ctx.db.ledger_get(key).status
     if channel == "sms":
-        until = sms_held_until(ctx, crisis=bool(row["crisis"]), now=now)
+        until = sms_held_until(ctx, crisis=bool(row.crisis), now=now)
         if until is not None and ctx.db.ledger_hold(key, until):
-            if row["status"] != "held":
-                log.info("message held for quiet hours case=%s kind=%s until=%s", row["case_id"], row["kind"],
+            if row.status != "held":
+                log.info("message held for quiet hours case=%s kind=%s until=%s", row.case_id, row.kind,
                          until.isoformat())
                 _mirror(ctx, key)
             return "held"
     if not ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]), now=now):
-        status = ctx.db.ledger_get(key)["status"]
+        status = ctx.db.ledger_get(key).status
         if status == "sending":
             # Another worker holds it, or died holding it: try again once its claim runs out.
             raise MessageInFlight(key)
         return status   # sent, failed for good, or held/retrying and not yet due
     row = ctx.db.ledger_get(key)
-    tmpl = ctx.templates.get(row["template"])
+    tmpl = ctx.templates.get(row.template)
     if tmpl is None:
-        return _attempt_failed(ctx, row, SendFailed(f"template {row['template']!r} missing", permanent=True))
+        return _attempt_failed(ctx, row, SendFailed(f"template {row.template!r} missing", permanent=True))
     try:
-        subject, body = tmpl.render(_base_values(ctx) | json.loads(row["values_json"] or "{}"))
+        subject, body = tmpl.render(_base_values(ctx) | json.loads(row.values_json or "{}"))
     except (KeyError, IndexError, ValueError) as exc:   # the template changed since the intent
-        return _attempt_failed(ctx, row, SendFailed(f"template {row['template']}: {type(exc).__name__}",
+        return _attempt_failed(ctx, row, SendFailed(f"template {row.template}: {type(exc).__name__}",
                                                     permanent=True))
     ctx.db.ledger_update(key, body_digest=hashlib.sha256(body.encode("utf-8")).hexdigest())
     try:
         provider_id = None
-        if row["attempts"] > 1:   # an earlier attempt may have reached the provider: look first
+        if row.attempts > 1:   # an earlier attempt may have reached the provider: look first
             provider_id = sender.find_sent(message_key=key, channel=channel, to=address)
         if provider_id is None:
             provider_id = sender.send(message_key=key, channel=channel, to=address,
-                                      case_id=row["case_id"], subject=subject, body=body)
+                                      case_id=row.case_id, subject=subject, body=body)
     except SendFailed as exc:
         return _attempt_failed(ctx, row, exc)
     except Exception as exc:  # a provider client's own failure: its text may quote the message
@@ -207,30 +207,30 @@ def deliver(ctx: Context, key: str) -> str:
     recorded = dict(provider_id=provider_id, sent_at=now, error="", claimed_until=None, next_attempt_at=None)
     if not ctx.db.ledger_advance(key, "sent", ("sending",), **recorded):
         ctx.db.ledger_update(key, **recorded)    # a delivery report got there first
-    log.info("message sent case=%s kind=%s channel=%s role=%s", row["case_id"], row["kind"], channel,
-             row["recipient_role"])
+    log.info("message sent case=%s kind=%s channel=%s role=%s", row.case_id, row.kind, channel,
+             row.recipient_role)
     _mirror(ctx, key)
-    return ctx.db.ledger_get(key)["status"]
+    return ctx.db.ledger_get(key).status
 
 
-def _attempt_failed(ctx: Context, row: dict, exc: SendFailed) -> str:
-    key, channel = row["key"], row["channel"]
+def _attempt_failed(ctx: Context, row: LedgerRow, exc: SendFailed) -> str:
+    key, channel = row.key, row.channel
     if exc.opted_out and channel == "sms":
-        ctx.db.opt_out("sms", phones.e164(row["recipient"], phones.region(ctx.program)), source=exc.code,
+        ctx.db.opt_out("sms", phones.e164(row.recipient, phones.region(ctx.program)), source=exc.code,
                        now=ctx.now())
     limit = int(ctx.settings["RETRY_MAX_ATTEMPTS"])
-    if exc.permanent or row["attempts"] >= limit:
+    if exc.permanent or row.attempts >= limit:
         ctx.db.ledger_update(key, status="failed", error=exc.code, claimed_until=None, next_attempt_at=None)
         log.warning("message failed case=%s kind=%s channel=%s role=%s attempts=%s error=%s",
-                    row["case_id"], row["kind"], channel, row["recipient_role"], row["attempts"], exc.code)
+                    row.case_id, row.kind, channel, row.recipient_role, row.attempts, exc.code)
         _mirror(ctx, key)
         alert_unreachable(ctx, key)
         return "failed"
-    delay = retry_delay(ctx, row["attempts"], crisis=row["crisis"])
+    delay = retry_delay(ctx, row.attempts, crisis=row.crisis)
     ctx.db.ledger_update(key, status="retry", error=exc.code, claimed_until=None,
                          next_attempt_at=ctx.now() + timedelta(seconds=delay))
     log.warning("message will retry case=%s kind=%s channel=%s attempt=%s in=%ss error=%s",
-                row["case_id"], row["kind"], channel, row["attempts"], round(delay), exc.code)
+                row.case_id, row.kind, channel, row.attempts, round(delay), exc.code)
     _mirror(ctx, key)
     return "retry"
 
@@ -256,22 +256,22 @@ def record_delivery(ctx: Context, key: str, status: str, error: str = "", **valu
 def alert_unreachable(ctx: Context, key: str) -> None:
     """Tell the program leads by email, once per message, that its person was not reached."""
     row = ctx.db.ledger_get(key)
-    if row is None or row["alerted"]:
+    if row is None or row.alerted:
         return
-    if row["kind"] == UNREACHABLE_KIND:
-        log.error("a program lead could not be told of an unreachable person case=%s", row["case_id"])
+    if row.kind == UNREACHABLE_KIND:
+        log.error("a program lead could not be told of an unreachable person case=%s", row.case_id)
         ctx.db.ledger_update(key, alerted=True)
         return
     leads = [r for r in ctx.store.reviewers() if r.program_lead]
     if not leads:
-        log.error("no program lead in the roster to tell of an unreachable person case=%s", row["case_id"])
-    about = key[len(row["case_id"]) + 1:]
-    values = {"ref": row["case_id"].rsplit("-", 1)[-1], "recipient_role": row["recipient_role"].lower(),
-              "channel": "SMS" if row["channel"] == "sms" else "email", "link": coordinator_link(ctx, row["case_id"])}
+        log.error("no program lead in the roster to tell of an unreachable person case=%s", row.case_id)
+    about = key[len(row.case_id) + 1:]
+    values = {"ref": row.case_id.rsplit("-", 1)[-1], "recipient_role": row.recipient_role.lower(),
+              "channel": "SMS" if row.channel == "sms" else "email", "link": coordinator_link(ctx, row.case_id)}
     for lead in leads:
-        send(ctx, case_id=row["case_id"], kind=UNREACHABLE_KIND, template="unreachable_lead_email",
+        send(ctx, case_id=row.case_id, kind=UNREACHABLE_KIND, template="unreachable_lead_email",
              recipient=Recipient(key=f"lead:{lead.record_id}/{about}", role="Program lead", email=lead.email),
-             values=values, crisis=bool(row["crisis"]))
+             values=values, crisis=bool(row.crisis))
     ctx.db.ledger_update(key, alerted=True)
 
 
@@ -347,7 +347,7 @@ def run_due(ctx: Context) -> int:
         except Exception as exc:  # one bad row must not stop the others
             log.error("message delivery failed key=%s error=%s", key, type(exc).__name__)
     for row in ctx.db.ledger_not_alerted(UNREACHED):
-        alert_unreachable(ctx, row["key"])
+        alert_unreachable(ctx, row.key)
     for key in ctx.db.ledger_mirror_due():
         _mirror(ctx, key)
     return len(keys)
@@ -358,12 +358,12 @@ def _mirror(ctx: Context, key: str) -> None:
     row = ctx.db.ledger_get(key)
     try:
         ctx.store.mirror_messages([MessageRecord(
-            key=row["key"], case_id=row["case_id"], kind=row["kind"], channel=row["channel"],
-            recipient_role=row["recipient_role"], status=row["status"], provider_id=row["provider_id"],
-            sent_at=row["sent_at"], error=row["error"])])
+            key=row.key, case_id=row.case_id, kind=row.kind, channel=row.channel,
+            recipient_role=row.recipient_role, status=row.status, provider_id=row.provider_id,
+            sent_at=row.sent_at, error=row.error)])
     except Exception as exc:
         log.warning("messages mirror failed key=%s error=%s; will retry", key, type(exc).__name__)
         ctx.db.ledger_update(key, mirror_due=True)
         return
-    if row["mirror_due"]:
+    if row.mirror_due:
         ctx.db.ledger_update(key, mirror_due=False)

@@ -111,12 +111,12 @@ def _plan(ctx: Context, case: Case, sink: str) -> dict:
         return {"old": ctx.store.case_records(case.case_id)}
     rows = ctx.db.case_messages(case.case_id)
     if sink == "sms":
-        return {"sids": sorted({r["provider_id"] for r in rows
-                                if r["channel"] == "sms" and _PROVIDER_SID.fullmatch(r["provider_id"] or "")}),
+        return {"sids": sorted({r.provider_id for r in rows
+                                if r.channel == "sms" and _PROVIDER_SID.fullmatch(r.provider_id or "")}),
                 "deleted": 0}
     if sink == "email":
         staff = {p.email.lower() for p in [*ctx.store.supporters(), *ctx.store.reviewers()] if p.email}
-        found = {case.requester_email, case.referrer_email, *(r["recipient"] for r in rows if r["channel"] == "email")}
+        found = {case.requester_email, case.referrer_email, *(r.recipient for r in rows if r.channel == "email")}
         return {"addresses": sorted({a.strip().lower() for a in found if a and "@" in a} - staff)}
     return {"messages": len(rows)}
 

@@ -47,3 +47,56 @@ class Offer:
     offered_at: datetime
     expires_at: datetime
     answered_at: datetime | None = None
+
+
+@dataclass
+class LedgerRow:
+    """One message of the ledger (the `messages` table): intent, claim, delivery. It holds the
+    template's name and its placeholder values, never the text."""
+    key: str
+    case_id: str
+    kind: str
+    channel: str
+    recipient_role: str
+    recipient: str = field(repr=False)
+    status: str
+    created_at: datetime
+    provider_id: str = ""
+    sent_at: datetime | None = None
+    error: str = ""
+    claimed_until: datetime | None = None
+    template: str = ""
+    values_json: str = field(default="{}", repr=False)
+    crisis: bool = False
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    body_digest: str = ""
+    alerted: bool = False
+    mirror_due: bool = False
+
+
+@dataclass
+class OutboxMessage:
+    """A message the embedded provider (the outbox) has 'sent', as `flask outbox` shows it."""
+    id: int
+    message_key: str
+    at: datetime
+    channel: str
+    recipient: str = field(repr=False)
+    case_id: str
+    subject: str = field(repr=False)
+    body: str = field(repr=False)
+
+
+@dataclass
+class StaffAccount:
+    """A staff account of the console (coordinator or program lead). `institutions` is the
+    space-separated list of program.toml codes; `password_hash` is a Werkzeug hash."""
+    id: int
+    email: str
+    name: str
+    role: str
+    institutions: str
+    password_hash: str = field(repr=False)
+    disabled: bool
+    created_at: datetime

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from workflows.model import MessageRecord
+from workflows.records import LedgerRow, OutboxMessage, from_row
 
 from .schema import messages, opt_outs, outbox, webhook_events
 
@@ -21,10 +22,10 @@ class LedgerRepo:
     """Mixed into `Database`: needs `self.engine` and `self.clock`."""
 
     # ---- message ledger ----
-    def ledger_get(self, key: str) -> dict | None:
+    def ledger_get(self, key: str) -> LedgerRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(messages).where(messages.c.key == key)).mappings().first()
-        return dict(row) if row else None
+        return from_row(LedgerRow, row) if row else None
 
     def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
                       values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
@@ -83,19 +84,19 @@ class LedgerRepo:
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(stmt)]
 
-    def ledger_by_provider_id(self, provider_id: str) -> dict | None:
+    def ledger_by_provider_id(self, provider_id: str) -> LedgerRow | None:
         if not provider_id:
             return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(messages).where(messages.c.provider_id == provider_id)).mappings().first()
-        return dict(row) if row else None
+        return from_row(LedgerRow, row) if row else None
 
-    def ledger_not_alerted(self, statuses, limit: int = 200) -> list[dict]:
+    def ledger_not_alerted(self, statuses, limit: int = 200) -> list[LedgerRow]:
         """Messages that ended in one of `statuses` and whose failure nobody was told of yet."""
         stmt = (sa.select(messages).where(messages.c.status.in_(tuple(statuses)))
                 .where(messages.c.alerted == sa.false()).order_by(messages.c.created_at).limit(limit))
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(LedgerRow, r) for r in conn.execute(stmt).mappings()]
 
     def ledger_mirror_due(self, limit: int = 200) -> list[str]:
         stmt = sa.select(messages.c.key).where(messages.c.mirror_due == sa.true()).limit(limit)
@@ -148,12 +149,12 @@ class LedgerRepo:
         with self.engine.begin() as conn:
             conn.execute(messages.update().where(messages.c.key == key).values(**values))
 
-    def ledger_rows(self, case_id: str | None = None) -> list[dict]:
+    def ledger_rows(self, case_id: str | None = None) -> list[LedgerRow]:
         stmt = sa.select(messages).order_by(messages.c.created_at)
         if case_id:
             stmt = stmt.where(messages.c.case_id == case_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(LedgerRow, r) for r in conn.execute(stmt).mappings()]
 
     # ---- outbox (the embedded SMS and email provider) ----
     def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,
@@ -171,14 +172,15 @@ class LedgerRepo:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(outbox.c.id).where(outbox.c.message_key == message_key)).scalar()
 
-    def outbox_list(self, limit: int = 500) -> list[dict]:
+    def outbox_list(self, limit: int = 500) -> list[OutboxMessage]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
+            return [from_row(OutboxMessage, r)
+                    for r in conn.execute(sa.select(outbox).order_by(outbox.c.id).limit(limit)).mappings()]
 
-    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[dict]:
+    def outbox_recent(self, limit: int = 50, case_id: str | None = None) -> list[OutboxMessage]:
         """The newest messages first (what `flask outbox` shows), optionally of one case."""
         stmt = sa.select(outbox).order_by(outbox.c.id.desc()).limit(limit)
         if case_id:
             stmt = stmt.where(outbox.c.case_id == case_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [from_row(OutboxMessage, r) for r in conn.execute(stmt).mappings()]

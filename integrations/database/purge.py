@@ -15,6 +15,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from workflows.records import LedgerRow, from_row
+
 from .schema import inbox, messages, outbox, purges
 
 #: What a purged inbox payload becomes.
@@ -85,12 +87,11 @@ class PurgeRepo:
                                     .values(recipient="", subject="", body="")).rowcount
         return {"inbox": n_inbox, "ledger": n_ledger, "outbox": n_outbox}
 
-    def case_messages(self, case_id: str) -> list[dict]:
-        """The ledger rows of a case: channel, status, recipient, provider id."""
-        cols = [messages.c.key, messages.c.channel, messages.c.status, messages.c.recipient,
-                messages.c.recipient_role, messages.c.provider_id]
+    def case_messages(self, case_id: str) -> list[LedgerRow]:
+        """The ledger rows of a case (the purge reads channel, status, recipient, provider id)."""
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(*cols).where(messages.c.case_id == case_id)).mappings()]
+            return [from_row(LedgerRow, r)
+                    for r in conn.execute(sa.select(messages).where(messages.c.case_id == case_id)).mappings()]
 
     def addresses_in_use(self, case_ids: list[str]) -> set[str]:
         """Email addresses the ledger holds for these (open) cases."""

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from workflows.records import StaffAccount, from_row
+
 from .schema import staff, staff_login_failures, staff_sessions
 
 
@@ -24,7 +26,7 @@ class StaffStore:
 
     # ---- accounts ----
     def add(self, *, email: str, name: str, role: str, institutions: list[str], password_hash: str,
-            now: datetime) -> dict:
+            now: datetime) -> StaffAccount:
         """A new account. Raises ValueError when the email already has one."""
         try:
             with self.engine.begin() as conn:
@@ -35,19 +37,20 @@ class StaffStore:
             raise ValueError(f"an account with the email {email.strip().lower()} already exists") from None
         return self.by_email(email)
 
-    def get(self, staff_id: int) -> dict | None:
+    def get(self, staff_id: int) -> StaffAccount | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(staff).where(staff.c.id == staff_id)).mappings().first()
-        return dict(row) if row else None
+        return from_row(StaffAccount, row) if row else None
 
-    def by_email(self, email: str) -> dict | None:
+    def by_email(self, email: str) -> StaffAccount | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(staff).where(staff.c.email == email.strip().lower())).mappings().first()
-        return dict(row) if row else None
+        return from_row(StaffAccount, row) if row else None
 
-    def all(self) -> list[dict]:
+    def all(self) -> list[StaffAccount]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(staff).order_by(staff.c.email)).mappings()]
+            return [from_row(StaffAccount, r)
+                    for r in conn.execute(sa.select(staff).order_by(staff.c.email)).mappings()]
 
     def disable(self, email: str) -> bool:
         """Disable an account and end its sessions. False when there is no such account."""
@@ -68,7 +71,7 @@ class StaffStore:
                                                         created_at=now, last_seen=now))
         return token
 
-    def session_account(self, token: str, now: datetime, idle: timedelta) -> dict | None:
+    def session_account(self, token: str, now: datetime, idle: timedelta) -> StaffAccount | None:
         """The account of a live session, which counts as activity; None (and the session
         ended) when it was idle longer than `idle`, or the account is disabled."""
         digest = _sha256(token)
@@ -81,7 +84,7 @@ class StaffStore:
                 conn.execute(staff_sessions.delete().where(staff_sessions.c.token_hash == digest))
                 return None
             conn.execute(staff_sessions.update().where(staff_sessions.c.token_hash == digest).values(last_seen=now))
-        return dict(account)
+        return from_row(StaffAccount, account)
 
     def end_session(self, token: str) -> None:
         with self.engine.begin() as conn:
