@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.test_console import LEAD, add_staff
-from tests.test_console_browser import ARGS, CHROMIUM, SHOTS, _serious, server  # noqa: F401 (fixture)
+from tests.test_console_browser import CHROMIUM, SHOTS, _serious, browser, server  # noqa: F401 (fixtures)
 from tests.test_dashboard import CANARY, seed
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
@@ -22,14 +22,6 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (see .ci/run)", allow_module_level=True)
 
 ROLES = ["Nurse", "Nurse", "Physician", "Resident", "Nurse", "Pharmacist"]
-
-
-@pytest.fixture
-def browser():
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from web.staff_cli import staff_cli
 from workflows import followup, matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
 from workflows.records import StaffAccount
+from web.headers import private
 
 if TYPE_CHECKING:
     from config.program import Program
@@ -119,11 +120,7 @@ def _csrf_on_every_post():
 
 @bp.after_request
 def _private(response):
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Robots-Tag"] = "noindex, nofollow"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return private(response)
 
 
 @bp.context_processor

@@ -12,6 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, make_response, render_template
 
 from workflows import followup
+from web.headers import private
 
 bp = Blueprint("resources", __name__)
 
@@ -25,10 +26,7 @@ def resources_page(token):
         answer = make_response(render_template("link_expired.html", **common), 410)
     else:
         answer = make_response(render_template("resources.html", **common, resources=chosen))
-    answer.headers["Cache-Control"] = "no-store"
-    answer.headers["Referrer-Policy"] = "no-referrer"
-    answer.headers["X-Robots-Tag"] = "noindex, nofollow"
-    return answer
+    return private(answer)
 
 
 def init_app(app) -> None:

@@ -25,6 +25,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from wtforms import ValidationError
 
 from workflows import answers, followup, notify, phones
+from web.headers import private
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -60,10 +61,7 @@ def supporter_page(token):
         answer = make_response(render_template("supporter.html", **common, **details(ctx, case, offer),
                                                done=done, error=error, csrf_token=generate_csrf,
                                                resources=followup.resources_for(ctx, case)), status)
-    answer.headers["Cache-Control"] = "no-store"
-    answer.headers["Referrer-Policy"] = "no-referrer"
-    answer.headers["X-Robots-Tag"] = "noindex, nofollow"
-    return answer
+    return private(answer)
 
 
 def _act(ctx: Context, case, offer) -> tuple[str, str, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, make_response, render_template, request
 
 from workflows import surveys
+from web.headers import private
 
 bp = Blueprint("survey", __name__)
 
@@ -32,10 +33,7 @@ def survey_page(token):
     else:
         answer = make_response(render_template("survey.html", **common, respondent=invitation["respondent"],
                                                questions=surveys.questions(ctx, invitation)))
-    answer.headers["Cache-Control"] = "no-store"
-    answer.headers["Referrer-Policy"] = "no-referrer"
-    answer.headers["X-Robots-Tag"] = "noindex, nofollow"
-    return answer
+    return private(answer)
 
 
 def init_app(app) -> None:
