@@ -21,7 +21,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
+from bench.timing import p99, timed  # noqa: E402
 from config import settings as settings_module  # noqa: E402
 from workflows.model import Case  # noqa: E402
 
@@ -68,23 +68,6 @@ def generate(rnd: random.Random, count: int, supporters: list[str]):
     return case_rows, offer_rows
 
 
-def timed(fn, repeats: int) -> list[float]:
-    """Milliseconds per call; stops early (and says so) past the time cap."""
-    times, started = [], time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-        if time.perf_counter() - started > TIME_CAP_SECONDS:
-            print(f"  ({fn.__name__}: stopped at the {TIME_CAP_SECONDS} s cap after {len(times)} runs)")
-            break
-    return times
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else values[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=10_000)
@@ -121,7 +104,8 @@ def main() -> None:
         counted, rep = baseline(), report()          # warm caches and code paths once
         print(f"dashboard: {counted} cases, {len(offer_rows)} offers, months {start} to {end}, SQLite, "
               f"seed {args.seed}, {args.repeats} runs, Python {sys.version.split()[0]}")
-        results = {fn.__name__: timed(fn, args.repeats) for fn in (baseline, report)}
+        results = {fn.__name__: timed((fn for _ in range(args.repeats)), fn.__name__, TIME_CAP_SECONDS)
+                   for fn in (baseline, report)}
         base_median, base_p99 = statistics.median(results["baseline"]), p99(results["baseline"])
         print(f"{'':10} {'median ms':>10} {'p99 ms':>10} {'x baseline (median)':>20} {'x baseline (p99)':>17}")
         for name in ("baseline", "report"):

@@ -14,10 +14,10 @@ one process, and stops by itself (fixed counts, and a time cap per part).
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import statistics
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.program import load as load_program  # noqa: E402
 from config.settings import ROOT  # noqa: E402
+from bench.timing import p99, timed  # noqa: E402
 from workflows import matching  # noqa: E402
 from workflows.model import Request, Supporter  # noqa: E402
 
@@ -80,23 +81,6 @@ def full(req, people, program, open_cases, excluded):
     return matching.rank(req, people, program, NOW, open_cases=open_cases, excluded=excluded)
 
 
-def timed(fn, cases, people, program) -> list[float]:
-    """Milliseconds per request; stops early (and says so) past the time cap."""
-    times, started = [], time.perf_counter()
-    for req, open_cases, excluded in cases:
-        t0 = time.perf_counter()
-        fn(req, people, program, open_cases, excluded)
-        times.append((time.perf_counter() - t0) * 1000)
-        if time.perf_counter() - started > TIME_CAP_SECONDS:
-            print(f"  ({fn.__name__}: stopped at the {TIME_CAP_SECONDS} s cap after {len(times)} requests)")
-            break
-    return times
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else values[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--supporters", type=int, default=10_000)
@@ -113,7 +97,9 @@ def main() -> None:
 
     for warm in (baseline, top3, full):   # warm caches and code paths once
         warm(*cases[0][:1], people, program, *cases[0][1:])
-    results = {fn.__name__: timed(fn, cases, people, program) for fn in (baseline, top3, full)}
+    results = {fn.__name__: timed((functools.partial(fn, req, people, program, open_cases, excluded)
+                                   for req, open_cases, excluded in cases), fn.__name__, TIME_CAP_SECONDS)
+               for fn in (baseline, top3, full)}
     base_median = statistics.median(results["baseline"])
     base_p99 = p99(results["baseline"])
     print(f"{'':10} {'median ms':>10} {'p99 ms':>10} {'x baseline (median)':>20} {'x baseline (p99)':>17}")
