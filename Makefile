@@ -30,6 +30,8 @@ test: install
 bench: install
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/airtable_calls.py
+	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) var
