@@ -188,3 +188,19 @@ def test_airtable_commands_say_when_airtable_cannot_be_reached(overrides, reques
 def test_sms_simulate_refuses_what_is_not_a_phone_number(ctx, runner):
     result = runner.invoke(args=["sms", "simulate", "Avery", "YES 4821"])
     assert result.exit_code == 2 and "'Avery' is not a phone number" in result.output
+
+
+def test_a_first_command_on_a_fresh_machine_prints_no_log_lines(tmp_path):
+    """A real `flask` process on an empty DATA_DIR: the database is created and migrated on the
+    way, and none of that is narrated on the terminal (logs: warnings and up, unless -v)."""
+    import os
+    import subprocess
+    import sys
+    from config import settings
+    env = {k: v for k, v in os.environ.items() if k not in settings.DEFAULTS}
+    env.update(DATA_DIR=str(tmp_path / "var"))
+    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    done = subprocess.run([flask, "--app", "app", "outbox"], cwd=settings.ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "No messages."
+    assert done.stderr == ""

@@ -75,6 +75,7 @@ def sweep(ctx: Context) -> int:
 
 
 def sweep_inbox() -> None:
+    """Unfinished submissions (new, due for a retry, or left by a dead worker) queued again."""
     sweep(worker_context())
 
 

@@ -11,14 +11,21 @@ the baseline revision (the tables and columns the old start-up would have added)
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
-from alembic.script import ScriptDirectory
+
+# Alembic narrates every start at INFO (plugins set up, "Context impl SQLiteImpl." ...), some of
+# it while being imported; a CLI command's output and the service's logs need none of it. Its
+# warnings and errors still show.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.migration import MigrationContext  # noqa: E402
+from alembic.operations import Operations  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BASELINE = "0001"
