@@ -25,7 +25,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from workflows import answers, notify, offers
-from workflows.errors import describe_error
+from workflows.errors import each_case
 from workflows.model import Case, Event
 
 if TYPE_CHECKING:
@@ -44,10 +44,8 @@ def run(ctx: Context) -> int:
             return 0
         done = 0
         for status in NOT_YET_APPROVED:
-            for case in ctx.store.list_cases(status):
-                done += _guarded(ctx, case, review_clock)
-        for case in ctx.store.list_cases("Assigned"):
-            done += _guarded(ctx, case, contact_clock)
+            done += each_case(ctx, ctx.store.list_cases(status), review_clock, log, "review clock")
+        done += each_case(ctx, ctx.store.list_cases("Assigned"), contact_clock, log, "review clock")
         return done
 
 
@@ -106,15 +104,6 @@ def contact_clock(ctx: Context, case: Case) -> int:
             ctx, case, "contact_overdue", ("contact_overdue_reviewer_sms", "contact_overdue_reviewer_email"),
             deadline=due, event="No contact recorded: reviewers told")
     return sent
-
-
-def _guarded(ctx: Context, case: Case, step) -> int:
-    try:
-        return step(ctx, case)
-    except Exception as exc:   # one case must not stop the others
-        log.error("review clock failed case=%s step=%s error=%s", case.case_id, step.__name__,
-                  describe_error(exc))
-        return 0
 
 
 @contextmanager

@@ -5,6 +5,9 @@ fetches answers can use it without importing each other.
 """
 from __future__ import annotations
 
+import logging
+from typing import Callable, Iterable
+
 
 class TransientError(RuntimeError):
     """An outside system could not answer now; the submission is retried later.
@@ -46,3 +49,16 @@ def describe_error(exc: Exception) -> str:
         return f"PermanentError: {exc}"
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return type(exc).__name__ + (f" (HTTP {status})" if status else "")
+
+
+def each_case(ctx, cases: Iterable, step: Callable[..., int], log: logging.Logger, job: str) -> int:
+    """`step(ctx, case)` for every case of a periodic job, adding up what each returns. One
+    case's failure is logged (the Case ID, the step, the error's type and ids) and does not stop
+    the others; the job's next run tries that case again."""
+    done = 0
+    for case in cases:
+        try:
+            done += step(ctx, case)
+        except Exception as exc:
+            log.error("%s failed case=%s step=%s error=%s", job, case.case_id, step.__name__, describe_error(exc))
+    return done

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from workflows import notify, wellbeing
-from workflows.errors import describe_error
+from workflows.errors import each_case
 from workflows.model import Case, Event
 
 if TYPE_CHECKING:
@@ -39,15 +39,8 @@ CHANNEL_NAME = {"sms": "SMS", "email": "email"}
 
 def run(ctx: Context) -> int:
     """Send every survey that is due. Returns how many cases had theirs sent now."""
-    done = 0
-    for case in wellbeing.after_contact(ctx):
-        if case.status == "Withdrawn":
-            continue
-        try:
-            done += survey_due(ctx, case)
-        except Exception as exc:    # one case must not stop the others
-            log.error("survey failed case=%s error=%s", case.case_id, describe_error(exc))
-    return done
+    cases = [c for c in wellbeing.after_contact(ctx) if c.status != "Withdrawn"]
+    return each_case(ctx, cases, survey_due, log, "survey")
 
 
 def survey_due(ctx: Context, case: Case) -> int:

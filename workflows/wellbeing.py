@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from workflows import answers, notify
-from workflows.errors import describe_error
+from workflows.errors import each_case
 from workflows.model import Case, Event, Supporter
 
 if TYPE_CHECKING:
@@ -41,13 +41,7 @@ def after_contact(ctx: Context) -> list[Case]:
 
 def run(ctx: Context) -> int:
     """Send every check-in that is due. Returns how many were sent now."""
-    done = 0
-    for case in after_contact(ctx):
-        try:
-            done += checkin_due(ctx, case)
-        except Exception as exc:    # one case must not stop the others
-            log.error("check-in failed case=%s error=%s", case.case_id, describe_error(exc))
-    return done
+    return each_case(ctx, after_contact(ctx), checkin_due, log, "check-in")
 
 
 def checkin_due(ctx: Context, case: Case) -> int:
