@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from conftest import load_fixture
 from integrations import twilio
-from workflows import answers, notify, sms_commands
+from workflows import notify, sms_commands
 from workflows.model import Case
 
 CONTRACTS = Path(__file__).parent / "contracts"
@@ -473,21 +473,31 @@ def test_commands_are_read_forgivingly(text, expected):
     assert sms_commands.parse_command(text) == expected
 
 
-@pytest.mark.parametrize("text,call", [
-    ("YES 4821", ("accept", "+15550101101", "4821")),
-    ("yes, #0042", ("accept", "+15550101101", "0042")),
-    ("Yes", ("accept_only_offer", "+15550101101")),
-    ("no 4821", ("decline", "+15550101101", "4821")),
-    ("DONE 7", ("contact_made", "+15550101101", "7")),
+@pytest.mark.parametrize("text,status,offer", [
+    ("YES {ref}", "Assigned", "accepted"), ("yes, #{ref}", "Assigned", "accepted"), ("Yes", "Assigned", "accepted"),
+    ("no {ref}", "Offered", "declined"), ("No, ref {ref}.", "Offered", "declined"),
 ])
-def test_each_command_reaches_its_answers_function_with_its_ref(client, ctx, roster, monkeypatch, text, call):
-    calls = []
-    for name in ("accept", "accept_only_offer", "decline", "contact_made"):
-        monkeypatch.setattr(answers, name, lambda ctx_, *args, _n=name: calls.append((_n, *args)) or f"{_n} reply")
-    answer = post_sms(client, text, "+15550101101")
-    assert answer.status_code == 200
-    assert calls == [call]
-    assert reply_text(answer) == f"{call[0]} reply"
+def test_a_supporters_answer_through_the_webhook_changes_their_offer(client, ctx, roster, run_worker, runner,
+                                                                     mocked, clock, text, status, offer):
+    from tests.test_offers import approve, new_case
+    twilio_created(mocked)
+    case = new_case(client, ctx, run_worker)
+    approve(runner, case)
+    answer = post_sms(client, text.format(ref=case.ref), "+15550101101")      # Avery, offered first
+    assert answer.status_code == 200 and case.ref in reply_text(answer)
+    assert ctx.store.find_case(case_id=case.case_id).status == status
+    assert ctx.db.offers_for_case(case.case_id)[0].status == offer
+
+
+def test_done_through_the_webhook_records_the_contact(client, ctx, roster, run_worker, runner, mocked, clock):
+    from tests.test_offers import approve, new_case
+    twilio_created(mocked)
+    case = new_case(client, ctx, run_worker)
+    approve(runner, case)
+    post_sms(client, f"YES {case.ref}", "+15550101101")
+    answer = post_sms(client, f"done {case.ref}", "+15550101101")
+    assert answer.status_code == 200 and case.ref in reply_text(answer)
+    assert ctx.store.find_case(case_id=case.case_id).status == "Contacted"
 
 
 def test_yes_with_no_open_offer_says_so(client, ctx, roster):
