@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peerline.tasks")
 
-#: Crisis work jumps the queue.
+#: Queue priorities, highest first (huey's SQLite, PostgreSQL and priority-Redis storages each
+#: take the highest priority first, then the oldest). Crisis work jumps everything; periodic
+#: jobs run ahead of routine work, so a backlog of cases cannot make the clock late.
 PRIORITY_CRISIS = 100
+PRIORITY_PERIODIC = 50
 PRIORITY_NORMAL = 0
 
 _context = None
@@ -261,9 +264,10 @@ def register(huey, *, refresh_webhooks: Callable = lambda ctx: None) -> Queue:
     cannot do without importing an integration."""
 
     tasks = {"process_submission": huey.task(name="process_submission")(process_submission),
-             "poll_approvals_now": huey.task(name="poll_approvals_now")(poll_approvals)}
+             "poll_approvals_now": huey.task(name="poll_approvals_now", priority=PRIORITY_PERIODIC)(poll_approvals)}
     for function, schedule in periodic_jobs(refresh_webhooks).values():
-        tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__)(function)
+        tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__,
+                                                      priority=PRIORITY_PERIODIC)(function)
     huey.on_startup()(sweep_at_start)
     #: Jobs the web process may queue by name (Context.run_soon).
     return Queue(huey, tasks, jobs={"poll_approvals": tasks["poll_approvals_now"]})

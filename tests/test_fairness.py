@@ -1,0 +1,87 @@
+"""Fairness under a backlog: periodic jobs run ahead of routine cases, the sweep leaves rows
+that are only waiting in a long queue alone, a crisis keeps the crisis lane through retries and
+sweeps, and a Qualtrics or REDCap crisis is recognised as soon as its answers are read, ahead
+of the routine work queued before it. Queues are real huey storages (SQLite, PostgreSQL,
+Redis); the form systems are mocked at the HTTP layer.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import peerline_root
+from conftest import load_fixture
+from test_intake import GOOD
+from workflows import inbox, intake, tasks
+
+QUALTRICS_API = "https://iad1.qualtrics.com"
+QUALTRICS_HOOK = "hook-token-4a7b9c2d8e1f6a3b5c7d9e0f"
+QUALTRICS_RESPONSE = f"{QUALTRICS_API}/API/v3/surveys/SV_eA1b2C3d4E5f6G7/responses/R_3kFq8ZxW2mN9pLb"
+REDCAP_API = "https://redcap.example.edu/api/"
+REDCAP_HOOK = "hook-token-9d8c7b6a5f4e3d2c1b0a"
+T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def overrides(overrides):
+    return {**overrides, "INBOX_LEASE_SECONDS": "300",
+            "QUALTRICS_API_URL": QUALTRICS_API, "QUALTRICS_API_TOKEN": "qualtrics-api-token",
+            "QUALTRICS_WEBHOOK_TOKEN": QUALTRICS_HOOK,
+            "REDCAP_API_URL": REDCAP_API, "REDCAP_API_TOKEN": "8F2A6C0E4B9D1F3A5C7E9B0D2F4A6C8E",
+            "REDCAP_PROJECT_ID": "12", "REDCAP_WEBHOOK_TOKEN": REDCAP_HOOK}
+
+
+def storages(tmp_path, request):
+    """Each queue storage the root may build, by name."""
+    yield "sqlite", peerline_root.make_huey({"DATA_DIR": str(tmp_path / "q")})
+    pg_url = request.getfixturevalue("pg_url")
+    yield "postgres", peerline_root.make_huey({"DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path / "q")})
+    redis_url = request.getfixturevalue("redis_url")
+    yield "redis", peerline_root.make_huey({"REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "q")})
+
+
+@pytest.fixture
+def queue(ctx, tmp_path):
+    """The real queue (huey on SQLite, as the embedded default), connected to `ctx` as the
+    root connects it, and the tasks running on `ctx`."""
+    q = tasks.register(peerline_root.make_huey({"DATA_DIR": str(tmp_path / "queue")}))
+    ctx.enqueue = lambda inbox_id, **kw: q.enqueue_submission(inbox_id, **kw)
+    tasks.use_context(ctx)
+    yield q
+    tasks.use_context(None)
+    q.huey.flush()
+
+
+def pending(q) -> list[tuple[str, tuple, int]]:
+    """What the queue holds, in the order a worker takes it: (task, args, priority)."""
+    return [(t.name, t.args, t.priority or 0) for t in sorted(
+        q.huey.pending(), key=lambda t: -(t.priority or 0))]
+
+
+def run_next(q) -> tuple[str, tuple]:
+    """A worker takes the next task and runs it; returns its name and arguments."""
+    task = q.huey.dequeue()
+    q.huey.execute(task)
+    return task.name, task.args
+
+
+def test_periodic_jobs_run_after_crisis_work_and_before_routine_work_on_every_storage(tmp_path, request):
+    at = datetime(2026, 11, 24, 4, 23)     # a minute at which every-minute and hourly jobs are due
+    for name, huey in storages(tmp_path, request):
+        q = tasks.register(huey)
+        for inbox_id in (1, 2, 3):
+            q.enqueue_submission(inbox_id)
+        for job in huey.read_periodic(at):        # what the consumer's scheduler queues each minute
+            huey.enqueue(job)
+        q.run_soon("poll_approvals")               # an Airtable ping's nudge
+        q.enqueue_submission(99, crisis=True)
+        taken = []
+        while (task := huey.dequeue()) is not None:
+            taken.append((task.name, task.args))
+        jobs = {f.__name__ for f, schedule in tasks.PERIODIC if schedule(at)} | {"poll_approvals_now"}
+        assert taken[0] == ("process_submission", (99,)), name
+        assert {n for n, _ in taken[1:1 + len(jobs)]} == jobs, name
+        assert taken[1 + len(jobs):] == [("process_submission", (i,)) for i in (1, 2, 3)], name
+        huey.flush()
