@@ -76,7 +76,7 @@ def test_periodic_jobs_run_after_crisis_work_and_before_routine_work_on_every_st
         for job in huey.read_periodic(at):        # what the consumer's scheduler queues each minute
             huey.enqueue(job)
         q.run_soon("poll_approvals")               # an Airtable ping's nudge
-        q.enqueue_submission(99, crisis=True)
+        q.enqueue_submission(99, priority="crisis")
         taken = []
         while (task := huey.dequeue()) is not None:
             taken.append((task.name, task.args))
@@ -85,3 +85,66 @@ def test_periodic_jobs_run_after_crisis_work_and_before_routine_work_on_every_st
         assert {n for n, _ in taken[1:1 + len(jobs)]} == jobs, name
         assert taken[1 + len(jobs):] == [("process_submission", (i,)) for i in (1, 2, 3)], name
         huey.flush()
+
+
+def test_the_sweep_leaves_a_row_queued_within_its_lease_alone(ctx, queue):
+    ctx.clock.pin(T0)
+    early, _ = inbox.record_and_enqueue(ctx, source="web", source_key="web:early", payload={"answers": GOOD})
+    ctx.clock.advance(timedelta(seconds=301))
+    late, _ = inbox.record_and_enqueue(ctx, source="web", source_key="web:late", payload={"answers": GOOD})
+    assert tasks.sweep(ctx) == 1            # the one queued longer than the lease ago, unclaimed
+    assert [args for _, args, _ in pending(queue)].count((early,)) == 2
+    assert [args for _, args, _ in pending(queue)].count((late,)) == 1
+    ctx.clock.advance(timedelta(seconds=60))
+    assert tasks.sweep(ctx) == 0            # queued again a minute ago: waiting its turn
+
+
+def test_a_row_the_queue_refused_is_queued_by_the_next_sweep(ctx, queue):
+    ctx.clock.pin(T0)
+
+    def refuse(inbox_id, **kw):
+        raise ConnectionError("queue down")
+
+    ctx.enqueue = refuse
+    inbox_id, new = inbox.record_and_enqueue(ctx, source="web", source_key="web:refused",
+                                             payload={"answers": {**GOOD, "urgency": "Crisis"}}, crisis=True)
+    assert new
+    ctx.enqueue = lambda i, **kw: queue.enqueue_submission(i, **kw)
+    assert tasks.sweep(ctx) == 1
+    assert pending(queue) == [("process_submission", (inbox_id,), tasks.PRIORITY_CRISIS)]
+
+
+@pytest.mark.parametrize("source", ["web"])
+def test_a_crisis_retried_or_swept_stays_in_the_crisis_lane(ctx, roster, queue, mocked, client, source):
+    """The case's lock is held elsewhere, so the run fails after the answers are read: the retry
+    the queue schedules, and the sweep's copy once it is due, are crisis work."""
+    ctx.clock.pin(T0)
+    if source == "web":
+        inbox_id, _ = inbox.record_and_enqueue(ctx, source="web", source_key="web:crisis-retry",
+                                               payload={"answers": {**GOOD, "urgency": "Crisis"}}, crisis=True)
+    else:
+        answers = json.loads(load_fixture("qualtrics", "response__complete.json")[0])
+        answers["result"]["values"]["QID13"] = 3      # "Crisis"
+        mocked.get(QUALTRICS_RESPONSE, json=answers)
+        body, content_type = load_fixture("qualtrics", "completed_response__plain.txt")
+        assert client.post(f"/webhooks/qualtrics?token={QUALTRICS_HOOK}", data=body,
+                           content_type=content_type).status_code == 200
+        [row] = ctx.db.list_inbox()
+        inbox_id = row.id
+    key = ctx.db.inbox_row(inbox_id).source_key
+    queue.huey.flush()
+    with ctx.db.lock(f"case:{key}", ttl_seconds=600, wait_seconds=0):
+        ctx.settings["INBOX_LEASE_SECONDS"] = "1"     # the case lock is waited for at most a lease
+        try:
+            intake.process_submission(ctx, inbox_id)
+        finally:
+            ctx.settings["INBOX_LEASE_SECONDS"] = "300"
+    row = ctx.db.inbox_row(inbox_id)
+    assert (row.status, row.priority) == ("retry", "crisis")
+    [retry] = queue.huey.pending()                   # huey holds it until its eta
+    assert (retry.args, retry.priority, retry.eta is not None) == ((inbox_id,), tasks.PRIORITY_CRISIS, True)
+
+    queue.huey.flush()                                # the queue lost it
+    ctx.clock.advance(timedelta(seconds=30 + 301))    # due, and unclaimed for longer than a lease
+    assert tasks.sweep(ctx) == 1
+    assert pending(queue) == [("process_submission", (inbox_id,), tasks.PRIORITY_CRISIS)]

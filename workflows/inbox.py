@@ -3,6 +3,9 @@
 Every way a request arrives (the built-in form in `web/`, the Qualtrics and REDCap webhooks in
 `integrations/`) ends here. The inbox row is the truth, so a queue that fails to take the task
 loses nothing: the sweep re-queues it (docs/architecture.md section 1).
+
+Each row has a queue lane, "crisis" or "routine", kept in the row so that its retries and sweeps
+use it too.
 """
 from __future__ import annotations
 
@@ -15,10 +18,22 @@ def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
                        crisis: bool = False) -> tuple[int, bool]:
     """Store a submission durably, then queue it (only the first delivery of a key).
     Returns (inbox id, whether this delivery was new)."""
-    inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload)
+    priority = "crisis" if crisis else "routine"
+    inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload,
+                                             priority=priority, queued=True)
     if new:
-        try:
-            ctx.enqueue(inbox_id, crisis=crisis)
-        except Exception:  # the inbox row is the truth; the sweep will queue it
-            log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
+        enqueue(ctx, inbox_id, priority)
     return inbox_id, new
+
+
+def enqueue(ctx, inbox_id: int, priority: str, delay: float | None = None) -> None:
+    """Queue a row's task in its lane (after `delay` seconds). A queue that refuses it loses
+    nothing: the row is marked not queued and the next sweep queues it."""
+    try:
+        ctx.enqueue(inbox_id, priority=priority, delay=delay)
+    except Exception:  # the inbox row is the truth; the sweep will queue it
+        log.exception("enqueue failed inbox=%s; the sweep will pick it up", inbox_id)
+        try:
+            ctx.db.mark_unqueued(inbox_id)
+        except Exception:  # the row is still found by the sweep, one lease later
+            log.exception("could not mark inbox=%s as not queued", inbox_id)

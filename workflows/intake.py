@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from config.vocabulary import CHOICE_FIELDS, is_true
-from workflows import matching, notify, phones
+from workflows import inbox, matching, notify, phones
 from workflows.errors import CredentialsRefused, DuplicateRows, PermanentError, describe_error
 from workflows.model import Case, Event, Request
 from workflows.records import InboxRow
@@ -275,7 +275,7 @@ def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
         # holding it). Try again when its claim runs out, without growing the backoff.
         delay = int(ctx.settings["INBOX_LEASE_SECONDS"])
         ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
-        _schedule(ctx, row.id, delay)
+        _schedule(ctx, row, delay)
         return
     if attempts >= limit or isinstance(exc, PermanentError):
         ctx.db.park_submission(row.id, error)
@@ -288,13 +288,12 @@ def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
         return
     delay = min(int(ctx.settings["RETRY_BASE_SECONDS"]) * 2 ** (attempts - 1), 3600)
     ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
-    _schedule(ctx, row.id, delay)
+    _schedule(ctx, row, delay)
     log.warning("submission will retry inbox=%s source=%s attempt=%s in=%ss error=%s",
                 row.id, row.source, attempts, delay, error)
 
 
-def _schedule(ctx: Context, inbox_id: int, delay: int) -> None:
-    try:
-        ctx.enqueue(inbox_id, delay=delay)
-    except Exception:  # the sweep will find the row when it is due
-        log.warning("could not schedule retry inbox=%s; the sweep will", inbox_id)
+def _schedule(ctx: Context, row: InboxRow, delay: int) -> None:
+    """The retry, in the row's lane: a crisis stays a crisis (if the queue refuses it, the
+    sweep queues it when it is due)."""
+    inbox.enqueue(ctx, row.id, row.priority, delay=delay)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import catchup, deadlines, followup, intake, notify, offers, purge, surveys, wellbeing
+from workflows import catchup, deadlines, followup, inbox, intake, notify, offers, purge, surveys, wellbeing
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -30,6 +30,8 @@ log = logging.getLogger("peerline.tasks")
 PRIORITY_CRISIS = 100
 PRIORITY_PERIODIC = 50
 PRIORITY_NORMAL = 0
+#: An inbox row's lane (workflows/inbox.py) -> its queue priority.
+PRIORITIES = {"crisis": PRIORITY_CRISIS, "routine": PRIORITY_NORMAL}
 
 _context = None
 _context_factory: Callable | None = None
@@ -67,14 +69,16 @@ def process_submission(inbox_id: int) -> None:
 
 
 def sweep(ctx: Context) -> int:
-    """Re-queue every inbox row the queue may have lost. Returns how many."""
+    """Re-queue, each in its lane, the inbox rows the queue may have lost: never queued, or
+    queued longer than the lease ago and still unclaimed (a row queued within the lease is
+    only waiting its turn in a long queue). Returns how many."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
-    ids = ctx.db.submissions_to_requeue(ctx.now(), grace_seconds=min(60, lease))
-    for inbox_id in ids:
-        ctx.enqueue(inbox_id)
-    if ids:
-        log.info("sweep re-queued %d submissions", len(ids))
-    return len(ids)
+    rows = ctx.db.take_submissions_to_requeue(ctx.now(), lease_seconds=lease)
+    for inbox_id, priority in rows:
+        inbox.enqueue(ctx, inbox_id, priority)
+    if rows:
+        log.info("sweep re-queued %d submissions", len(rows))
+    return len(rows)
 
 
 def sweep_inbox() -> None:
@@ -245,8 +249,9 @@ class Queue:
         except KeyError:
             raise AttributeError(name) from None
 
-    def enqueue_submission(self, inbox_id: int, *, crisis: bool = False, delay: float | None = None) -> None:
-        priority = PRIORITY_CRISIS if crisis else PRIORITY_NORMAL
+    def enqueue_submission(self, inbox_id: int, *, priority: str = "routine", delay: float | None = None) -> None:
+        """Queue an inbox row's task in its lane ("routine", "crisis")."""
+        priority = PRIORITIES[priority]
         task = self.tasks["process_submission"]
         if delay:
             task.schedule(args=(inbox_id,), delay=delay, priority=priority)
