@@ -114,7 +114,7 @@ def test_a_row_the_queue_refused_is_queued_by_the_next_sweep(ctx, queue):
     assert pending(queue) == [("process_submission", (inbox_id,), tasks.PRIORITY_CRISIS)]
 
 
-@pytest.mark.parametrize("source", ["web"])
+@pytest.mark.parametrize("source", ["web", "qualtrics"])
 def test_a_crisis_retried_or_swept_stays_in_the_crisis_lane(ctx, roster, queue, mocked, client, source):
     """The case's lock is held elsewhere, so the run fails after the answers are read: the retry
     the queue schedules, and the sweep's copy once it is due, are crisis work."""
@@ -136,7 +136,7 @@ def test_a_crisis_retried_or_swept_stays_in_the_crisis_lane(ctx, roster, queue, 
     with ctx.db.lock(f"case:{key}", ttl_seconds=600, wait_seconds=0):
         ctx.settings["INBOX_LEASE_SECONDS"] = "1"     # the case lock is waited for at most a lease
         try:
-            intake.process_submission(ctx, inbox_id)
+            intake.process_submission(ctx, inbox_id, triage=True)
         finally:
             ctx.settings["INBOX_LEASE_SECONDS"] = "300"
     row = ctx.db.inbox_row(inbox_id)
@@ -148,3 +148,65 @@ def test_a_crisis_retried_or_swept_stays_in_the_crisis_lane(ctx, roster, queue, 
     ctx.clock.advance(timedelta(seconds=30 + 301))    # due, and unclaimed for longer than a lease
     assert tasks.sweep(ctx) == 1
     assert pending(queue) == [("process_submission", (inbox_id,), tasks.PRIORITY_CRISIS)]
+
+
+def _qualtrics_notice(client, mocked, urgency_code: int) -> None:
+    answers = json.loads(load_fixture("qualtrics", "response__complete.json")[0])
+    answers["result"]["values"]["QID13"] = urgency_code
+    mocked.get(QUALTRICS_RESPONSE, json=answers)
+    body, content_type = load_fixture("qualtrics", "completed_response__plain.txt")
+    assert client.post(f"/webhooks/qualtrics?token={QUALTRICS_HOOK}", data=body,
+                       content_type=content_type).status_code == 200
+
+
+def _redcap_notice(client, mocked, urgency_code: int) -> None:
+    records = json.loads(load_fixture("redcap", "records__complete.json")[0])
+    records[0]["urgency"] = str(urgency_code)
+    mocked.add("POST", REDCAP_API, json=records)
+    body, content_type = load_fixture("redcap", "det__survey_complete.txt")
+    assert client.post(f"/webhooks/redcap?token={REDCAP_HOOK}", data=body,
+                       content_type=content_type).status_code == 200
+
+
+NOTICES = {"qualtrics": _qualtrics_notice, "redcap": _redcap_notice}
+
+
+def _routine_backlog(ctx, n: int) -> list[int]:
+    return [inbox.record_and_enqueue(ctx, source="web", source_key=f"web:backlog-{i}",
+                                     payload={"answers": {**GOOD, "requester_name": f"Backlog {i}"}})[0]
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("source", ["qualtrics", "redcap"])
+def test_a_form_crisis_is_escalated_before_the_routine_work_queued_ahead_of_it(ctx, roster, queue, mocked,
+                                                                               client, source):
+    ctx.clock.pin(T0)
+    _routine_backlog(ctx, 3)
+    NOTICES[source](client, mocked, 3)                # the answers say Crisis; the notice cannot
+    [notice] = [r.id for r in ctx.db.list_inbox() if r.source == source]
+    assert run_next(queue) == ("process_submission", (notice,))   # the worker's next task
+    [case] = ctx.store.list_cases()                   # no routine case yet
+    assert (case.source, case.urgency) == (source, "Crisis")
+    on_call = {r.phone for r in roster.reviewers if r.on_call}
+    crisis_sms = {m.recipient for m in ctx.db.outbox_list() if m.channel == "sms" and "URGENT" in m.body}
+    assert on_call and on_call <= crisis_sms
+    assert ctx.db.inbox_row(notice).priority == "crisis"
+    assert [args for _, args, _ in pending(queue)] == [(i,) for i in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("source", ["qualtrics", "redcap"])
+def test_a_routine_form_notice_is_read_ahead_then_waits_behind_the_routine_work(ctx, roster, queue, mocked,
+                                                                                 client, source):
+    ctx.clock.pin(T0)
+    backlog = _routine_backlog(ctx, 3)
+    NOTICES[source](client, mocked, 1)                # Routine
+    [notice] = [r.id for r in ctx.db.list_inbox() if r.source == source]
+    run_next(queue)
+    assert ctx.store.list_cases() == []
+    row = ctx.db.inbox_row(notice)
+    assert (row.status, row.priority, row.attempts) == ("new", "routine", 0)
+    assert pending(queue) == [("process_submission", (i,), 0) for i in (*backlog, notice)]
+    ran = [run_next(queue) for _ in range(queue.huey.pending_count())]
+    assert ran == [("process_submission", (i,)) for i in (*backlog, notice)]
+    assert len(ctx.store.list_cases()) == 4
+    assert {r.status for r in ctx.db.list_inbox()} == {"done"}

@@ -4,8 +4,9 @@ Every way a request arrives (the built-in form in `web/`, the Qualtrics and REDC
 `integrations/`) ends here. The inbox row is the truth, so a queue that fails to take the task
 loses nothing: the sweep re-queues it (docs/architecture.md section 1).
 
-Each row has a queue lane, "crisis" or "routine", kept in the row so that its retries and sweeps
-use it too.
+Each row has a queue lane, kept in the row so that its retries and sweeps use it too:
+"crisis"; "unread", a form notice whose answers are not fetched yet (it may be a crisis, so it is
+read ahead of routine work: workflows/intake.py); "routine".
 """
 from __future__ import annotations
 
@@ -14,11 +15,19 @@ import logging
 log = logging.getLogger("peerline.inbox")
 
 
+def lane(ctx, source: str, crisis: bool) -> str:
+    """The lane of a new submission: answers still to fetch (an outside form's notice) are
+    unread, whatever the notice says."""
+    if crisis:
+        return "crisis"
+    return "unread" if source in ctx.fetchers else "routine"
+
+
 def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
                        crisis: bool = False) -> tuple[int, bool]:
     """Store a submission durably, then queue it (only the first delivery of a key).
     Returns (inbox id, whether this delivery was new)."""
-    priority = "crisis" if crisis else "routine"
+    priority = lane(ctx, source, crisis)
     inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload,
                                              priority=priority, queued=True)
     if new:

@@ -222,8 +222,11 @@ def send_crisis_resources(ctx: Context, case: Case) -> str:
     return status
 
 
-def process_submission(ctx: Context, inbox_id: int) -> str | None:
-    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done."""
+def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> str | None:
+    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done.
+
+    `triage` (the worker's task): a row whose answers were unread ran ahead of routine work to
+    read them; if they are routine, the rest goes back to the routine lane (see `_lane_read`)."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     if not ctx.db.claim_submission(inbox_id, lease):
         return None   # finished, parked, or another worker has it
@@ -232,6 +235,8 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
+        if row.priority == "unread" and not _lane_read(ctx, row, req, triage):
+            return None
         case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row.source_key)
@@ -257,6 +262,23 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
     ctx.db.finish_submission(inbox_id, case.case_id)
     log.info("submission done inbox=%s source=%s case=%s", inbox_id, row.source, case.case_id)
     return case.case_id
+
+
+def _lane_read(ctx: Context, row: InboxRow, req: Request, triage: bool) -> bool:
+    """A form notice's answers are read: its lane from now on is what they say. A crisis
+    carries on in this run at once (it is already on a worker, ahead of the routine backlog;
+    queueing it again would only add a wait and a second fetch), and its retries and sweeps
+    stay in the crisis lane. Routine work read ahead of the routine backlog (`triage`) goes
+    back behind it: the row is released, its attempt not counted, and queued as routine.
+    Returns whether to carry on here."""
+    row.priority = "crisis" if req.urgency == "Crisis" else "routine"
+    if row.priority == "routine" and triage:
+        ctx.db.release_submission(row.id, row.priority)
+        inbox.enqueue(ctx, row.id, row.priority)
+        log.info("submission read inbox=%s source=%s: routine, queued behind routine work", row.id, row.source)
+        return False
+    ctx.db.set_submission_priority(row.id, row.priority)
+    return True
 
 
 def answers_for(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:

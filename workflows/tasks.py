@@ -25,13 +25,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("peerline.tasks")
 
 #: Queue priorities, highest first (huey's SQLite, PostgreSQL and priority-Redis storages each
-#: take the highest priority first, then the oldest). Crisis work jumps everything; periodic
-#: jobs run ahead of routine work, so a backlog of cases cannot make the clock late.
+#: take the highest priority first, then the oldest). Crisis work jumps everything; a form
+#: notice's answers are read next, as they may be a crisis (one fetch each, then routine work
+#: goes back to the routine lane: workflows/intake.py); periodic jobs run ahead of routine work,
+#: so a backlog of cases cannot make the clock late.
 PRIORITY_CRISIS = 100
+PRIORITY_UNREAD = 75
 PRIORITY_PERIODIC = 50
 PRIORITY_NORMAL = 0
 #: An inbox row's lane (workflows/inbox.py) -> its queue priority.
-PRIORITIES = {"crisis": PRIORITY_CRISIS, "routine": PRIORITY_NORMAL}
+PRIORITIES = {"crisis": PRIORITY_CRISIS, "unread": PRIORITY_UNREAD, "routine": PRIORITY_NORMAL}
 
 _context = None
 _context_factory: Callable | None = None
@@ -65,7 +68,8 @@ def use_context(ctx: Context | None) -> None:
 # ---- the jobs (each safe to run twice, late, or on two workers at once) ----
 
 def process_submission(inbox_id: int) -> None:
-    intake.process_submission(worker_context(), inbox_id)
+    # Queued ahead of routine work, an unread notice only reads its answers here (intake.py).
+    intake.process_submission(worker_context(), inbox_id, triage=True)
 
 
 def sweep(ctx: Context) -> int:
@@ -250,7 +254,7 @@ class Queue:
             raise AttributeError(name) from None
 
     def enqueue_submission(self, inbox_id: int, *, priority: str = "routine", delay: float | None = None) -> None:
-        """Queue an inbox row's task in its lane ("routine", "crisis")."""
+        """Queue an inbox row's task in its lane ("routine", "unread", "crisis")."""
         priority = PRIORITIES[priority]
         task = self.tasks["process_submission"]
         if delay:

@@ -69,6 +69,12 @@ class InboxRepo:
         self._set_inbox(inbox_id, status="retry", last_error=error, next_attempt_at=at, lease_until=None,
                         queued_at=at)
 
+    def release_submission(self, inbox_id: int, priority: str) -> None:
+        """Hand a claimed row back, unfinished and without counting the attempt, to be queued
+        now in the lane `priority` (a form notice read ahead of routine work, found routine)."""
+        self._set_inbox(inbox_id, status="new", attempts=inbox.c.attempts - 1, lease_until=None,
+                        priority=priority, queued_at=self.clock.now())
+
     def set_submission_priority(self, inbox_id: int, priority: str) -> None:
         """The row's queue lane from now on (its retries and sweeps)."""
         self._set_inbox(inbox_id, priority=priority)
