@@ -29,7 +29,7 @@ def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
     Returns (inbox id, whether this delivery was new)."""
     priority = lane(ctx, source, crisis)
     inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload,
-                                             priority=priority, queued=True)
+                                             priority=priority)
     if new:
         enqueue(ctx, inbox_id, priority)
     return inbox_id, new

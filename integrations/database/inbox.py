@@ -20,11 +20,11 @@ from .schema import case_refs, inbox
 class InboxRepo:
     """Mixed into `Database`: needs `self.engine` and `self.clock`."""
 
-    def record_submission(self, *, source: str, source_key: str, payload: dict, priority: str = "routine",
-                          queued: bool = False) -> tuple[int, bool]:
-        """Store a received submission before we answer, in its queue lane (`priority`);
-        `queued`: the caller queues it now (else the next sweep does). Returns (inbox id,
-        newly stored)."""
+    def record_submission(self, *, source: str, source_key: str, payload: dict,
+                          priority: str = "routine") -> tuple[int, bool]:
+        """Store a received submission before we answer, in its queue lane (`priority`), marked
+        queued now: the caller queues it next (`mark_unqueued` if that fails). Returns (inbox
+        id, newly stored)."""
         now = self.clock.now()
         try:
             with self.engine.begin() as conn:
@@ -32,7 +32,7 @@ class InboxRepo:
                     source=source, source_key=source_key, received_at=now,
                     payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
                     last_error="", case_id="", updated_at=now, priority=priority,
-                    queued_at=now if queued else None)).inserted_primary_key[0]
+                    queued_at=now)).inserted_primary_key[0]
             return int(row_id), True
         except IntegrityError:
             with self.engine.connect() as conn:
