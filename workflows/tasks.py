@@ -5,8 +5,8 @@ settings and installs how the worker gets its Context; run the worker with:
     huey_consumer peerline_root.huey --workers 4 --worker-type thread
 
 The queue is a courier, not a record: a task whose worker dies is lost, so every task starts
-from an inbox row and `sweep_inbox` re-queues rows that are not finished (every minute, and
-once when a worker starts).
+from an inbox row and `sweep_inbox` re-queues rows that are not finished and not known to be
+queued (every minute, and once when a worker starts).
 """
 from __future__ import annotations
 
