@@ -441,7 +441,7 @@ def flyers_list():
 @click.command("sweep")
 @with_appcontext
 def sweep_cmd():
-    """Queue every unfinished submission now (the worker also does this every minute)."""
+    """Queue every unfinished submission not already queued (the worker also does this every minute)."""
     click.echo(f"Queued {tasks.sweep(_ctx())} submissions.")
 
 

@@ -128,7 +128,9 @@ def test_crisis_request_jumps_the_queue(client, ctx):
     calls = []
     ctx.enqueue = lambda inbox_id, **kw: calls.append(kw)
     submit(client, urgency="Crisis")
-    assert calls == [{"crisis": True}]
+    assert calls == [{"priority": "crisis", "delay": None}]
+    [row] = ctx.db.list_inbox()
+    assert ctx.db.inbox_row(row.id).priority == "crisis"     # its retries and sweeps too
     assert "988" in client.get("/request/thanks?urgent=1").get_data(as_text=True)
 
 

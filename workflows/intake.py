@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from config.vocabulary import CHOICE_FIELDS, is_true
-from workflows import matching, notify, phones
+from workflows import inbox, matching, notify, phones
 from workflows.errors import CredentialsRefused, DuplicateRows, PermanentError, describe_error
 from workflows.model import Case, Event, Request
 from workflows.records import InboxRow
@@ -222,8 +222,11 @@ def send_crisis_resources(ctx: Context, case: Case) -> str:
     return status
 
 
-def process_submission(ctx: Context, inbox_id: int) -> str | None:
-    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done."""
+def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> str | None:
+    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done.
+
+    `triage` (the worker's task): a row whose answers were unread ran ahead of routine work to
+    read them; if they are routine, the rest goes back to the routine lane (see `_lane_read`)."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
     if not ctx.db.claim_submission(inbox_id, lease):
         return None   # finished, parked, or another worker has it
@@ -232,6 +235,8 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
+        if row.priority == "unread" and not _lane_read(ctx, row, req, triage):
+            return None
         case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
             case = ctx.store.find_case(source_response_id=row.source_key)
@@ -259,6 +264,23 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
     return case.case_id
 
 
+def _lane_read(ctx: Context, row: InboxRow, req: Request, triage: bool) -> bool:
+    """A form notice's answers are read: its lane from now on is what they say. A crisis
+    carries on in this run at once (it is already on a worker, ahead of the routine backlog;
+    queueing it again would only add a wait and a second fetch), and its retries and sweeps
+    stay in the crisis lane. Routine work read ahead of the routine backlog (`triage`) goes
+    back behind it: the row is released, its attempt not counted, and queued as routine.
+    Returns whether to carry on here."""
+    row.priority = "crisis" if req.urgency == "Crisis" else "routine"
+    if row.priority == "routine" and triage:
+        ctx.db.release_submission(row.id, row.priority)
+        inbox.enqueue(ctx, row.id, row.priority)
+        log.info("submission read inbox=%s source=%s: routine, queued behind routine work", row.id, row.source)
+        return False
+    ctx.db.set_submission_priority(row.id, row.priority)
+    return True
+
+
 def answers_for(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:
     """Answers keyed by Request field name. Outside forms are fetched by their integration."""
     fetch = ctx.fetchers.get(row.source)
@@ -275,7 +297,7 @@ def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
         # holding it). Try again when its claim runs out, without growing the backoff.
         delay = int(ctx.settings["INBOX_LEASE_SECONDS"])
         ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
-        _schedule(ctx, row.id, delay)
+        _schedule(ctx, row, delay)
         return
     if attempts >= limit or isinstance(exc, PermanentError):
         ctx.db.park_submission(row.id, error)
@@ -288,13 +310,12 @@ def _fail(ctx: Context, row: InboxRow, exc: Exception) -> None:
         return
     delay = min(int(ctx.settings["RETRY_BASE_SECONDS"]) * 2 ** (attempts - 1), 3600)
     ctx.db.retry_submission(row.id, error, ctx.now() + timedelta(seconds=delay))
-    _schedule(ctx, row.id, delay)
+    _schedule(ctx, row, delay)
     log.warning("submission will retry inbox=%s source=%s attempt=%s in=%ss error=%s",
                 row.id, row.source, attempts, delay, error)
 
 
-def _schedule(ctx: Context, inbox_id: int, delay: int) -> None:
-    try:
-        ctx.enqueue(inbox_id, delay=delay)
-    except Exception:  # the sweep will find the row when it is due
-        log.warning("could not schedule retry inbox=%s; the sweep will", inbox_id)
+def _schedule(ctx: Context, row: InboxRow, delay: int) -> None:
+    """The retry, in the row's lane: a crisis stays a crisis (if the queue refuses it, the
+    sweep queues it when it is due)."""
+    inbox.enqueue(ctx, row.id, row.priority, delay=delay)

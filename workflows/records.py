@@ -32,6 +32,8 @@ class InboxRow:
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None
     updated_at: datetime | None = None
+    priority: str = "routine"           # the queue lane: routine, unread (answers not yet read), crisis
+    queued_at: datetime | None = None
     payload: dict | None = field(default=None, repr=False)
 
 

@@ -5,8 +5,8 @@ settings and installs how the worker gets its Context; run the worker with:
     huey_consumer peerline_root.huey --workers 4 --worker-type thread
 
 The queue is a courier, not a record: a task whose worker dies is lost, so every task starts
-from an inbox row and `sweep_inbox` re-queues rows that are not finished (every minute, and
-once when a worker starts).
+from an inbox row and `sweep_inbox` re-queues rows that are not finished and not known to be
+queued (every minute, and once when a worker starts).
 """
 from __future__ import annotations
 
@@ -17,16 +17,24 @@ from typing import TYPE_CHECKING, Callable
 
 from huey import crontab
 
-from workflows import catchup, deadlines, followup, intake, notify, offers, purge, surveys, wellbeing
+from workflows import catchup, deadlines, followup, inbox, intake, notify, offers, purge, surveys, wellbeing
 
 if TYPE_CHECKING:
     from workflows.context import Context
 
 log = logging.getLogger("peerline.tasks")
 
-#: Crisis work jumps the queue.
+#: Queue priorities, highest first (huey's SQLite, PostgreSQL and priority-Redis storages each
+#: take the highest priority first, then the oldest). Crisis work jumps everything; a form
+#: notice's answers are read next, as they may be a crisis (one fetch each, then routine work
+#: goes back to the routine lane: workflows/intake.py); periodic jobs run ahead of routine work,
+#: so a backlog of cases cannot make the clock late.
 PRIORITY_CRISIS = 100
+PRIORITY_UNREAD = 75
+PRIORITY_PERIODIC = 50
 PRIORITY_NORMAL = 0
+#: An inbox row's lane (workflows/inbox.py) -> its queue priority.
+PRIORITIES = {"crisis": PRIORITY_CRISIS, "unread": PRIORITY_UNREAD, "routine": PRIORITY_NORMAL}
 
 _context = None
 _context_factory: Callable | None = None
@@ -60,18 +68,21 @@ def use_context(ctx: Context | None) -> None:
 # ---- the jobs (each safe to run twice, late, or on two workers at once) ----
 
 def process_submission(inbox_id: int) -> None:
-    intake.process_submission(worker_context(), inbox_id)
+    # Queued ahead of routine work, an unread notice only reads its answers here (intake.py).
+    intake.process_submission(worker_context(), inbox_id, triage=True)
 
 
 def sweep(ctx: Context) -> int:
-    """Re-queue every inbox row the queue may have lost. Returns how many."""
+    """Re-queue, each in its lane, the inbox rows the queue may have lost: never queued, or
+    queued longer than the lease ago and still unclaimed (a row queued within the lease is
+    only waiting its turn in a long queue). Returns how many."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
-    ids = ctx.db.submissions_to_requeue(ctx.now(), grace_seconds=min(60, lease))
-    for inbox_id in ids:
-        ctx.enqueue(inbox_id)
-    if ids:
-        log.info("sweep re-queued %d submissions", len(ids))
-    return len(ids)
+    rows = ctx.db.take_submissions_to_requeue(ctx.now(), lease_seconds=lease)
+    for inbox_id, priority in rows:
+        inbox.enqueue(ctx, inbox_id, priority)
+    if rows:
+        log.info("sweep re-queued %d submissions", len(rows))
+    return len(rows)
 
 
 def sweep_inbox() -> None:
@@ -242,8 +253,9 @@ class Queue:
         except KeyError:
             raise AttributeError(name) from None
 
-    def enqueue_submission(self, inbox_id: int, *, crisis: bool = False, delay: float | None = None) -> None:
-        priority = PRIORITY_CRISIS if crisis else PRIORITY_NORMAL
+    def enqueue_submission(self, inbox_id: int, *, priority: str = "routine", delay: float | None = None) -> None:
+        """Queue an inbox row's task in its lane ("routine", "unread", "crisis")."""
+        priority = PRIORITIES[priority]
         task = self.tasks["process_submission"]
         if delay:
             task.schedule(args=(inbox_id,), delay=delay, priority=priority)
@@ -261,9 +273,10 @@ def register(huey, *, refresh_webhooks: Callable = lambda ctx: None) -> Queue:
     cannot do without importing an integration."""
 
     tasks = {"process_submission": huey.task(name="process_submission")(process_submission),
-             "poll_approvals_now": huey.task(name="poll_approvals_now")(poll_approvals)}
+             "poll_approvals_now": huey.task(name="poll_approvals_now", priority=PRIORITY_PERIODIC)(poll_approvals)}
     for function, schedule in periodic_jobs(refresh_webhooks).values():
-        tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__)(function)
+        tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__,
+                                                      priority=PRIORITY_PERIODIC)(function)
     huey.on_startup()(sweep_at_start)
     #: Jobs the web process may queue by name (Context.run_soon).
     return Queue(huey, tasks, jobs={"poll_approvals": tasks["poll_approvals_now"]})

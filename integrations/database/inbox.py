@@ -20,15 +20,19 @@ from .schema import case_refs, inbox
 class InboxRepo:
     """Mixed into `Database`: needs `self.engine` and `self.clock`."""
 
-    def record_submission(self, *, source: str, source_key: str, payload: dict) -> tuple[int, bool]:
-        """Store a received submission before we answer. Returns (inbox id, newly stored)."""
+    def record_submission(self, *, source: str, source_key: str, payload: dict,
+                          priority: str = "routine") -> tuple[int, bool]:
+        """Store a received submission before we answer, in its queue lane (`priority`), marked
+        queued now: the caller queues it next (`mark_unqueued` if that fails). Returns (inbox
+        id, newly stored)."""
         now = self.clock.now()
         try:
             with self.engine.begin() as conn:
                 row_id = conn.execute(inbox.insert().values(
                     source=source, source_key=source_key, received_at=now,
                     payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
-                    last_error="", case_id="", updated_at=now)).inserted_primary_key[0]
+                    last_error="", case_id="", updated_at=now, priority=priority,
+                    queued_at=now)).inserted_primary_key[0]
             return int(row_id), True
         except IntegrityError:
             with self.engine.connect() as conn:
@@ -61,7 +65,23 @@ class InboxRepo:
         self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
 
     def retry_submission(self, inbox_id: int, error: str, at: datetime) -> None:
-        self._set_inbox(inbox_id, status="retry", last_error=error, next_attempt_at=at, lease_until=None)
+        """Try again at `at`; the caller schedules the task for then (its queueing time)."""
+        self._set_inbox(inbox_id, status="retry", last_error=error, next_attempt_at=at, lease_until=None,
+                        queued_at=at)
+
+    def release_submission(self, inbox_id: int, priority: str) -> None:
+        """Hand a claimed row back, unfinished and without counting the attempt, to be queued
+        now in the lane `priority` (a form notice read ahead of routine work, found routine)."""
+        self._set_inbox(inbox_id, status="new", attempts=inbox.c.attempts - 1, lease_until=None,
+                        priority=priority, queued_at=self.clock.now())
+
+    def set_submission_priority(self, inbox_id: int, priority: str) -> None:
+        """The row's queue lane from now on (its retries and sweeps)."""
+        self._set_inbox(inbox_id, priority=priority)
+
+    def mark_unqueued(self, inbox_id: int) -> None:
+        """Queueing the row's task failed: the next sweep queues it, without waiting a lease."""
+        self._set_inbox(inbox_id, queued_at=None)
 
     def park_submission(self, inbox_id: int, error: str) -> None:
         self._set_inbox(inbox_id, status="parked", last_error=error, lease_until=None)
@@ -87,16 +107,34 @@ class InboxRepo:
         with self.engine.connect() as conn:
             return [from_row(InboxRow, r) for r in conn.execute(stmt).mappings()]
 
-    def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
-        """Rows the queue may have lost: new ones never picked up, retries that are due,
-        and processing rows whose worker's lease ran out."""
-        stmt = sa.select(inbox.c.id).where(sa.or_(
-            sa.and_(inbox.c.status == "new", inbox.c.received_at < now - timedelta(seconds=grace_seconds)),
+    @staticmethod
+    def _lost(now: datetime, lease_seconds: int):
+        """Unfinished rows (new, a retry that is due, or processing past a dead worker's lease)
+        whose task is not known to be in the queue: never queued, or queued longer than the
+        lease ago and still not claimed. A row queued within the lease is only waiting its turn."""
+        unfinished = sa.or_(
+            inbox.c.status == "new",
             sa.and_(inbox.c.status == "retry", inbox.c.next_attempt_at <= now),
-            sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now),
-        )).order_by(inbox.c.id)
+            sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now))
+        not_queued = sa.or_(inbox.c.queued_at.is_(None),
+                            inbox.c.queued_at <= now - timedelta(seconds=lease_seconds))
+        return sa.and_(unfinished, not_queued)
+
+    def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
+        """Rows the queue may have lost (see `_lost`, with `grace_seconds` as the lease)."""
+        stmt = sa.select(inbox.c.id).where(self._lost(now, grace_seconds)).order_by(inbox.c.id)
         with self.engine.connect() as conn:
             return [r[0] for r in conn.execute(stmt)]
+
+    def take_submissions_to_requeue(self, now: datetime, lease_seconds: int) -> list[tuple[int, str]]:
+        """The sweep's rows: [(inbox id, queue lane)] of rows the queue may have lost, each
+        marked queued now in the same statement (so a sweep within the lease, on
+        any worker, leaves them alone)."""
+        stmt = (inbox.update().where(self._lost(now, lease_seconds)).values(queued_at=now)
+                .returning(inbox.c.id, inbox.c.priority))
+        with self.engine.begin() as conn:
+            rows = [(r.id, r.priority) for r in conn.execute(stmt)]
+        return sorted(rows)
 
     # ---- Case IDs ----
     def case_id_for(self, source_key: str, prefix: str) -> str:

@@ -48,6 +48,12 @@ inbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=False, default=""),
     sa.Column("case_id", sa.String(20), nullable=False, default=""),
     sa.Column("updated_at", UTCDateTime),
+    # The queue lane the row's work runs in: "routine", "crisis", or "unread" (a form notice
+    # whose answers are not fetched yet; it may be a crisis). Retries and the sweep use it.
+    sa.Column("priority", sa.String(10), nullable=False, default="routine", server_default="routine"),
+    # When the row's task was last put in the queue (or, for a retry, is due to enter it); NULL
+    # when no task is known to be queued. The sweep leaves a row queued within its lease alone.
+    sa.Column("queued_at", UTCDateTime),
 )
 
 case_refs = sa.Table(
