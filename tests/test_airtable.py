@@ -173,6 +173,38 @@ def test_processes_built_from_the_same_settings_keep_one_pace(fake, ctx):
     assert fake.times(BASE, status=429) == []
     assert fake.busiest_second(BASE, since=start) <= 5
 
+def test_requests_that_leave_late_still_arrive_at_most_five_in_any_second(fake, tmp_path):
+    """On a busy machine a request can leave long after its turn (its thread descheduled):
+    here each one reaches the fake after a delay of 0 to 0.6 s. Two processes' throttles,
+    three threads each: Airtable still never sees more than five in one second."""
+    airtable.init_base(make_store())
+    fake.rate_limit = 5
+    delays = iter([0.0, 0.6, 0.05, 0.3, 0.0, 0.45, 0.1, 0.0, 0.55] * 4)
+    handle, order = fake.handle, threading.Lock()
+
+    def late(*args):
+        with order:
+            delay = next(delays)
+        time.sleep(delay)               # between leaving our throttle and arriving
+        return handle(*args)
+
+    fake.handle = late
+    db = database.Database(f"sqlite:///{tmp_path / 'shared.db'}")
+    stores = [make_store(airtable.Throttle(engine=db.engine)) for _ in range(2)]
+    start = len(fake.requests)
+    threads = [threading.Thread(target=lambda s=s, n=n: [s.find_case(source_response_id=f"web:{n}:{i}")
+                                                        for i in range(5)])
+               for n, s in enumerate(stores * 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fake.requests) - start == 30
+    assert fake.times(BASE, status=429) == []
+    assert fake.busiest_second(BASE, since=start) <= 5
+    database.dispose_engines()
+
+
 def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_path):
     clock = FakeClock()
     base.clock = clock.now
