@@ -240,7 +240,7 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
                 # Suggestions go in with the case: one write, and a coordinator sees them at once.
                 new_case.suggested_supporters = matching.suggested_supporters(
                     new_case, ctx.store.supporters(), ctx.program, ctx.now(),
-                    open_cases=matching.open_case_counts(ctx.store.list_cases()),
+                    open_cases=ctx.db.open_case_counts(),
                     recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
                 case = ctx.store.create_case(new_case)
         add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
