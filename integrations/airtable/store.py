@@ -77,11 +77,13 @@ class AirtableCaseStore:
             raise ValueError("find_case needs case_id or source_response_id")
         return self.table(CASES).first(formula=formula)
 
-    def create_case(self, case: Case) -> Case:
-        """Upsert on Source Response ID; an existing case is returned unchanged."""
+    def create_case(self, case: Case, *, unseen: bool = False) -> Case:
+        """Upsert on Source Response ID; an existing case is returned unchanged. It is looked
+        for first unless the caller knows it was never made (`unseen`) or has just missed it."""
         missed = getattr(self._last_miss, "value", None)
         self._last_miss.value = None
-        if not (missed and missed[0] == case.source_response_id and self.monotonic() - missed[1] < 5):
+        just_missed = missed and missed[0] == case.source_response_id and self.monotonic() - missed[1] < 5
+        if not (unseen or just_missed):
             existing = self._find_case_record(source_response_id=case.source_response_id)
             if existing:
                 return self._case(existing)
