@@ -279,14 +279,15 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
                     recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
                 case = ctx.store.create_case(new_case, unseen=unseen)
         events = CaseEvents(ctx, case, new=created)
-        events.once("Case created" if not case.problems else "Case created, needs attention")
-        if case.urgency == "Crisis":
-            # The crisis messages only: a routine "please review by" beside "act now" would
-            # tell reviewers a crisis can wait.
-            escalate_crisis(ctx, case, events)
-        else:
-            notify_reviewers(ctx, case)
-        events.once("Reviewers notified")
+        with notify.mirror_batch(ctx):      # the case's messages shown in one write
+            events.once("Case created" if not case.problems else "Case created, needs attention")
+            if case.urgency == "Crisis":
+                # The crisis messages only: a routine "please review by" beside "act now" would
+                # tell reviewers a crisis can wait.
+                escalate_crisis(ctx, case, events)
+            else:
+                notify_reviewers(ctx, case)
+            events.once("Reviewers notified")
         events.write()
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
         _write_what_happened(events)
