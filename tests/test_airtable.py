@@ -205,6 +205,17 @@ def test_requests_that_leave_late_still_arrive_at_most_five_in_any_second(fake, 
     database.dispose_engines()
 
 
+def test_places_held_by_a_worker_killed_mid_request_free_up_within_a_minute():
+    clock = FakeClock()
+    throttle = airtable.Throttle(clock=clock.now, sleep=clock.sleep)
+    killed = [throttle.request(BASE) for _ in range(airtable.REQUESTS_PER_SECOND)]
+    for request in killed:
+        request.__enter__()                     # and never left: no answer ever came back
+    started = clock.now()
+    with throttle.request(BASE):
+        assert 60 <= clock.now() - started < 61
+
+
 def test_a_429_is_waited_out_for_30_seconds_then_the_call_succeeds(base, tmp_path):
     clock = FakeClock()
     base.clock = clock.now

@@ -28,8 +28,8 @@ HOLD_SECONDS = 1.1
 #: After a 429 Airtable refuses every request to the base for 30 s.
 RATE_LIMIT_WAIT_SECONDS = 30.0
 #: A place still held this long after its request started belongs to a process that died
-#: mid-request (every request has a timeout far shorter).
-STALE_SECONDS = 300.0
+#: mid-request (a request gives up long before: OUTSIDE_TIMEOUT_SECONDS, 10 s, per read).
+STALE_SECONDS = 60.0
 #: How often a waiting process looks again while every place is held by a request in flight.
 POLL_SECONDS = 0.02
 
