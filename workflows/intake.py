@@ -264,7 +264,9 @@ def process_submission(ctx: Context, inbox_id: int) -> str | None:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
-        # No Case ID yet: no run ever made this case, so there is nothing to look for.
+        # No Case ID yet: no run ever made this case, so there is nothing to look for. (A
+        # second worker on this row, once the first one's lease ran out, upserts onto the
+        # same record: the key is the Source Response ID.)
         unseen = ctx.db.known_case_id(row.source_key) is None
         case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
