@@ -14,7 +14,7 @@ from tests.fake_airtable import FakeAirtable
 from tests.test_airtable import BASE, TOKEN, URL, make_store
 from tests.test_intake import submit
 from tests.test_matching import suggested_names
-from workflows import followup
+from workflows import followup, notify
 from workflows.model import Case
 
 EARLIER = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
@@ -126,3 +126,17 @@ def test_a_full_supporter_is_suggested_again_once_a_coordinator_closes_their_cas
     freed = next(c for c in ctx.store.list_cases() if c.requester_phone.endswith("0997"))
     assert suggested_names(freed)[0] == "Drew Kim"
     assert "; 0 open cases;" in freed.suggested_supporters.splitlines()[0]
+
+
+def test_delivery_reports_reach_the_messages_table_together_within_a_minute(base, client, ctx, run_worker):
+    requests_for_one_case(base, client, run_worker)
+    keys = [row.key for row in ctx.db.ledger_rows()]
+    assert len(keys) >= 4
+    before = len(base.requests)
+    for key in keys:                        # the providers' reports, one webhook each
+        assert notify.record_delivery(ctx, key, "delivered")
+    assert len(base.requests) == before     # nothing yet: the periodic job mirrors them
+    notify.run_due(ctx)                     # every minute
+    assert [f"{r['method']} {r['path'].rsplit('/', 1)[-1]}" for r in base.requests[before:]] == \
+        ["PATCH Messages"] * ((len(keys) + 9) // 10)
+    assert {m["fields"]["Status"] for m in base.records(BASE, "Messages")} == {"delivered"}

@@ -246,13 +246,13 @@ def retry_delay(ctx: Context, attempts: int, *, crisis: bool = False) -> float:
 
 def record_delivery(ctx: Context, key: str, status: str, error: str = "", **values) -> bool:
     """A provider's delivery report (status callback, event webhook). The furthest status
-    wins: late, repeated or out-of-order reports change nothing. Returns whether it moved."""
+    wins: late, repeated or out-of-order reports change nothing. Returns whether it moved.
+    The Messages table shows it within a minute: the periodic `run_due` mirrors the reports
+    of many messages together, not one Airtable request per report."""
     rank = STATUS_RANK[status]
     allowed = UNSENT + tuple(s for s, r in STATUS_RANK.items() if r < rank)
-    moved = ctx.db.ledger_advance(key, status, allowed, **({"error": error} if error else {}), **values)
-    if moved:
-        _mirror(ctx, key)
-    return moved
+    return ctx.db.ledger_advance(key, status, allowed, mirror_due=True, **({"error": error} if error else {}),
+                                 **values)
 
 
 def alert_unreachable(ctx: Context, key: str) -> None:
