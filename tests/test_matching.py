@@ -131,11 +131,26 @@ def test_ties_go_to_the_longest_rested_then_by_name():
         ["Dee", "Bea", "Abe", "Cal"]
 
 
-def test_open_case_counts_only_count_open_cases():
-    cases = [Case(assigned_supporter="rec1", status="Assigned"), Case(assigned_supporter="rec1", status="Contacted"),
-             Case(assigned_supporter="rec1", status="Closed"), Case(assigned_supporter="rec2", status="Withdrawn"),
-             Case(assigned_supporter="", status="New")]
-    assert matching.open_case_counts(cases) == {"rec1": 2}
+def test_open_cases_are_counted_from_our_offers_until_the_case_ends(ctx):
+    """What matching is told a supporter holds: the cases whose latest offer is theirs and
+    open (Offered) or accepted (Assigned, Contacted, Referred), until the case is closed or
+    withdrawn; read from our own database, never by listing the case store."""
+    def offer(case_id, supporter, status="accepted"):
+        made = ctx.db.offer_create(case_id=case_id, supporter_id=supporter, offered_at=NOW,
+                                   expires_at=NOW + timedelta(hours=4))
+        if status != "open":
+            ctx.db.offer_close(made.id, status, NOW)
+
+    offer("PS-1001", "rec1")                                      # Assigned
+    offer("PS-1002", "rec1", "open")                              # Offered
+    offer("PS-1003", "rec1")
+    ctx.db.milestone_mark("PS-1003", "closed", NOW)               # Closed
+    offer("PS-1004", "rec2")
+    ctx.db.milestone_mark("PS-1004", "withdrawn", NOW)            # Withdrawn
+    offer("PS-1005", "rec2", "declined")                          # then nobody left
+    offer("PS-1006", "rec2")
+    offer("PS-1006", "rec3", "open")                              # reassigned to rec3
+    assert ctx.db.open_case_counts() == {"rec1": 2, "rec3": 1}
 
 
 def test_nobody_left_says_why_without_naming_the_requester():
@@ -435,10 +450,13 @@ def test_intake_never_suggests_the_requester_or_a_full_supporter(client, ctx, ro
     assert suggested_names(control)[0] == "Drew Kim"
     assert "Drew Kim" not in own.suggested_supporters and len(suggested_names(own)) == 3
 
-    # Drew now carries his Max Open Cases: a new request does not suggest him either.
+    # Drew now carries his Max Open Cases (accepted offers): a new request does not suggest him.
     for n in range(drew.max_open_cases):
         ctx.store.create_case(Case(case_id=f"PS-90{n}", source="web", source_response_id=f"web:full-{n}",
                                    submitted_at=NOW, status="Assigned", assigned_supporter=drew.record_id))
+        offer = ctx.db.offer_create(case_id=f"PS-90{n}", supporter_id=drew.record_id, offered_at=NOW,
+                                    expires_at=NOW + timedelta(hours=4))
+        ctx.db.offer_close(offer.id, "accepted", NOW)
     submit(client, requester_phone="+1 555 010 0998", specialty="Emergency Nursing")
     run_worker()
     [third] = [c for c in ctx.store.list_cases() if c.requester_phone.endswith("0998")]

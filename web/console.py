@@ -260,7 +260,7 @@ def _candidates(ctx: Context, case, limit: int = 5):
     if case.status in ("Offered", "Assigned") and case.assigned_supporter:
         ruled_out.add(case.assigned_supporter)
     return matching.rank(case, ctx.store.supporters(), ctx.program, ctx.now(),
-                         open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out,
+                         open_cases=ctx.db.open_case_counts(), excluded=ruled_out,
                          limit=limit, recent_cases=offers.recent_case_counts(ctx))
 
 

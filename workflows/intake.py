@@ -149,7 +149,35 @@ def build_case(ctx: Context, row: InboxRow, req: Request, problems: list[str], c
                 problems="; ".join(problems))
 
 
-def add_event_once(ctx: Context, case: Case, event: str, actor: str = "peerline") -> None:
+class CaseEvents:
+    """The Events one run of intake writes for a case, each once, in one write at the end
+    (Airtable takes 10 records a request). What the case already has is read at most once,
+    and not at all for a case this run created (`new`): it has none yet."""
+
+    def __init__(self, ctx: Context, case: Case, *, new: bool = False):
+        self.ctx, self.case = ctx, case
+        self.have: set[str] | None = set() if new else None
+        self.pending: list[Event] = []
+
+    def once(self, event: str, actor: str = "peerline") -> None:
+        if self.have is None:
+            self.have = {e.event for e in self.ctx.store.list_events(self.case.case_id)}
+        if event not in self.have:
+            self.have.add(event)
+            self.pending.append(Event(case_id=self.case.case_id, event=event, at=self.ctx.now(), actor=actor))
+
+    def write(self) -> None:
+        pending, self.pending = self.pending, []
+        if pending:
+            self.ctx.store.add_events(pending)
+
+
+def add_event_once(ctx: Context, case: Case, event: str, actor: str = "peerline",
+                   events: CaseEvents | None = None) -> None:
+    """`event` once for the case: into `events` when given (written with the rest), else now."""
+    if events is not None:
+        events.once(event, actor)
+        return
     if not any(e.event == event for e in ctx.store.list_events(case.case_id)):
         ctx.store.add_events([Event(case_id=case.case_id, event=event, at=ctx.now(), actor=actor)])
 
@@ -171,7 +199,7 @@ def notify_reviewers(ctx: Context, case: Case) -> int:
     return sent
 
 
-def escalate_crisis(ctx: Context, case: Case) -> None:
+def escalate_crisis(ctx: Context, case: Case, events: CaseEvents | None = None) -> None:
     """A request in crisis, at once and whatever the hour: an SMS to every on-call reviewer,
     an email to the program leads (a reference and an instruction, no detail), and the
     crisis resources (988 and the program's own) to the requester through their preferred
@@ -184,39 +212,42 @@ def escalate_crisis(ctx: Context, case: Case) -> None:
                              recipient=notify.Recipient(key=f"reviewer:{reviewer.record_id}",
                                                         role="On-call reviewer", phone=reviewer.phone),
                              values=values, crisis=True)
-        add_event_once(ctx, case, f"Crisis alert by SMS to on-call reviewer {reviewer.name}: {status}")
+        add_event_once(ctx, case, f"Crisis alert by SMS to on-call reviewer {reviewer.name}: {status}",
+                       events=events)
     for lead in [r for r in reviewers if r.program_lead]:
         status = notify.send(ctx, case_id=case.case_id, kind="crisis", template="crisis_lead_email",
                              recipient=notify.Recipient(key=f"reviewer:{lead.record_id}", role="Program lead",
                                                         email=lead.email),
                              values=values, crisis=True)
-        add_event_once(ctx, case, f"Crisis alert by email to program lead {lead.name}: {status}")
-    send_crisis_resources(ctx, case)
+        add_event_once(ctx, case, f"Crisis alert by email to program lead {lead.name}: {status}",
+                       events=events)
+    send_crisis_resources(ctx, case, events)
     log.warning("crisis escalated case=%s", case.case_id)
 
 
-def send_crisis_resources(ctx: Context, case: Case) -> str:
+def send_crisis_resources(ctx: Context, case: Case, events: CaseEvents | None = None) -> str:
     """The crisis resources to the requester's own contact: no detail of the request.
 
     Not for a request made on a colleague's behalf: the contact on file is the colleague's,
     who has not yet agreed to be contacted (a reviewer checks that first); the person who
     referred them saw the crisis resources on the form and its confirmation page."""
     if case.for_whom == "Colleague":
-        add_event_once(ctx, case, "Crisis resources not sent: request made for a colleague; on-call reviewers decide")
+        add_event_once(ctx, case, "Crisis resources not sent: request made for a colleague; on-call reviewers decide",
+                       events=events)
         return "skipped"
     requester = notify.Recipient(key="requester", role="Requester", phone=case.requester_phone,
                                  email=case.requester_email)
     preferred = ("email", "sms") if case.preferred_contact == "Email" else ("sms", "email")
     channels = [c for c in preferred if (requester.phone if c == "sms" else requester.email)]
     if not channels:
-        add_event_once(ctx, case, "Crisis resources not sent: no phone or email on the request")
+        add_event_once(ctx, case, "Crisis resources not sent: no phone or email on the request", events=events)
         return "failed"
     for channel in channels:
         status = notify.send(ctx, case_id=case.case_id, kind="crisis_resources",
                              template=f"crisis_requester_{channel}", recipient=requester,
                              values={"ref": case.ref}, crisis=True)
         add_event_once(ctx, case, f"Crisis resources to the requester by {'SMS' if channel == 'sms' else 'email'}: "
-                                  f"{status}")
+                                  f"{status}", events=events)
         if status != "failed":
             break   # the preferred channel carries it; the other is only a fallback
     return status
@@ -231,32 +262,42 @@ def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> 
     if not ctx.db.claim_submission(inbox_id, lease):
         return None   # finished, parked, or another worker has it
     row = ctx.db.inbox_row(inbox_id)
+    events = None
     try:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
         if row.priority == "unread" and not _lane_read(ctx, row, req, triage):
             return None
+        # No Case ID yet: no run ever made this case, so there is nothing to look for. (A
+        # second worker on this row, once the first one's lease ran out, upserts onto the
+        # same record: the key is the Source Response ID.)
+        unseen = ctx.db.known_case_id(row.source_key) is None
         case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
         with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
-            case = ctx.store.find_case(source_response_id=row.source_key)
-            if case is None:
+            case = None if unseen else ctx.store.find_case(source_response_id=row.source_key)
+            created = case is None
+            if created:
                 new_case = build_case(ctx, row, req, problems, case_id)
                 # Suggestions go in with the case: one write, and a coordinator sees them at once.
                 new_case.suggested_supporters = matching.suggested_supporters(
                     new_case, ctx.store.supporters(), ctx.program, ctx.now(),
-                    open_cases=matching.open_case_counts(ctx.store.list_cases()),
+                    open_cases=ctx.db.open_case_counts(),
                     recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
-                case = ctx.store.create_case(new_case)
-        add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
-        if case.urgency == "Crisis":
-            # The crisis messages only: a routine "please review by" beside "act now" would
-            # tell reviewers a crisis can wait.
-            escalate_crisis(ctx, case)
-        else:
-            notify_reviewers(ctx, case)
-        add_event_once(ctx, case, "Reviewers notified")
+                case = ctx.store.create_case(new_case, unseen=unseen)
+        events = CaseEvents(ctx, case, new=created)
+        with notify.mirror_batch(ctx):      # the case's messages shown in one write
+            events.once("Case created" if not case.problems else "Case created, needs attention")
+            if case.urgency == "Crisis":
+                # The crisis messages only: a routine "please review by" beside "act now" would
+                # tell reviewers a crisis can wait.
+                escalate_crisis(ctx, case, events)
+            else:
+                notify_reviewers(ctx, case)
+            events.once("Reviewers notified")
+        events.write()
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
+        _write_what_happened(events)
         _fail(ctx, row, exc)
         return None
     ctx.db.finish_submission(inbox_id, case.case_id)
@@ -279,6 +320,16 @@ def _lane_read(ctx: Context, row: InboxRow, req: Request, triage: bool) -> bool:
         return False
     ctx.db.set_submission_priority(row.id, row.priority)
     return True
+
+
+def _write_what_happened(events: CaseEvents | None) -> None:
+    """After a failure: the Events of what did happen (the case made, messages sent), so a
+    coordinator sees them before the retry; the retry writes them if this cannot."""
+    try:
+        if events is not None:
+            events.write()
+    except Exception as exc:
+        log.warning("events not written case=%s error=%s; the retry will", events.case.case_id, describe_error(exc))
 
 
 def answers_for(ctx: Context, row: InboxRow) -> tuple[dict, list[str]]:

@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 from config.program import Matching, Program
 from workflows import phones
-from workflows.model import OPEN_STATUSES, Case, Request, Supporter
+from workflows.model import Case, Request, Supporter
 
 #: Why a supporter was left out (the keys of `exclusion_counts`), in the order checked.
 INACTIVE = "inactive"
@@ -80,7 +80,7 @@ def rank(request: Request | Case, supporters: Iterable[Supporter], program: Prog
     - `now`: the time to judge Paused Until and Last Assigned At against (aware, UTC;
       a naive time is taken as UTC).
     - `open_cases`: Supporter.record_id -> number of open cases assigned to them now
-      (see `open_case_counts`); a supporter not in it has none.
+      (our database keeps it: `Database.open_case_counts`); a supporter not in it has none.
     - `excluded`: record ids that may not be offered this case (they declined or let the
       offer expire).
     - `limit`: return only the best `limit` candidates (same order as the full list).
@@ -123,13 +123,6 @@ def _capped(program: Program, recent_cases: Mapping[str, int] | None) -> frozens
     if not cap or not recent_cases:
         return frozenset()
     return frozenset(sid for sid, n in recent_cases.items() if int(n) >= cap)
-
-
-def open_case_counts(cases: Iterable[Case]) -> dict[str, int]:
-    """Supporter record id -> open cases assigned to them (Assigned Supporter holds the
-    supporter's record id; a case in one of `OPEN_STATUSES` counts)."""
-    return dict(Counter(c.assigned_supporter for c in cases
-                        if c.assigned_supporter and c.status in OPEN_STATUSES))
 
 
 def suggestions_text(candidates: list[Candidate], *, left_out: Counter | None = None) -> str:

@@ -235,8 +235,10 @@ class CaseStore(Protocol):
     def find_case(self, *, case_id: str | None = None,
                   source_response_id: str | None = None) -> Case | None: ...
 
-    def create_case(self, case: Case) -> Case:
-        """Create, or return the existing case with the same Source Response ID unchanged."""
+    def create_case(self, case: Case, *, unseen: bool = False) -> Case:
+        """Create, or return the existing case with the same Source Response ID unchanged.
+        `unseen`: the caller knows no case was ever made from this Source Response ID (our
+        database assigned its Case ID just now), so a store need not look for one first."""
 
     def update_case(self, case_id: str, **changes) -> Case: ...
 

@@ -21,6 +21,8 @@ import hashlib
 import json
 import logging
 import random
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
@@ -244,13 +246,13 @@ def retry_delay(ctx: Context, attempts: int, *, crisis: bool = False) -> float:
 
 def record_delivery(ctx: Context, key: str, status: str, error: str = "", **values) -> bool:
     """A provider's delivery report (status callback, event webhook). The furthest status
-    wins: late, repeated or out-of-order reports change nothing. Returns whether it moved."""
+    wins: late, repeated or out-of-order reports change nothing. Returns whether it moved.
+    The Messages table shows it within a minute: the periodic `run_due` mirrors the reports
+    of many messages together, not one Airtable request per report."""
     rank = STATUS_RANK[status]
     allowed = UNSENT + tuple(s for s, r in STATUS_RANK.items() if r < rank)
-    moved = ctx.db.ledger_advance(key, status, allowed, **({"error": error} if error else {}), **values)
-    if moved:
-        _mirror(ctx, key)
-    return moved
+    return ctx.db.ledger_advance(key, status, allowed, mirror_due=True, **({"error": error} if error else {}),
+                                 **values)
 
 
 def alert_unreachable(ctx: Context, key: str) -> None:
@@ -348,22 +350,52 @@ def run_due(ctx: Context) -> int:
             log.error("message delivery failed key=%s error=%s", key, type(exc).__name__)
     for row in ctx.db.ledger_not_alerted(UNREACHED):
         alert_unreachable(ctx, row.key)
-    for key in ctx.db.ledger_mirror_due():
-        _mirror(ctx, key)
+    _mirror_rows(ctx, ctx.db.ledger_mirror_due())
     return len(keys)
 
 
+#: The keys to mirror when the innermost `mirror_batch` ends (None: mirror at once).
+_batch: ContextVar[list[str] | None] = ContextVar("peerline_mirror_batch", default=None)
+
+
+@contextmanager
+def mirror_batch(ctx: Context):
+    """Messages sent inside are shown in the Messages table together when it ends, in one
+    write (Airtable takes 10 records a request) rather than one each: intake tells several
+    reviewers of a case at once. Each row is shown as it is by then."""
+    keys: list[str] = []
+    token = _batch.set(keys)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+        _mirror_rows(ctx, list(dict.fromkeys(keys)))
+
+
 def _mirror(ctx: Context, key: str) -> None:
-    """Show the ledger row in the Messages table; a store that is down is caught up later."""
-    row = ctx.db.ledger_get(key)
+    """Show the ledger row in the Messages table (at the end of the current `mirror_batch`)."""
+    batch = _batch.get()
+    if batch is not None:
+        batch.append(key)
+    else:
+        _mirror_rows(ctx, [key])
+
+
+def _mirror_rows(ctx: Context, keys: list[str]) -> None:
+    """Show ledger rows in the Messages table; a store that is down is caught up later."""
+    rows = [row for row in map(ctx.db.ledger_get, keys) if row is not None]
+    if not rows:
+        return
     try:
         ctx.store.mirror_messages([MessageRecord(
             key=row.key, case_id=row.case_id, kind=row.kind, channel=row.channel,
             recipient_role=row.recipient_role, status=row.status, provider_id=row.provider_id,
-            sent_at=row.sent_at, error=row.error)])
+            sent_at=row.sent_at, error=row.error) for row in rows])
     except Exception as exc:
-        log.warning("messages mirror failed key=%s error=%s; will retry", key, type(exc).__name__)
-        ctx.db.ledger_update(key, mirror_due=True)
+        log.warning("messages mirror failed rows=%s error=%s; will retry", len(rows), type(exc).__name__)
+        for row in rows:
+            ctx.db.ledger_update(row.key, mirror_due=True)
         return
-    if row.mirror_due:
-        ctx.db.ledger_update(key, mirror_due=False)
+    for row in rows:
+        if row.mirror_due:
+            ctx.db.ledger_update(row.key, mirror_due=False)

@@ -117,7 +117,7 @@ def offer_next(ctx: Context, case: Case, *, chosen: str = "") -> str:
             supporter, chosen = by_id[chosen], ""
         else:
             best = matching.rank(case, supporters, ctx.program, ctx.now(),
-                                 open_cases=matching.open_case_counts(ctx.store.list_cases()),
+                                 open_cases=ctx.db.open_case_counts(),
                                  excluded=ruled_out, limit=1, recent_cases=recent_case_counts(ctx))
             if not best:
                 return _nobody_left(ctx, case, supporters, ruled_out)
@@ -172,7 +172,7 @@ def _nobody_left(ctx: Context, case: Case, supporters: list[Supporter], ruled_ou
     are told once."""
     suggestions = matching.suggested_supporters(
         case, supporters, ctx.program, ctx.now(),
-        open_cases=matching.open_case_counts(ctx.store.list_cases()), excluded=ruled_out,
+        open_cases=ctx.db.open_case_counts(), excluded=ruled_out,
         recent_cases=recent_case_counts(ctx))
     ctx.store.update_case(case.case_id, status="Needs attention", assigned_supporter="", offer_expires=None,
                           suggested_supporters=suggestions)

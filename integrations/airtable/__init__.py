@@ -25,9 +25,11 @@ the poll (what matters is the case's state now, not the list of edits), and a mi
 costs at most a minute, when the periodic poll runs anyway.
 
 Behaviour is the SQL store's (the contract suite runs on both). Airtable allows 5 requests a
-second per base and refuses everything for 30 s after a 429, so every request first takes a
-slot from a throttle shared by all threads and, through the service's own database, by every
-process; a 429 is waited out (30 s, a few times) rather than treated as a failure. Formulas
+second per base, counted as they arrive, and refuses everything for 30 s after a 429, so
+every request holds one of 5 places, from when it may go until a second after its answer,
+shared by all threads and, through the service's own database, by every process: late
+departures on a busy machine cannot bunch up at Airtable (`pacing`). A 429 is waited out
+(30 s, a few times) rather than treated as a failure. Formulas
 are built with `pyairtable.formulas` only.
 
 One module per job: `schema` (the tables, derived from workflows/model.py, and cell
@@ -40,15 +42,14 @@ from __future__ import annotations
 
 from integrations.airtable.commands import cli
 from integrations.airtable.metadata import base_tables, check_base, init_base
-from integrations.airtable.pacing import (RATE_LIMIT_WAIT_SECONDS, REQUEST_INTERVAL, REQUESTS_PER_SECOND,
-                                          Throttle)
+from integrations.airtable.pacing import HOLD_SECONDS, RATE_LIMIT_WAIT_SECONDS, REQUESTS_PER_SECOND, Throttle
 from integrations.airtable.schema import SCHEMA, FieldSpec
 from integrations.airtable.session import RETRIES, ThrottledSession
 from integrations.airtable.store import AirtableCaseStore
 from integrations.airtable.webhooks import (WEBHOOK_PATH, bp, create_webhook, mac_ok, our_webhooks,
                                             Ping, refresh_webhooks, webhook_url)
 
-__all__ = ["AirtableCaseStore", "FieldSpec", "RETRIES", "RATE_LIMIT_WAIT_SECONDS",
-           "REQUESTS_PER_SECOND", "REQUEST_INTERVAL", "SCHEMA", "Throttle", "ThrottledSession", "WEBHOOK_PATH",
+__all__ = ["AirtableCaseStore", "FieldSpec", "HOLD_SECONDS", "RETRIES", "RATE_LIMIT_WAIT_SECONDS",
+           "REQUESTS_PER_SECOND", "SCHEMA", "Throttle", "ThrottledSession", "WEBHOOK_PATH",
            "base_tables", "bp", "check_base", "cli", "create_webhook", "init_base", "mac_ok", "our_webhooks",
            "refresh_webhooks", "Ping", "webhook_url"]

@@ -48,12 +48,12 @@ class ThrottledSession(requests.Session):
         return retrying(self._attempt, method, url, *args, **kwargs)
 
     def _attempt(self, method, url, *args, **kwargs):
-        self.throttle.wait(self.base_id)
-        try:
-            response = super().request(method, url, *args, **kwargs)
-        except Exception:
-            count_airtable("error")
-            raise
+        with self.throttle.request(self.base_id):     # held until the whole answer is read
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except Exception:
+                count_airtable("error")
+                raise
         count_airtable(response.status_code)      # /metrics: requests and 429s, by status
         return response
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import pyairtable
 import requests
 import sqlalchemy as sa
-from pyairtable.formulas import EQ, Field, FunctionCall, match
+from pyairtable.formulas import EQ, OR, Field, FunctionCall, match
 
 from integrations.airtable.pacing import Throttle
 from integrations.airtable.schema import (CASE_KEY, CASES, EVENTS, FLYERS, MESSAGE_KEY, MESSAGES, RESOURCES,
@@ -77,11 +77,13 @@ class AirtableCaseStore:
             raise ValueError("find_case needs case_id or source_response_id")
         return self.table(CASES).first(formula=formula)
 
-    def create_case(self, case: Case) -> Case:
-        """Upsert on Source Response ID; an existing case is returned unchanged."""
+    def create_case(self, case: Case, *, unseen: bool = False) -> Case:
+        """Upsert on Source Response ID; an existing case is returned unchanged. It is looked
+        for first unless the caller knows it was never made (`unseen`) or has just missed it."""
         missed = getattr(self._last_miss, "value", None)
         self._last_miss.value = None
-        if not (missed and missed[0] == case.source_response_id and self.monotonic() - missed[1] < 5):
+        just_missed = missed and missed[0] == case.source_response_id and self.monotonic() - missed[1] < 5
+        if not (unseen or just_missed):
             existing = self._find_case_record(source_response_id=case.source_response_id)
             if existing:
                 return self._case(existing)
@@ -266,13 +268,23 @@ class AirtableCaseStore:
         """Show ledger rows in the Messages table (upsert on Key); no message text."""
         if not records:
             return
+        self._look_up_cases({r.case_id for r in records})
         rows = []
         for r in records:
             fields = _fields_of(r, {k: v for k, v in MESSAGE_FIELDS.items() if k != "case_id"}, MESSAGES)
-            case_rec = self._case_record_id(r.case_id, required=False)
+            case_rec = self._case_records.get(r.case_id, "")
             fields["Case"] = [case_rec] if case_rec else []
             rows.append({"fields": fields})
         self.table(MESSAGES).batch_upsert(rows, key_fields=[MESSAGE_KEY])
+
+    def _look_up_cases(self, case_ids: set[str]) -> None:
+        """Learn the record ids of these cases that we have not seen yet, in one request per
+        50 (a case no longer in the base is simply not found)."""
+        unknown = sorted(c for c in case_ids if c and c not in self._case_records)
+        for start in range(0, len(unknown), 50):
+            formula = OR(*(match({"Case ID": c}) for c in unknown[start:start + 50]))
+            for record in self.table(CASES).all(formula=formula, page_size=100):
+                self._case(record)
 
     # ---- flyers ----
     def create_flyer(self, flyer: Flyer) -> Flyer:

@@ -137,6 +137,12 @@ class InboxRepo:
         return sorted(rows)
 
     # ---- Case IDs ----
+    def known_case_id(self, source_key: str) -> str | None:
+        """The submission's Case ID if one was ever assigned, else None: then no case was
+        ever made from it (intake assigns the Case ID before making the case)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
+
     def case_id_for(self, source_key: str, prefix: str) -> str:
         """The Case ID for a submission: assigned once, the same on every retry or replay."""
         while True:

@@ -103,6 +103,23 @@ class OffersRepo:
         with self.engine.begin() as conn:
             conn.execute(offers.update().where(offers.c.id == offer_id).values(**values))
 
+    def open_case_counts(self) -> dict[str, int]:
+        """Supporter record id -> open cases they hold, for matching: a case counts for the
+        supporter of its latest offer while that offer is open (Offered) or accepted (Assigned,
+        Contacted, Referred), until the case is closed or withdrawn (the milestones that
+        workflows/offers.py writes, and workflows/followup.py when a coordinator sets the
+        Status in Airtable). Our own database: no case store is listed for it."""
+        latest = (sa.select(offers.c.case_id, sa.func.max(offers.c.round).label("round"))
+                  .group_by(offers.c.case_id).subquery())
+        ended = sa.select(case_milestones.c.case_id).where(case_milestones.c.name.in_(("closed", "withdrawn")))
+        stmt = (sa.select(offers.c.supporter_id, sa.func.count())
+                .join(latest, sa.and_(latest.c.case_id == offers.c.case_id, latest.c.round == offers.c.round))
+                .where(offers.c.status.in_(("open", "accepted")))
+                .where(offers.c.case_id.not_in(ended))
+                .group_by(offers.c.supporter_id))
+        with self.engine.connect() as conn:
+            return {supporter: int(n) for supporter, n in conn.execute(stmt)}
+
     # ---- case milestones ----
     def milestone_done(self, case_id: str, name: str) -> bool:
         with self.engine.connect() as conn:

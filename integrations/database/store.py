@@ -42,7 +42,8 @@ class SqlCaseStore:
             row = conn.execute(stmt).mappings().first()
         return _row_to(Case, row) if row else None
 
-    def create_case(self, case: Case) -> Case:
+    def create_case(self, case: Case, *, unseen: bool = False) -> Case:
+        """`unseen` changes nothing here: the insert itself finds an existing case."""
         try:
             with self.engine.begin() as conn:
                 conn.execute(cases.insert().values(**_values_of(case, cases)))

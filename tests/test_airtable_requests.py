@@ -1,0 +1,142 @@
+"""What a routine case costs in Airtable requests, through the fake Airtable: the same few
+requests however many cases the base already holds (Airtable's Team plan counts every call),
+a case's messages and events written together, and open cases counted from our own database
+while a coordinator still closes cases in Airtable."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from integrations import airtable
+from tests.fake_airtable import FakeAirtable
+from tests.test_airtable import BASE, TOKEN, URL, make_store
+from tests.test_intake import submit
+from tests.test_matching import suggested_names
+from workflows import followup, notify
+from workflows.model import Case
+
+EARLIER = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def fake(mocked):
+    fake = FakeAirtable(token=TOKEN)
+    fake.add_base(BASE)
+    fake.install(mocked, URL)
+    return fake
+
+
+@pytest.fixture
+def overrides(overrides, fake):
+    return {**overrides, "AIRTABLE_API_KEY": TOKEN, "AIRTABLE_BASE_ID": BASE, "AIRTABLE_API_URL": URL}
+
+
+@pytest.fixture
+def base(fake, ctx):
+    """The base as a coordinator set it up: tables made by init, the sample roster imported."""
+    from cli import read_roster_csv
+    from config.settings import ROOT
+    setup = make_store()
+    airtable.init_base(setup)
+    setup.import_roster(read_roster_csv(ROOT / "config" / "sample_roster.csv")[0])
+    return fake
+
+
+def earlier_cases(fake: FakeAirtable, start: int, count: int) -> None:
+    """Closed cases put straight into the base (not through the API): the program's history."""
+    for n in range(start, start + count):
+        fake.add_record(BASE, "Cases", {"Case ID": f"PS-H{n:05d}", "Source": "web",
+                                        "Source Response ID": f"web:earlier-{n}", "Status": "Closed",
+                                        "Submitted At": "2026-01-05T09:00:00.000Z"})
+
+
+def requests_for_one_case(fake, client, run_worker, **answers) -> Counter:
+    before = len(fake.requests)
+    assert submit(client, **answers).status_code == 303
+    run_worker()
+    return Counter(f"{r['method']} {r['path'].rsplit('/', 1)[-1]}" for r in fake.requests[before:])
+
+
+def test_a_routine_case_costs_three_requests_with_100_or_10000_cases_in_the_base(base, client, ctx, run_worker):
+    earlier_cases(base, 0, 100)
+    requests_for_one_case(base, client, run_worker, requester_phone="+1 555 010 0990")   # reads the roster
+    with_100 = requests_for_one_case(base, client, run_worker, requester_phone="+1 555 010 0991")
+    earlier_cases(base, 100, 9_900)
+    with_10000 = requests_for_one_case(base, client, run_worker, requester_phone="+1 555 010 0992")
+
+    # The case (one upsert), its messages (one write), its events (one write); nothing listed.
+    assert with_100 == with_10000 == Counter({"PATCH Cases": 1, "PATCH Messages": 1, "POST Events": 1})
+    assert sum(with_10000.values()) <= 4
+    [case] = [c for c in base.records(BASE, "Cases") if c["fields"].get("Requester Phone") == "+15550100992"]
+    linked = lambda table: [r for r in base.records(BASE, table) if r["fields"].get("Case") == [case["id"]]]  # noqa: E731
+    assert sorted(e["fields"]["Event"] for e in linked("Events")) == ["Case created", "Reviewers notified"]
+    told = {m.recipient for m in ctx.db.outbox_list() if m.case_id == case["fields"]["Case ID"]}
+    assert len(told) >= 4 and len(linked("Messages")) == len(told)     # several reviewers, SMS and email
+    assert {m["fields"]["Status"] for m in linked("Messages")} == {"sent"}
+
+
+def test_a_case_retried_after_a_failure_is_found_and_gets_each_event_once(base, client, ctx, run_worker):
+    """A run that made the case, then lost the answer to its events' write (Airtable stored
+    them): the retry looks the case up (its Case ID is known) and reads its events, so
+    nothing is made or written twice."""
+    def stored_but_answer_lost(fake):
+        [case] = fake.records(BASE, "Cases")
+        for event in ("Case created", "Reviewers notified"):
+            fake.add_record(BASE, "Events", {"Event": event, "Case": [case["id"]], "Actor": "peerline",
+                                             "At": "2026-01-05T09:00:00.000Z"})
+        fake.refuse_next(BASE, 500)
+
+    base.before_next_write(lambda fake: None)                               # the case
+    base.before_next_write(lambda fake: None)                               # its messages
+    base.before_next_write(stored_but_answer_lost)                          # its events
+    assert submit(client).status_code == 303
+    run_worker()
+    [case] = base.records(BASE, "Cases")
+    events = [e["fields"]["Event"] for e in base.records(BASE, "Events")]
+    assert sorted(events) == ["Case created", "Reviewers notified"]
+    [row] = ctx.db.list_inbox()
+    assert row.status == "done" and row.attempts == 2 and row.case_id == case["fields"]["Case ID"]
+    sent = [m.recipient for m in ctx.db.outbox_list()]
+    assert len(sent) == len(set(sent)) == len(base.records(BASE, "Messages"))
+
+
+def test_a_full_supporter_is_suggested_again_once_a_coordinator_closes_their_cases(base, client, ctx,
+                                                                                   run_worker):
+    drew = next(s for s in ctx.store.supporters() if s.name == "Drew Kim")      # NCH nurse, Max Open Cases 2
+    for n in range(drew.max_open_cases):       # his cases, as the worker leaves them when he says YES
+        ctx.store.create_case(Case(case_id=f"PS-90{n}", source="web", source_response_id=f"web:his-{n}",
+                                   submitted_at=EARLIER, status="Assigned", assigned_supporter=drew.record_id))
+        offer = ctx.db.offer_create(case_id=f"PS-90{n}", supporter_id=drew.record_id, offered_at=EARLIER,
+                                    expires_at=EARLIER + timedelta(hours=4))
+        ctx.db.offer_close(offer.id, "accepted", EARLIER)
+    submit(client, requester_phone="+1 555 010 0998", specialty="Emergency Nursing")
+    run_worker()
+    full = next(c for c in ctx.store.list_cases() if c.requester_phone.endswith("0998"))
+    assert "Drew Kim" not in full.suggested_supporters
+
+    # A coordinator closes his cases in Airtable; the periodic follow-up poll sees it.
+    for record in base.table(BASE, "Cases")["records"].values():
+        if record["fields"]["Case ID"].startswith("PS-90"):
+            record["fields"]["Status"] = "Closed"
+    followup.poll(ctx)
+    submit(client, requester_phone="+1 555 010 0997", specialty="Emergency Nursing")
+    run_worker()
+    freed = next(c for c in ctx.store.list_cases() if c.requester_phone.endswith("0997"))
+    assert suggested_names(freed)[0] == "Drew Kim"
+    assert "; 0 open cases;" in freed.suggested_supporters.splitlines()[0]
+
+
+def test_delivery_reports_reach_the_messages_table_together_within_a_minute(base, client, ctx, run_worker):
+    requests_for_one_case(base, client, run_worker)
+    keys = [row.key for row in ctx.db.ledger_rows()]
+    assert len(keys) >= 4
+    before = len(base.requests)
+    for key in keys:                        # the providers' reports, one webhook each
+        assert notify.record_delivery(ctx, key, "delivered")
+    assert len(base.requests) == before     # nothing yet: the periodic job mirrors them
+    notify.run_due(ctx)                     # every minute
+    assert [f"{r['method']} {r['path'].rsplit('/', 1)[-1]}" for r in base.requests[before:]] == \
+        ["PATCH Messages"] * ((len(keys) + 9) // 10)
+    assert {m["fields"]["Status"] for m in base.records(BASE, "Messages")} == {"delivered"}
