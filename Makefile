@@ -30,6 +30,7 @@ test: install
 bench: install
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/airtable_calls.py
+	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/dashboard.py
 
