@@ -8,6 +8,7 @@ for `flask inbox replay`.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from typing import TYPE_CHECKING
@@ -222,39 +223,57 @@ def send_crisis_resources(ctx: Context, case: Case) -> str:
     return status
 
 
+def in_our_database(ctx: Context) -> bool:
+    """Whether the case store and every sender keep their records in our own database (the
+    embedded default: the SQL store and the outbox), so that all a submission leads to can be
+    one transaction. Never with an outside system: a send or an Airtable write cannot be
+    undone with a rollback, and must not wait inside an open transaction."""
+    return all(getattr(part, "in_database", False) for part in (ctx.store, *ctx.senders.values()))
+
+
 def process_submission(ctx: Context, inbox_id: int) -> str | None:
-    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done."""
+    """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done.
+
+    On the embedded default the case, its events, its ledger rows and outbox messages and the
+    inbox row's "done" are one unit of work: one commit, all or nothing (a worker killed midway
+    leaves the row to the sweep, with nothing half written). The per-case lock is then not
+    needed: the Source Response ID's unique constraint keeps it to one case. With an outside
+    store or sender each step commits on its own, so the ledger holds the intent and claim
+    of a message before the provider is called."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
-    if not ctx.db.claim_submission(inbox_id, lease):
+    row = ctx.db.claim_submission(inbox_id, lease)
+    if row is None:
         return None   # finished, parked, or another worker has it
-    row = ctx.db.inbox_row(inbox_id)
     try:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
-        case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
-        with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
-            case = ctx.store.find_case(source_response_id=row.source_key)
-            if case is None:
-                new_case = build_case(ctx, row, req, problems, case_id)
-                # Suggestions go in with the case: one write, and a coordinator sees them at once.
-                new_case.suggested_supporters = matching.suggested_supporters(
-                    new_case, ctx.store.supporters(), ctx.program, ctx.now(),
-                    open_cases=matching.open_case_counts(ctx.store.list_cases()),
-                    recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
-                case = ctx.store.create_case(new_case)
-        add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
-        if case.urgency == "Crisis":
-            # The crisis messages only: a routine "please review by" beside "act now" would
-            # tell reviewers a crisis can wait.
-            escalate_crisis(ctx, case)
-        else:
-            notify_reviewers(ctx, case)
-        add_event_once(ctx, case, "Reviewers notified")
+        one_transaction = in_our_database(ctx)
+        with ctx.db.unit_of_work() if one_transaction else nullcontext():
+            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
+            with nullcontext() if one_transaction else ctx.db.lock(
+                    f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
+                case = ctx.store.find_case(source_response_id=row.source_key)
+                if case is None:
+                    new_case = build_case(ctx, row, req, problems, case_id)
+                    # Suggestions go in with the case: one write, and a coordinator sees them at once.
+                    new_case.suggested_supporters = matching.suggested_supporters(
+                        new_case, ctx.store.supporters(), ctx.program, ctx.now(),
+                        open_cases=matching.open_case_counts(ctx.store.list_cases()),
+                        recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
+                    case = ctx.store.create_case(new_case)
+            add_event_once(ctx, case, "Case created" if not case.problems else "Case created, needs attention")
+            if case.urgency == "Crisis":
+                # The crisis messages only: a routine "please review by" beside "act now" would
+                # tell reviewers a crisis can wait.
+                escalate_crisis(ctx, case)
+            else:
+                notify_reviewers(ctx, case)
+            add_event_once(ctx, case, "Reviewers notified")
+            ctx.db.finish_submission(inbox_id, case.case_id)
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
         _fail(ctx, row, exc)
         return None
-    ctx.db.finish_submission(inbox_id, case.case_id)
     log.info("submission done inbox=%s source=%s case=%s", inbox_id, row.source, case.case_id)
     return case.case_id
 

@@ -18,33 +18,35 @@ from .schema import case_refs, inbox
 
 
 class InboxRepo:
-    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+    """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
     def record_submission(self, *, source: str, source_key: str, payload: dict) -> tuple[int, bool]:
         """Store a received submission before we answer. Returns (inbox id, newly stored)."""
         now = self.clock.now()
         try:
-            with self.engine.begin() as conn:
+            # A 2xx follows: on disk before we answer.
+            with self._write(durable=True, may_conflict=True) as conn:
                 row_id = conn.execute(inbox.insert().values(
                     source=source, source_key=source_key, received_at=now,
                     payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
                     last_error="", case_id="", updated_at=now)).inserted_primary_key[0]
             return int(row_id), True
         except IntegrityError:
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == source_key)).scalar_one()
             return int(row_id), False
 
     def inbox_row(self, inbox_id: int) -> InboxRow | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(inbox).where(inbox.c.id == inbox_id)).mappings().first()
         if row is None:
             return None
         return from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
-    def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
+    def claim_submission(self, inbox_id: int, lease_seconds: int) -> InboxRow | None:
         """Take a row for processing; only one worker wins, a dead worker's lease runs out, and
-        a retry waits for its time (extra copies of the task in the queue are no-ops)."""
+        a retry waits for its time (extra copies of the task in the queue are no-ops). Returns
+        the row as claimed, or None when another worker has it, or it is finished or not due."""
         now = self.clock.now()
         stmt = (inbox.update()
                 .where(inbox.c.id == inbox_id)
@@ -53,9 +55,11 @@ class InboxRepo:
                                       sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= now)),
                               sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now)))
                 .values(status="processing", lease_until=now + timedelta(seconds=lease_seconds),
-                        attempts=inbox.c.attempts + 1, updated_at=now))
-        with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+                        attempts=inbox.c.attempts + 1, updated_at=now)
+                .returning(*inbox.c))
+        with self._write() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def finish_submission(self, inbox_id: int, case_id: str) -> None:
         self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
@@ -68,13 +72,13 @@ class InboxRepo:
 
     def reopen_submission(self, inbox_id: int) -> bool:
         """For `flask inbox replay`: run a row again from the start of its retries."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(
                 status="new", attempts=0, next_attempt_at=None, lease_until=None,
                 updated_at=self.clock.now())).rowcount == 1
 
     def _set_inbox(self, inbox_id: int, **values) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=self.clock.now(), **values))
 
     def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[InboxRow]:
@@ -84,7 +88,7 @@ class InboxRepo:
         stmt = sa.select(*cols).order_by(inbox.c.id.desc()).limit(limit)
         if statuses:
             stmt = stmt.where(inbox.c.status.in_(statuses))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(InboxRow, r) for r in conn.execute(stmt).mappings()]
 
     def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
@@ -95,21 +99,21 @@ class InboxRepo:
             sa.and_(inbox.c.status == "retry", inbox.c.next_attempt_at <= now),
             sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now),
         )).order_by(inbox.c.id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [r[0] for r in conn.execute(stmt)]
 
     # ---- Case IDs ----
     def case_id_for(self, source_key: str, prefix: str) -> str:
         """The Case ID for a submission: assigned once, the same on every retry or replay."""
         while True:
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 found = conn.execute(sa.select(case_refs.c.case_id)
                                      .where(case_refs.c.source_key == source_key)).scalar()
             if found:
                 return found
             candidate = f"{prefix}-{secrets.randbelow(9000) + 1000}"
             try:
-                with self.engine.begin() as conn:
+                with self._write(may_conflict=True) as conn:
                     conn.execute(case_refs.insert().values(source_key=source_key, case_id=candidate))
                 return candidate
             except IntegrityError:
