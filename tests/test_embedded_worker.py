@@ -1,14 +1,20 @@
 """The embedded worker (our database as the case store, the outbox as SMS and email): a routine
 case is a handful of commits, not dozens; only the submission a 2xx acknowledges waits for the
-disk; and a failure midway leaves nothing half written (issue 14)."""
+disk; a failure midway leaves nothing half written; and Case IDs are unique by the database,
+short, and typed back in an SMS (issue 14)."""
 from __future__ import annotations
 
+import re
 import sqlite3
+import threading
 from contextlib import contextmanager
 
+import pytest
 import sqlalchemy as sa
 
-from workflows import intake
+from config import settings as settings_module
+from integrations import database
+from workflows import intake, offers, sms_commands
 
 ROUTINE = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "+15550100123",
            "preferred_contact": "Text message", "institution": "NCH", "role": "Nurse", "urgency": "Routine"}
@@ -80,3 +86,48 @@ def test_a_failure_midway_leaves_nothing_half_written_and_the_retry_does_it_once
     assert len(ctx.db.outbox_list()) == 6 and {m.status for m in ctx.db.ledger_rows()} == {"sent"}
     assert [e.event for e in ctx.store.list_events(case.case_id)] == ["Case created", "Reviewers notified"]
 
+
+# ---- Case IDs ----
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'peerline.db'}"
+    else:
+        url = settings_module.database_url({"DATABASE_URL": request.getfixturevalue("pg_url")})
+    yield database.Database(url, wait_seconds=30)
+    database.dispose_engines()
+
+
+def test_case_ids_are_unique_when_many_workers_make_cases_at_once(db):
+    keys = [f"web:{n}" for n in range(120)]
+    found: dict[str, list[str]] = {key: [] for key in keys}
+
+    def worker(offset: int) -> None:
+        for key in keys[offset:] + keys[:offset]:     # every thread asks for every key
+            found[key].append(db.case_id_for(key, "PS"))
+
+    threads = [threading.Thread(target=worker, args=(n * 15,)) for n in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(len(set(ids)) == 1 and len(ids) == 8 for ids in found.values())   # one ID per submission
+    assert len({ids[0] for ids in found.values()}) == len(keys)                  # no two alike
+
+
+def test_case_ids_go_on_past_nine_thousand_cases_and_old_ids_stay_valid(db):
+    # Every ID the old random draw could give (PS-1000 to PS-9999) is taken.
+    with db.engine.begin() as conn:
+        conn.execute(database.case_refs.insert(),
+                     [{"source_key": f"old:{n}", "case_id": f"PS-{n}"} for n in range(1000, 10000)])
+    new = [db.case_id_for(f"web:new-{n}", "PS") for n in range(50)]
+    assert new == [f"PS-{10001 + n}" for n in range(50)]
+    assert db.case_id_for("old:4821", "PS") == "PS-4821"
+
+
+def test_a_case_id_reads_as_a_short_number_that_an_sms_answer_finds(ctx, roster, run_worker):
+    submit(ctx, "web:phone")
+    run_worker()
+    [case] = ctx.store.list_cases()
+    assert re.fullmatch(r"PS-\d{5}", case.case_id) and case.ref == case.case_id[3:]
+    assert sms_commands.parse_command(f"Yes {case.ref}") == ("yes", case.ref)
+    assert offers.case_by_ref(ctx, case.ref).case_id == case.case_id

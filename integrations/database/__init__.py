@@ -29,7 +29,7 @@ from .ledger import LedgerRepo
 from .offers import OffersRepo
 from .purge import PurgeRepo
 from .scans import ScansRepo
-from .schema import (UTCDateTime, case_milestones, case_refs, cases, catchup_cursors, checkins, events, flyer_scans,
+from .schema import (UTCDateTime, case_milestones, case_numbers, case_refs, cases, catchup_cursors, checkins, events, flyer_scans,
                      flyers, inbox, locks, messages, metadata, offers, opt_outs, outbox, purges, resources, reviewers, staff,
                      staff_login_failures, staff_sessions, supporters, survey_answers, survey_invitations,
                      webhook_events)
@@ -76,7 +76,7 @@ class Database(Transactions, InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, Scans
 
 __all__ = [
     "Database", "SqlCaseStore", "StaffStore", "UTCDateTime", "engine_for", "dispose_engines", "metadata",
-    "inbox", "case_refs", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
+    "inbox", "case_refs", "case_numbers", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
     "outbox", "purges", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
     "staff_login_failures", "checkins", "survey_invitations", "survey_answers", "flyers", "flyer_scans",
     "catchup_cursors",

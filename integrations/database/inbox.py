@@ -6,7 +6,6 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -14,7 +13,11 @@ from sqlalchemy.exc import IntegrityError
 
 from workflows.records import InboxRow, from_row
 
-from .schema import case_refs, inbox
+from .schema import case_numbers, case_refs, inbox
+
+#: New Case IDs count up from here (`PS-10001`): above every Case ID drawn at random before
+#: (`PS-1000` to `PS-9999`), so an old and a new one never meet.
+CASE_NUMBER_BASE = 10000
 
 
 class InboxRepo:
@@ -104,17 +107,26 @@ class InboxRepo:
 
     # ---- Case IDs ----
     def case_id_for(self, source_key: str, prefix: str) -> str:
-        """The Case ID for a submission: assigned once, the same on every retry or replay."""
-        while True:
+        """The Case ID for a submission: assigned once, the same on every retry or replay. A new
+        one is `<prefix>-<CASE_NUMBER_BASE + the next case_numbers key>`: unique by the
+        database however many cases there are, and short enough to type in an SMS."""
+        try:
+            with self._write(may_conflict=True) as conn:
+                found = self._case_id(conn, source_key)
+                if found:
+                    return found
+                number = conn.execute(case_numbers.insert().values(source_key=source_key)).inserted_primary_key[0]
+                case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
+                conn.execute(case_refs.insert().values(source_key=source_key, case_id=case_id))
+                return case_id
+        except IntegrityError:
+            # Another worker gave this submission its Case ID first (PostgreSQL): use theirs.
             with self._read() as conn:
-                found = conn.execute(sa.select(case_refs.c.case_id)
-                                     .where(case_refs.c.source_key == source_key)).scalar()
-            if found:
-                return found
-            candidate = f"{prefix}-{secrets.randbelow(9000) + 1000}"
-            try:
-                with self._write(may_conflict=True) as conn:
-                    conn.execute(case_refs.insert().values(source_key=source_key, case_id=candidate))
-                return candidate
-            except IntegrityError:
-                continue  # taken by another case, or this key raced us: look again
+                found = self._case_id(conn, source_key)
+            if not found:
+                raise
+            return found
+
+    @staticmethod
+    def _case_id(conn: sa.Connection, source_key: str) -> str | None:
+        return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
