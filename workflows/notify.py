@@ -179,7 +179,7 @@ def deliver(ctx: Context, key: str) -> str:
     text = _render(ctx, row)   # before the claim, which records the text's digest with it
     digest = hashlib.sha256(text[1].encode("utf-8")).hexdigest() if isinstance(text, tuple) else ""
     claimed = ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]), now=now,
-                                  **({"body_digest": digest} if digest else {}))
+                                  body_digest=digest or None)
     if not claimed:
         status = ctx.db.ledger_get(key).status
         if status == "sending":

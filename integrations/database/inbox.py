@@ -20,6 +20,19 @@ from .schema import case_numbers, case_refs, inbox
 CASE_NUMBER_BASE = 10000
 
 
+_B = sa.bindparam
+#: Built once (every submission runs it; building costs more than running on SQLite).
+_CLAIM = (inbox.update()
+          .where(inbox.c.id == _B("id_"))
+          .where(sa.or_(inbox.c.status == "new",
+                        sa.and_(inbox.c.status == "retry",
+                                sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= _B("now_"))),
+                        sa.and_(inbox.c.status == "processing", inbox.c.lease_until < _B("now_"))))
+          .values(status="processing", lease_until=_B("until_"), attempts=inbox.c.attempts + 1,
+                  updated_at=_B("now_"))
+          .returning(*inbox.c))
+
+
 class InboxRepo:
     """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
@@ -51,17 +64,9 @@ class InboxRepo:
         a retry waits for its time (extra copies of the task in the queue are no-ops). Returns
         the row as claimed, or None when another worker has it, or it is finished or not due."""
         now = self.clock.now()
-        stmt = (inbox.update()
-                .where(inbox.c.id == inbox_id)
-                .where(sa.or_(inbox.c.status == "new",
-                              sa.and_(inbox.c.status == "retry",
-                                      sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= now)),
-                              sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now)))
-                .values(status="processing", lease_until=now + timedelta(seconds=lease_seconds),
-                        attempts=inbox.c.attempts + 1, updated_at=now)
-                .returning(*inbox.c))
+        params = {"id_": inbox_id, "now_": now, "until_": now + timedelta(seconds=lease_seconds)}
         with self._write() as conn:
-            row = conn.execute(stmt).mappings().first()
+            row = conn.execute(_CLAIM, params).mappings().first()
         return None if row is None else from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def finish_submission(self, inbox_id: int, case_id: str) -> None:

@@ -6,6 +6,7 @@ text, only the template's name and its placeholder values.
 """
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta
 
@@ -21,6 +22,35 @@ from .schema import messages, opt_outs, outbox, webhook_events
 #: "Insert unless the key is there" in one statement (no error, so no savepoint in a unit).
 _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
+# The statements of a message's way out, built once and run with parameters: building a
+# statement costs several times what running it costs on SQLite, and a routine case runs each
+# of these six times (issue 14).
+_B = sa.bindparam
+_GET = sa.select(messages).where(messages.c.key == _B("key_"))
+_OPTED_OUT = (sa.select(opt_outs.c.address).where(opt_outs.c.channel == _B("channel_"))
+              .where(opt_outs.c.address == _B("address_")))
+_CLAIM = (messages.update().where(messages.c.key == _B("key_"))
+          .where(sa.or_(
+              sa.and_(messages.c.status.in_(("pending", "held", "retry")),
+                      sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= _B("now_"))),
+              sa.and_(messages.c.status == "sending",
+                      sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < _B("now_")))))
+          .values(status="sending", claimed_until=_B("until_"), attempts=messages.c.attempts + 1,
+                  body_digest=sa.func.coalesce(_B("digest_", type_=sa.String), messages.c.body_digest))
+          .returning(*messages.c))
+
+
+@functools.cache
+def _insert_new(dialect: str, table: sa.Table, key: str, returning: tuple = ()):
+    stmt = _INSERT[dialect](table).on_conflict_do_nothing(index_elements=[key])
+    return stmt.returning(*returning) if returning else stmt
+
+
+@functools.cache
+def _advance(allowed: tuple[str, ...], names: tuple[str, ...]):
+    return (messages.update().where(messages.c.key == _B("key_")).where(messages.c.status.in_(allowed))
+            .values(status=_B("status_"), **{name: _B(f"{name}_") for name in names}))
+
 
 class LedgerRepo:
     """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
@@ -28,41 +58,34 @@ class LedgerRepo:
     # ---- message ledger ----
     def ledger_get(self, key: str) -> LedgerRow | None:
         with self._read() as conn:
-            row = conn.execute(sa.select(messages).where(messages.c.key == key)).mappings().first()
+            row = conn.execute(_GET, {"key_": key}).mappings().first()
         return from_row(LedgerRow, row) if row else None
 
     def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
                       values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
         """Record the intent to send before any provider call (no-op when already there)."""
-        stmt = _INSERT[self.engine.dialect.name](messages).values(
+        row = dict(
             key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
             recipient_role=record.recipient_role, recipient=recipient, status="pending",
             provider_id="", error="", created_at=now or self.clock.now(), template=template,
             values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
             attempts=0, body_digest="", alerted=False, mirror_due=False)
         with self._write() as conn:
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+            conn.execute(_insert_new(self.engine.dialect.name, messages, "key"), row)
 
     def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None,
-                     **values) -> LedgerRow | None:
+                     body_digest: str | None = None) -> LedgerRow | None:
         """Only one worker may send a message; a crashed sender's claim runs out. Held and
-        retrying messages can be claimed once they are due. Counts the attempt, sets `values`
-        (the text's digest) with it, and returns the row as claimed (None: not claimed)."""
+        retrying messages can be claimed once they are due. Counts the attempt, records the
+        text's `body_digest` with it, and returns the row as claimed (None: not claimed)."""
         now = now or self.clock.now()
-        stmt = (messages.update().where(messages.c.key == key)
-                .where(sa.or_(
-                    sa.and_(messages.c.status.in_(("pending", "held", "retry")),
-                            sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now)),
-                    sa.and_(messages.c.status == "sending",
-                            sa.or_(messages.c.claimed_until.is_(None), messages.c.claimed_until < now))))
-                .values(status="sending", claimed_until=now + timedelta(seconds=claim_seconds),
-                        attempts=messages.c.attempts + 1, **values)
-                .returning(*messages.c))
+        params = {"key_": key, "now_": now, "until_": now + timedelta(seconds=claim_seconds),
+                  "digest_": body_digest}
         # On disk before the provider is called: after a power cut the counted attempt and the
         # digest let the rerun ask the provider first (inside a unit of work the send is a row
         # of this database, committed with the rest or not at all).
         with self._write(durable=True) as conn:
-            row = conn.execute(stmt).mappings().first()
+            row = conn.execute(_CLAIM, params).mappings().first()
         return from_row(LedgerRow, row) if row else None
 
     def ledger_hold(self, key: str, until: datetime) -> bool:
@@ -76,10 +99,10 @@ class LedgerRepo:
     def ledger_advance(self, key: str, status: str, allowed_from, **values) -> bool:
         """Move a message to `status` only from one of `allowed_from` (so a late or repeated
         delivery report never moves it backwards). Returns whether it moved."""
-        stmt = (messages.update().where(messages.c.key == key)
-                .where(messages.c.status.in_(tuple(allowed_from))).values(status=status, **values))
+        stmt = _advance(tuple(allowed_from), tuple(sorted(values)))
+        params = {"key_": key, "status_": status, **{f"{name}_": value for name, value in values.items()}}
         with self._write() as conn:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt, params).rowcount == 1
 
     def ledger_due(self, now: datetime, *, stale_seconds: int = 60, limit: int = 500) -> list[str]:
         """Messages the periodic task must (re)try: held or retrying ones that are due, intents
@@ -130,8 +153,7 @@ class LedgerRepo:
 
     def is_opted_out(self, channel: str, address: str) -> bool:
         with self._read() as conn:
-            return conn.execute(sa.select(opt_outs.c.address).where(opt_outs.c.channel == channel)
-                                .where(opt_outs.c.address == address)).first() is not None
+            return conn.execute(_OPTED_OUT, {"channel_": channel, "address_": address}).first() is not None
 
     # ---- provider webhook dedupe ----
     def remember_webhook_event(self, source: str, event_id: str, now: datetime | None = None) -> bool:
@@ -169,12 +191,11 @@ class LedgerRepo:
     def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,
                    subject: str, body: str) -> int:
         """Idempotent on the ledger key: a second attempt returns the first row's id."""
-        stmt = (_INSERT[self.engine.dialect.name](outbox).values(
-            message_key=message_key, at=self.clock.now(), channel=channel, recipient=recipient,
-            case_id=case_id, subject=subject, body=body)
-            .on_conflict_do_nothing(index_elements=["message_key"]).returning(outbox.c.id))
+        stmt = _insert_new(self.engine.dialect.name, outbox, "message_key", (outbox.c.id,))
+        row = dict(message_key=message_key, at=self.clock.now(), channel=channel, recipient=recipient,
+                   case_id=case_id, subject=subject, body=body)
         with self._write() as conn:
-            new_id = conn.execute(stmt).scalar()
+            new_id = conn.execute(stmt, row).scalar()
         return int(new_id) if new_id is not None else self.outbox_id(message_key)
 
     def outbox_id(self, message_key: str) -> int | None:

@@ -30,6 +30,11 @@ def _values_of(obj, table: sa.Table) -> dict:
     return {c.name: getattr(obj, c.name) for c in table.columns if c.name != "id"}
 
 
+# Built once (intake runs them for every case; building costs more than running on SQLite).
+_BY_CASE_ID = sa.select(cases).where(cases.c.case_id == sa.bindparam("value_"))
+_BY_SOURCE_RESPONSE_ID = sa.select(cases).where(cases.c.source_response_id == sa.bindparam("value_"))
+
+
 class SqlCaseStore:
     """The case store on the service's own database (the embedded default)."""
 
@@ -42,21 +47,20 @@ class SqlCaseStore:
         self._write, self._read = db._write, db._read
 
     def find_case(self, *, case_id=None, source_response_id=None) -> Case | None:
-        stmt = sa.select(cases)
         if case_id is not None:
-            stmt = stmt.where(cases.c.case_id == case_id)
+            stmt, value = _BY_CASE_ID, case_id
         elif source_response_id is not None:
-            stmt = stmt.where(cases.c.source_response_id == source_response_id)
+            stmt, value = _BY_SOURCE_RESPONSE_ID, source_response_id
         else:
             raise ValueError("find_case needs case_id or source_response_id")
         with self._read() as conn:
-            row = conn.execute(stmt).mappings().first()
+            row = conn.execute(stmt, {"value_": value}).mappings().first()
         return _row_to(Case, row) if row else None
 
     def create_case(self, case: Case) -> Case:
         try:
             with self._write(may_conflict=True) as conn:
-                conn.execute(cases.insert().values(**_values_of(case, cases)))
+                conn.execute(cases.insert(), _values_of(case, cases))
         except IntegrityError:
             pass  # the same submission again: keep what is there
         return self.find_case(source_response_id=case.source_response_id)
