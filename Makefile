@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/airtable_calls.py
 	$(BIN)/python bench/crisis.py
+	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/matching.py
 	$(BIN)/python bench/dashboard.py
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 class OutboxSender:
+    #: Its messages are rows of the Context's own database: a send can join `db.unit_of_work()`.
+    in_database = True
+
     def __init__(self, db):
         self.db = db
 

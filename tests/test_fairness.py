@@ -25,7 +25,13 @@ T0 = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def overrides(overrides):
+def overrides(overrides, request):
+    """Qualtrics and REDCap configured; with the `twilio` mark, Twilio too (SMS then leave our
+    database, so intake takes the per-case lock and commits step by step)."""
+    if request.node.get_closest_marker("twilio"):
+        overrides = {**overrides, "TWILIO_ACCOUNT_SID": "AC3f1c2b7e9d4a6b8c0d1e2f3a4b5c6d7e",
+                     "TWILIO_AUTH_TOKEN": "test-auth-token-5f0e",
+                     "TWILIO_MESSAGING_SERVICE_SID": "MG9a8b7c6d5e4f30211a2b3c4d5e6f7a8b"}
     return {**overrides, "INBOX_LEASE_SECONDS": "300",
             "QUALTRICS_API_URL": QUALTRICS_API, "QUALTRICS_API_TOKEN": "qualtrics-api-token",
             "QUALTRICS_WEBHOOK_TOKEN": QUALTRICS_HOOK,
@@ -114,6 +120,7 @@ def test_a_row_the_queue_refused_is_queued_by_the_next_sweep(ctx, queue):
     assert pending(queue) == [("process_submission", (inbox_id,), tasks.PRIORITY_CRISIS)]
 
 
+@pytest.mark.twilio
 @pytest.mark.parametrize("source", ["web", "qualtrics"])
 def test_a_crisis_retried_or_swept_stays_in_the_crisis_lane(ctx, roster, queue, mocked, client, source):
     """The case's lock is held elsewhere, so the run fails after the answers are read: the retry

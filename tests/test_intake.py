@@ -50,7 +50,7 @@ def test_submission_becomes_one_case_and_reviewers_are_told(client, ctx, roster,
     assert len(ctx.queued) == 1
     run_worker()
     [case] = ctx.store.list_cases()
-    assert re.fullmatch(r"PS-\d{4}", case.case_id)
+    assert re.fullmatch(r"PS-1\d{4}", case.case_id)
     assert case.status == "New" and case.problems == ""
     assert case.flyer == "ICU-3" and case.institution == "NCH" and case.role_preference == "Same"
     assert case.review_due - case.submitted_at == timedelta(hours=72)

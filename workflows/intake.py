@@ -8,6 +8,7 @@ for `flask inbox replay`.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 
 from typing import TYPE_CHECKING
@@ -253,54 +254,73 @@ def send_crisis_resources(ctx: Context, case: Case, events: CaseEvents | None = 
     return status
 
 
+def in_our_database(ctx: Context) -> bool:
+    """Whether the case store and every sender keep their records in our own database (the
+    embedded default: the SQL store and the outbox), so that all a submission leads to can be
+    one transaction. Never with an outside system: a send or an Airtable write cannot be
+    undone with a rollback, and must not wait inside an open transaction."""
+    return all(getattr(part, "in_database", False) for part in (ctx.store, *ctx.senders.values()))
+
+
 def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> str | None:
     """Run one inbox row to its case. Returns the Case ID, or None when not (yet) done.
+
+    On the embedded default the case, its events, its ledger rows and outbox messages and the
+    inbox row's "done" are one unit of work: one commit, all or nothing (a worker killed midway
+    leaves the row to the sweep, with nothing half written). The per-case lock is then not
+    needed: the Source Response ID's unique constraint keeps it to one case. With an outside
+    store or sender each step commits on its own, so the ledger holds the intent and claim
+    of a message before the provider is called.
 
     `triage` (the worker's task): a row whose answers were unread ran ahead of routine work to
     read them; if they are routine, the rest goes back to the routine lane (see `_lane_read`)."""
     lease = int(ctx.settings["INBOX_LEASE_SECONDS"])
-    if not ctx.db.claim_submission(inbox_id, lease):
+    row = ctx.db.claim_submission(inbox_id, lease)
+    if row is None:
         return None   # finished, parked, or another worker has it
-    row = ctx.db.inbox_row(inbox_id)
     events = None
+    one_transaction = in_our_database(ctx)
     try:
         answers, problems = answers_for(ctx, row)
         req, mapping_problems = request_from_answers(answers, ctx.program)
         problems = problems + mapping_problems
         if row.priority == "unread" and not _lane_read(ctx, row, req, triage):
             return None
-        # No Case ID yet: no run ever made this case, so there is nothing to look for. (A
-        # second worker on this row, once the first one's lease ran out, upserts onto the
-        # same record: the key is the Source Response ID.)
-        unseen = ctx.db.known_case_id(row.source_key) is None
-        case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
-        with ctx.db.lock(f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
-            case = None if unseen else ctx.store.find_case(source_response_id=row.source_key)
-            created = case is None
-            if created:
-                new_case = build_case(ctx, row, req, problems, case_id)
-                # Suggestions go in with the case: one write, and a coordinator sees them at once.
-                new_case.suggested_supporters = matching.suggested_supporters(
-                    new_case, ctx.store.supporters(), ctx.program, ctx.now(),
-                    open_cases=ctx.db.open_case_counts(),
-                    recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
-                case = ctx.store.create_case(new_case, unseen=unseen)
-        events = CaseEvents(ctx, case, new=created)
-        with notify.mirror_batch(ctx):      # the case's messages shown in one write
-            events.once("Case created" if not case.problems else "Case created, needs attention")
-            if case.urgency == "Crisis":
-                # The crisis messages only: a routine "please review by" beside "act now" would
-                # tell reviewers a crisis can wait.
-                escalate_crisis(ctx, case, events)
-            else:
-                notify_reviewers(ctx, case)
-            events.once("Reviewers notified")
-        events.write()
+        with ctx.db.unit_of_work() if one_transaction else nullcontext():
+            # No Case ID yet: no run ever made this case, so there is nothing to look for. (A
+            # second worker on this row, once the first one's lease ran out, upserts onto the
+            # same record: the key is the Source Response ID.)
+            unseen = ctx.db.known_case_id(row.source_key) is None
+            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
+            with nullcontext() if one_transaction else ctx.db.lock(
+                    f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
+                case = None if unseen else ctx.store.find_case(source_response_id=row.source_key)
+                created = case is None
+                if created:
+                    new_case = build_case(ctx, row, req, problems, case_id)
+                    # Suggestions go in with the case: one write, and a coordinator sees them at once.
+                    new_case.suggested_supporters = matching.suggested_supporters(
+                        new_case, ctx.store.supporters(), ctx.program, ctx.now(),
+                        open_cases=ctx.db.open_case_counts(),
+                        recent_cases=ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30)))
+                    case = ctx.store.create_case(new_case, unseen=unseen)
+            events = CaseEvents(ctx, case, new=created)
+            with notify.mirror_batch(ctx):      # the case's messages shown in one write
+                events.once("Case created" if not case.problems else "Case created, needs attention")
+                if case.urgency == "Crisis":
+                    # The crisis messages only: a routine "please review by" beside "act now" would
+                    # tell reviewers a crisis can wait.
+                    escalate_crisis(ctx, case, events)
+                else:
+                    notify_reviewers(ctx, case)
+                events.once("Reviewers notified")
+            events.write()
+            ctx.db.finish_submission(inbox_id, case.case_id)
     except Exception as exc:  # every failure is retried, then parked: nothing is dropped
-        _write_what_happened(events)
+        if not one_transaction:     # in one unit, nothing happened: all was rolled back
+            _write_what_happened(events)
         _fail(ctx, row, exc)
         return None
-    ctx.db.finish_submission(inbox_id, case.case_id)
     log.info("submission done inbox=%s source=%s case=%s", inbox_id, row.source, case.case_id)
     return case.case_id
 

@@ -178,22 +178,20 @@ def deliver(ctx: Context, key: str) -> str:
                          until.isoformat())
                 _mirror(ctx, key)
             return "held"
-    if not ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]), now=now):
+    text = _render(ctx, row)   # before the claim, which records the text's digest with it
+    digest = hashlib.sha256(text[1].encode("utf-8")).hexdigest() if isinstance(text, tuple) else ""
+    claimed = ctx.db.ledger_claim(key, claim_seconds=int(ctx.settings["INBOX_LEASE_SECONDS"]), now=now,
+                                  body_digest=digest or None)
+    if not claimed:
         status = ctx.db.ledger_get(key).status
         if status == "sending":
             # Another worker holds it, or died holding it: try again once its claim runs out.
             raise MessageInFlight(key)
         return status   # sent, failed for good, or held/retrying and not yet due
-    row = ctx.db.ledger_get(key)
-    tmpl = ctx.templates.get(row.template)
-    if tmpl is None:
-        return _attempt_failed(ctx, row, SendFailed(f"template {row.template!r} missing", permanent=True))
-    try:
-        subject, body = tmpl.render(_base_values(ctx) | json.loads(row.values_json or "{}"))
-    except (KeyError, IndexError, ValueError) as exc:   # the template changed since the intent
-        return _attempt_failed(ctx, row, SendFailed(f"template {row.template}: {type(exc).__name__}",
-                                                    permanent=True))
-    ctx.db.ledger_update(key, body_digest=hashlib.sha256(body.encode("utf-8")).hexdigest())
+    row = claimed
+    if isinstance(text, SendFailed):
+        return _attempt_failed(ctx, row, text)
+    subject, body = text
     try:
         provider_id = None
         if row.attempts > 1:   # an earlier attempt may have reached the provider: look first
@@ -207,12 +205,25 @@ def deliver(ctx: Context, key: str) -> str:
         return _attempt_failed(ctx, row, SendFailed(type(exc).__name__, permanent=False))
     # One statement: a worker killed here leaves either a claim that runs out or a sent row.
     recorded = dict(provider_id=provider_id, sent_at=now, error="", claimed_until=None, next_attempt_at=None)
-    if not ctx.db.ledger_advance(key, "sent", ("sending",), **recorded):
+    moved = ctx.db.ledger_advance(key, "sent", ("sending",), **recorded)
+    if not moved:
         ctx.db.ledger_update(key, **recorded)    # a delivery report got there first
     log.info("message sent case=%s kind=%s channel=%s role=%s", row.case_id, row.kind, channel,
              row.recipient_role)
     _mirror(ctx, key)
-    return ctx.db.ledger_get(key).status
+    return "sent" if moved else ctx.db.ledger_get(key).status
+
+
+def _render(ctx: Context, row: LedgerRow) -> tuple[str, str] | SendFailed:
+    """(subject, text) from the message's template and the values kept with its intent, or why
+    it cannot be written (permanent: the template is gone or changed since)."""
+    tmpl = ctx.templates.get(row.template)
+    if tmpl is None:
+        return SendFailed(f"template {row.template!r} missing", permanent=True)
+    try:
+        return tmpl.render(_base_values(ctx) | json.loads(row.values_json or "{}"))
+    except (KeyError, IndexError, ValueError) as exc:   # the template changed since the intent
+        return SendFailed(f"template {row.template}: {type(exc).__name__}", permanent=True)
 
 
 def _attempt_failed(ctx: Context, row: LedgerRow, exc: SendFailed) -> str:

@@ -7,12 +7,15 @@ configured, the case store itself (docs/architecture.md section 6 tables, snake_
 Connect: leave DATABASE_URL unset for SQLite in DATA_DIR, or set
 DATABASE_URL=postgresql://user:pass@host/db. The schema is migrated on first use.
 
-One job per module: `engine` (engines, SQLite pragmas), `schema` (tables), `migrate` and
+One job per module: `engine` (engines, SQLite pragmas), `transactions` (each call its own
+transaction, or one unit of work), `schema` (tables), `migrate` and
 `migrations/` (Alembic), `inbox`, `ledger` (messages, opt-outs, webhook dedupe, outbox),
 `offers` (offers, milestones, locks), `scans` (flyer scans per tag and day), `store` (SqlCaseStore), `staff` (StaffStore), `wellbeing`
 (supporter check-ins, survey invitations and answers).
 """
 from __future__ import annotations
+
+import threading
 
 import sqlalchemy as sa
 
@@ -26,23 +29,28 @@ from .ledger import LedgerRepo
 from .offers import OffersRepo
 from .purge import PurgeRepo
 from .scans import ScansRepo
-from .schema import (UTCDateTime, case_milestones, case_refs, cases, catchup_cursors, checkins, events, flyer_scans,
+from .schema import (UTCDateTime, case_milestones, case_numbers, case_refs, cases, catchup_cursors, checkins, events, flyer_scans,
                      flyers, inbox, locks, messages, metadata, offers, opt_outs, outbox, purges, resources, reviewers, staff,
                      staff_login_failures, staff_sessions, supporters, survey_answers, survey_invitations,
                      webhook_events)
 from .staff import StaffStore
 from .store import SqlCaseStore
+from .transactions import Transactions
 from .wellbeing import WellbeingRepo
 
 
-class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, WellbeingRepo, CursorsRepo):
+class Database(Transactions, InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, WellbeingRepo, CursorsRepo):
     """The inbox, Case ID register, locks, ledger, offers, outbox, purge state, flyer scans and
     check-ins and surveys, and the catch-up's cursors, on one engine."""
 
     def __init__(self, url: str, clock: Clock | None = None, *, wait_seconds: float = WEB_WAIT_SECONDS):
-        self.url = url
+        self.url, self.wait_seconds = url, float(wait_seconds)
         #: Every wait for the database is bounded by `wait_seconds` (engine.py).
         self.engine = engine_for(url, wait_seconds)
+        #: The same database, for the commits that must be on disk before we go on (SQLite
+        #: synchronous=FULL; on PostgreSQL the same engine): engine.py.
+        self.durable_engine = engine_for(url, wait_seconds, durable=True)
+        self._units = threading.local()
         #: The Context's clock (build_context passes it), so rows are stamped with the
         #: same "now" the workflows compare against.
         self.clock = clock or Clock()
@@ -50,7 +58,7 @@ class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, Wellbein
     def figures(self) -> dict:
         """Counts for /metrics (no payload, no person): inbox rows by status, the oldest
         unfinished submission's received_at, and ledger messages by (channel, status)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             by_status = dict(conn.execute(sa.select(inbox.c.status, sa.func.count())
                                           .group_by(inbox.c.status)).all())
             unfinished = inbox.c.status.notin_(("done", "parked"))
@@ -68,7 +76,7 @@ class Database(InboxRepo, LedgerRepo, OffersRepo, PurgeRepo, ScansRepo, Wellbein
 
 __all__ = [
     "Database", "SqlCaseStore", "StaffStore", "UTCDateTime", "engine_for", "dispose_engines", "metadata",
-    "inbox", "case_refs", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
+    "inbox", "case_refs", "case_numbers", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
     "outbox", "purges", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
     "staff_login_failures", "checkins", "survey_invitations", "survey_answers", "flyers", "flyer_scans",
     "catchup_cursors",

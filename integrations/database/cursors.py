@@ -17,11 +17,11 @@ class CursorsRepo:
     def catchup_read_to(self, source: str) -> datetime | None:
         """Where the catch-up of `source` has read to (None: never ran to the end)."""
         stmt = sa.select(catchup_cursors.c.read_to).where(catchup_cursors.c.source == source)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(stmt).scalar_one_or_none()
 
     def set_catchup_read_to(self, source: str, read_to: datetime) -> None:
         insert = _UPSERT[self.engine.dialect.name](catchup_cursors).values(source=source, read_to=read_to)
         stmt = insert.on_conflict_do_update(index_elements=["source"], set_={"read_to": read_to})
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(stmt)

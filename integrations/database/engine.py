@@ -1,5 +1,12 @@
-"""One SQLAlchemy engine per database URL (and wait) per process, with the SQLite settings that
-make a 2xx mean "on disk", and the schema brought up to date before the engine is handed out.
+"""One SQLAlchemy engine per database URL (and wait, and durability) per process, and the
+schema brought up to date before the engine is handed out.
+
+On SQLite (WAL) a commit waits for the disk (`synchronous=FULL`) only on the durable engine:
+the inbox record behind a 2xx, and a message's claim before an outside provider is called
+(reliability.md: FULL if a 2xx must mean "on disk"). Every other commit uses
+`synchronous=NORMAL`: never corrupt, and an application crash loses nothing; only a power cut
+or OS crash may lose the newest of those commits, which the durable inbox row and the sweep
+redo. On PostgreSQL every commit is durable.
 
 Every wait for the database is bounded (issue 15, "fail fast and loud"): `wait_seconds` caps
 SQLite's busy wait, PostgreSQL's connect, statement and lock timeouts, and the pool's wait for a
@@ -20,14 +27,17 @@ from .migrate import migrate
 #: The web process's wait for the database (DATABASE_WAIT_SECONDS' default).
 WEB_WAIT_SECONDS = 5.0
 
-_engines: dict[tuple[str, float], sa.Engine] = {}
+_engines: dict[tuple[str, float, bool], sa.Engine] = {}
 _engines_lock = threading.Lock()
 _migrated: set[str] = set()
 
 
-def engine_for(url: str, wait_seconds: float = WEB_WAIT_SECONDS) -> sa.Engine:
-    """One engine per URL and wait per process; the schema is migrated on first use."""
-    key = (url, float(wait_seconds))
+def engine_for(url: str, wait_seconds: float = WEB_WAIT_SECONDS, *, durable: bool = False) -> sa.Engine:
+    """One engine per URL, wait and durability per process; the schema is migrated on first
+    use. `durable`: on SQLite, every commit waits for the disk (PostgreSQL's always do)."""
+    if not url.startswith("sqlite"):
+        durable = False     # one engine: PostgreSQL's commits are durable
+    key = (url, float(wait_seconds), durable)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
@@ -38,7 +48,7 @@ def engine_for(url: str, wait_seconds: float = WEB_WAIT_SECONDS) -> sa.Engine:
                 finally:
                     migrating.dispose()
                 _migrated.add(url)
-            engine = _make_engine(url, float(wait_seconds))
+            engine = _make_engine(url, float(wait_seconds), durable)
             _engines[key] = engine
         return engine
 
@@ -54,9 +64,9 @@ def dispose_engines() -> None:
         _ping_engines.clear()
 
 
-def _make_engine(url: str, wait: float | None) -> sa.Engine:
+def _make_engine(url: str, wait: float | None, durable: bool = True) -> sa.Engine:
     """An engine whose every wait is bounded by `wait` seconds (None: SQLite's 30 s, no
-    PostgreSQL timeouts; for migrating)."""
+    PostgreSQL timeouts; for migrating). `durable`: SQLite commits wait for the disk."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -70,7 +80,7 @@ def _make_engine(url: str, wait: float | None) -> sa.Engine:
         def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")  # a 2xx means the submission is on disk
+            cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
             # Deleted and overwritten content is zeroed in the file, not left in free pages
             # (the purge: docs/architecture.md section 7, README "What we keep").

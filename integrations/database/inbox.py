@@ -6,7 +6,6 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -14,11 +13,28 @@ from sqlalchemy.exc import IntegrityError
 
 from workflows.records import InboxRow, from_row
 
-from .schema import case_refs, inbox
+from .schema import case_numbers, case_refs, inbox
+
+#: New Case IDs count up from here (`PS-10001`): above every Case ID drawn at random before
+#: (`PS-1000` to `PS-9999`), so an old and a new one never meet.
+CASE_NUMBER_BASE = 10000
+
+
+_B = sa.bindparam
+#: Built once (every submission runs it; building costs more than running on SQLite).
+_CLAIM = (inbox.update()
+          .where(inbox.c.id == _B("id_"))
+          .where(sa.or_(inbox.c.status == "new",
+                        sa.and_(inbox.c.status == "retry",
+                                sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= _B("now_"))),
+                        sa.and_(inbox.c.status == "processing", inbox.c.lease_until < _B("now_"))))
+          .values(status="processing", lease_until=_B("until_"), attempts=inbox.c.attempts + 1,
+                  updated_at=_B("now_"))
+          .returning(*inbox.c))
 
 
 class InboxRepo:
-    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+    """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
     def record_submission(self, *, source: str, source_key: str, payload: dict,
                           priority: str = "routine") -> tuple[int, bool]:
@@ -27,7 +43,8 @@ class InboxRepo:
         id, newly stored)."""
         now = self.clock.now()
         try:
-            with self.engine.begin() as conn:
+            # A 2xx follows: on disk before we answer.
+            with self._write(durable=True, may_conflict=True) as conn:
                 row_id = conn.execute(inbox.insert().values(
                     source=source, source_key=source_key, received_at=now,
                     payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
@@ -35,31 +52,26 @@ class InboxRepo:
                     queued_at=now)).inserted_primary_key[0]
             return int(row_id), True
         except IntegrityError:
-            with self.engine.connect() as conn:
+            with self._read() as conn:
                 row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == source_key)).scalar_one()
             return int(row_id), False
 
     def inbox_row(self, inbox_id: int) -> InboxRow | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(inbox).where(inbox.c.id == inbox_id)).mappings().first()
         if row is None:
             return None
         return from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
-    def claim_submission(self, inbox_id: int, lease_seconds: int) -> bool:
+    def claim_submission(self, inbox_id: int, lease_seconds: int) -> InboxRow | None:
         """Take a row for processing; only one worker wins, a dead worker's lease runs out, and
-        a retry waits for its time (extra copies of the task in the queue are no-ops)."""
+        a retry waits for its time (extra copies of the task in the queue are no-ops). Returns
+        the row as claimed, or None when another worker has it, or it is finished or not due."""
         now = self.clock.now()
-        stmt = (inbox.update()
-                .where(inbox.c.id == inbox_id)
-                .where(sa.or_(inbox.c.status == "new",
-                              sa.and_(inbox.c.status == "retry",
-                                      sa.or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= now)),
-                              sa.and_(inbox.c.status == "processing", inbox.c.lease_until < now)))
-                .values(status="processing", lease_until=now + timedelta(seconds=lease_seconds),
-                        attempts=inbox.c.attempts + 1, updated_at=now))
-        with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+        params = {"id_": inbox_id, "now_": now, "until_": now + timedelta(seconds=lease_seconds)}
+        with self._write() as conn:
+            row = conn.execute(_CLAIM, params).mappings().first()
+        return None if row is None else from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def finish_submission(self, inbox_id: int, case_id: str) -> None:
         self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
@@ -88,13 +100,13 @@ class InboxRepo:
 
     def reopen_submission(self, inbox_id: int) -> bool:
         """For `flask inbox replay`: run a row again from the start of its retries."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(
                 status="new", attempts=0, next_attempt_at=None, lease_until=None,
                 updated_at=self.clock.now())).rowcount == 1
 
     def _set_inbox(self, inbox_id: int, **values) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(inbox.update().where(inbox.c.id == inbox_id).values(updated_at=self.clock.now(), **values))
 
     def list_inbox(self, statuses: tuple[str, ...] | None = None, limit: int = 200) -> list[InboxRow]:
@@ -104,7 +116,7 @@ class InboxRepo:
         stmt = sa.select(*cols).order_by(inbox.c.id.desc()).limit(limit)
         if statuses:
             stmt = stmt.where(inbox.c.status.in_(statuses))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(InboxRow, r) for r in conn.execute(stmt).mappings()]
 
     @staticmethod
@@ -123,7 +135,7 @@ class InboxRepo:
     def submissions_to_requeue(self, now: datetime, grace_seconds: int = 30) -> list[int]:
         """Rows the queue may have lost (see `_lost`, with `grace_seconds` as the lease)."""
         stmt = sa.select(inbox.c.id).where(self._lost(now, grace_seconds)).order_by(inbox.c.id)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [r[0] for r in conn.execute(stmt)]
 
     def take_submissions_to_requeue(self, now: datetime, lease_seconds: int) -> list[tuple[int, str]]:
@@ -132,7 +144,7 @@ class InboxRepo:
         any worker, leaves them alone)."""
         stmt = (inbox.update().where(self._lost(now, lease_seconds)).values(queued_at=now)
                 .returning(inbox.c.id, inbox.c.priority))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             rows = [(r.id, r.priority) for r in conn.execute(stmt)]
         return sorted(rows)
 
@@ -140,21 +152,30 @@ class InboxRepo:
     def known_case_id(self, source_key: str) -> str | None:
         """The submission's Case ID if one was ever assigned, else None: then no case was
         ever made from it (intake assigns the Case ID before making the case)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
 
     def case_id_for(self, source_key: str, prefix: str) -> str:
-        """The Case ID for a submission: assigned once, the same on every retry or replay."""
-        while True:
-            with self.engine.connect() as conn:
-                found = conn.execute(sa.select(case_refs.c.case_id)
-                                     .where(case_refs.c.source_key == source_key)).scalar()
-            if found:
-                return found
-            candidate = f"{prefix}-{secrets.randbelow(9000) + 1000}"
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(case_refs.insert().values(source_key=source_key, case_id=candidate))
-                return candidate
-            except IntegrityError:
-                continue  # taken by another case, or this key raced us: look again
+        """The Case ID for a submission: assigned once, the same on every retry or replay. A new
+        one is `<prefix>-<CASE_NUMBER_BASE + the next case_numbers key>`: unique by the
+        database however many cases there are, and short enough to type in an SMS."""
+        try:
+            with self._write(may_conflict=True) as conn:
+                found = self._case_id(conn, source_key)
+                if found:
+                    return found
+                number = conn.execute(case_numbers.insert().values(source_key=source_key)).inserted_primary_key[0]
+                case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
+                conn.execute(case_refs.insert().values(source_key=source_key, case_id=case_id))
+                return case_id
+        except IntegrityError:
+            # Another worker gave this submission its Case ID first (PostgreSQL): use theirs.
+            with self._read() as conn:
+                found = self._case_id(conn, source_key)
+            if not found:
+                raise
+            return found
+
+    @staticmethod
+    def _case_id(conn: sa.Connection, source_key: str) -> str | None:
+        return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()

@@ -22,7 +22,7 @@ def _owner() -> str:
 
 
 class OffersRepo:
-    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+    """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
     # ---- locks ----
     @contextmanager
@@ -32,7 +32,7 @@ class OffersRepo:
         while True:
             now = self.clock.now()
             try:
-                with self.engine.begin() as conn:
+                with self._write(may_conflict=True) as conn:
                     conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.expires_at < now))
                     conn.execute(locks.insert().values(name=name, owner=owner,
                                                        expires_at=now + timedelta(seconds=ttl_seconds)))
@@ -44,7 +44,7 @@ class OffersRepo:
         try:
             yield
         finally:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(locks.delete().where(locks.c.name == name).where(locks.c.owner == owner))
 
     # ---- offers ----
@@ -52,7 +52,7 @@ class OffersRepo:
                      expires_at: datetime) -> Offer:
         """A new open offer, numbered after the case's earlier ones. Callers hold the case's
         offer lock; the unique (case, round) keeps two offers from sharing a number anyway."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             last = conn.execute(sa.select(sa.func.max(offers.c.round))
                                 .where(offers.c.case_id == case_id)).scalar() or 0
             offer_id = conn.execute(offers.insert().values(
@@ -61,19 +61,19 @@ class OffersRepo:
         return self.offer_get(int(offer_id))
 
     def offer_get(self, offer_id: int) -> Offer | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(offers).where(offers.c.id == offer_id)).mappings().first()
         return from_row(Offer, row) if row else None
 
     def offers_for_case(self, case_id: str) -> list[Offer]:
         """Every offer of the case, first to last."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(Offer, r) for r in conn.execute(sa.select(offers).where(offers.c.case_id == case_id)
                                                   .order_by(offers.c.round)).mappings()]
 
     def offers_all(self) -> list[Offer]:
         """Every offer of every case (the dashboard's report), by case and round."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(Offer, r) for r in conn.execute(sa.select(offers)
                                                   .order_by(offers.c.case_id, offers.c.round)).mappings()]
 
@@ -81,14 +81,14 @@ class OffersRepo:
         """The supporter's offers that are open and not past their expiry."""
         stmt = (sa.select(offers).where(offers.c.supporter_id == supporter_id)
                 .where(offers.c.status == "open").where(offers.c.expires_at > now).order_by(offers.c.id))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
 
     def offers_expired(self, now: datetime, limit: int = 200) -> list[Offer]:
         """Open offers whose time is up (the periodic task moves each case on)."""
         stmt = (sa.select(offers).where(offers.c.status == "open").where(offers.c.expires_at <= now)
                 .order_by(offers.c.expires_at).limit(limit))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(Offer, r) for r in conn.execute(stmt).mappings()]
 
     def offer_close(self, offer_id: int, status: str, at: datetime) -> bool:
@@ -96,11 +96,11 @@ class OffersRepo:
         answered it first), so only one answer ever wins."""
         stmt = (offers.update().where(offers.c.id == offer_id).where(offers.c.status == "open")
                 .values(status=status, answered_at=at))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def offer_update(self, offer_id: int, **values) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(offers.update().where(offers.c.id == offer_id).values(**values))
 
     def open_case_counts(self) -> dict[str, int]:
@@ -117,19 +117,19 @@ class OffersRepo:
                 .where(offers.c.status.in_(("open", "accepted")))
                 .where(offers.c.case_id.not_in(ended))
                 .group_by(offers.c.supporter_id))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {supporter: int(n) for supporter, n in conn.execute(stmt)}
 
     # ---- case milestones ----
     def milestone_done(self, case_id: str, name: str) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(case_milestones.c.at).where(case_milestones.c.case_id == case_id)
                                 .where(case_milestones.c.name == name)).first() is not None
 
     def milestone_mark(self, case_id: str, name: str, at: datetime) -> bool:
         """Record that a once-only step is done. Returns whether it is new."""
         try:
-            with self.engine.begin() as conn:
+            with self._write(may_conflict=True) as conn:
                 conn.execute(case_milestones.insert().values(case_id=case_id, name=name, at=at))
             return True
         except IntegrityError:

@@ -24,12 +24,12 @@ PURGED_PAYLOAD = json.dumps({"purged": True})
 
 
 class PurgeRepo:
-    """Mixed into `Database`: needs `self.engine` and `self.clock`."""
+    """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
     # ---- state ----
     def purge_state(self, case_id: str) -> dict[str, dict]:
         """sink -> its row (detail decoded), for one case."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(purges).where(purges.c.case_id == case_id)).mappings().all()
         return {r["sink"]: {**r, "detail": json.loads(r["detail"] or "{}")} for r in rows}
 
@@ -37,7 +37,7 @@ class PurgeRepo:
                     now: datetime | None = None) -> bool:
         """Start a sink's purge for a case (no-op when already started). Returns whether new."""
         try:
-            with self.engine.begin() as conn:
+            with self._write(may_conflict=True) as conn:
                 conn.execute(purges.insert().values(
                     case_id=case_id, sink=sink, status="pending", removed=0, attempts=0, error="",
                     detail=json.dumps(detail or {}), started_at=now or self.clock.now()))
@@ -53,13 +53,13 @@ class PurgeRepo:
             values.update(status="done", removed=removed, done_at=now or self.clock.now())
         if detail is not None:
             values["detail"] = json.dumps(detail)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(purges.update().where(purges.c.case_id == case_id)
                          .where(purges.c.sink == sink).values(**values))
 
     def purges_pending(self) -> list[str]:
         """Cases with a sink still pending."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [r[0] for r in conn.execute(sa.select(purges.c.case_id).distinct()
                                                .where(purges.c.status == "pending"))]
 
@@ -69,7 +69,7 @@ class PurgeRepo:
         cleared), the ledger (recipients, placeholder values, errors) and the outbox (recipient,
         subject, text). Ids, kinds, states and times stay. Returns rows changed per table;
         running it again changes nothing more."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             n_inbox = conn.execute(inbox.update().where(inbox.c.case_id == case_id)
                                    .where(inbox.c.payload != PURGED_PAYLOAD)
                                    .values(payload=PURGED_PAYLOAD, last_error="")).rowcount
@@ -89,7 +89,7 @@ class PurgeRepo:
 
     def case_messages(self, case_id: str) -> list[LedgerRow]:
         """The ledger rows of a case (the purge reads channel, status, recipient, provider id)."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [from_row(LedgerRow, r)
                     for r in conn.execute(sa.select(messages).where(messages.c.case_id == case_id)).mappings()]
 
@@ -97,7 +97,7 @@ class PurgeRepo:
         """Email addresses the ledger holds for these (open) cases."""
         if not case_ids:
             return set()
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {r[0].lower() for r in conn.execute(
                 sa.select(messages.c.recipient).where(messages.c.case_id.in_(case_ids))
                 .where(messages.c.channel == "email")) if r[0]}

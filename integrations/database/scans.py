@@ -22,7 +22,7 @@ class ScansRepo:
         insert = _UPSERT[self.engine.dialect.name](flyer_scans).values(tag=tag, day=day, count=1)
         stmt = insert.on_conflict_do_update(index_elements=["tag", "day"],
                                             set_={"count": flyer_scans.c["count"] + 1})
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(stmt)
 
     def flyer_scan_counts(self, *, since: date | None = None, until: date | None = None) -> dict[str, int]:
@@ -32,13 +32,13 @@ class ScansRepo:
             stmt = stmt.where(flyer_scans.c.day >= since)
         if until is not None:
             stmt = stmt.where(flyer_scans.c.day <= until)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {tag: int(total) for tag, total in conn.execute(stmt)}
 
     def flyer_scans_by_day(self, tag: str) -> dict[date, int]:
         """Day -> scans of one tag."""
         stmt = sa.select(flyer_scans.c.day, flyer_scans.c["count"]).where(flyer_scans.c.tag == tag)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {day: int(n) for day, n in conn.execute(stmt)}
 
     def flyer_submission_counts(self) -> dict[str, int]:
@@ -46,7 +46,7 @@ class ScansRepo:
         the posted answers), cases made or not. Only the tag is read from each row."""
         counts: dict[str, int] = {}
         stmt = sa.select(inbox.c.payload).where(inbox.c.source == "web")
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for (payload,) in conn.execute(stmt):
                 try:
                     tag = (json.loads(payload).get("answers") or {}).get("flyer") or ""

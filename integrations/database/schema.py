@@ -62,6 +62,17 @@ case_refs = sa.Table(
     sa.Column("case_id", sa.String(20), nullable=False, unique=True),
 )
 
+#: Where new Case IDs come from: each case's number is this table's next key, never given
+#: twice (AUTOINCREMENT on SQLite, an identity on PostgreSQL), so Case IDs are unique by the
+#: database and read `PS-10001`, `PS-10002`, ... (inbox.CASE_NUMBER_BASE). Older Case IDs
+#: (`PS-1000` to `PS-9999`, drawn at random) stay in `case_refs` as they are.
+case_numbers = sa.Table(
+    "case_numbers", metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source_key", sa.String(200), nullable=False),
+    sqlite_autoincrement=True,
+)
+
 locks = sa.Table(
     "locks", metadata,
     sa.Column("name", sa.String(200), primary_key=True),

@@ -2,6 +2,7 @@
 configured): cases, events and the roster, as the `CaseStore` of workflows/model.py."""
 from __future__ import annotations
 
+import functools
 from dataclasses import fields as dc_fields
 
 import sqlalchemy as sa
@@ -13,9 +14,14 @@ from workflows.model import (Case, Event, Flyer, FlyerExists, MessageRecord, Res
 from .schema import cases, events, flyers, resources, reviewers, supporters
 
 
+@functools.cache
+def _names(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dc_fields(cls))
+
+
 def _row_to(cls, row) -> object:
-    names = {f.name for f in dc_fields(cls)}
-    values = {k: v for k, v in dict(row).items() if k in names}
+    names = _names(cls)
+    values = {k: v for k, v in row.items() if k in names}
     values["record_id"] = str(row["id"])
     return cls(**values)
 
@@ -24,35 +30,44 @@ def _values_of(obj, table: sa.Table) -> dict:
     return {c.name: getattr(obj, c.name) for c in table.columns if c.name != "id"}
 
 
+# Built once (intake runs them for every case; building costs more than running on SQLite).
+_BY_CASE_ID = sa.select(cases).where(cases.c.case_id == sa.bindparam("value_"))
+_BY_SOURCE_RESPONSE_ID = sa.select(cases).where(cases.c.source_response_id == sa.bindparam("value_"))
+
+
 class SqlCaseStore:
     """The case store on the service's own database (the embedded default)."""
 
+    #: Its rows live in the Context's own database: its writes can join `db.unit_of_work()`.
+    in_database = True
+
     def __init__(self, db):
         self.engine = db.engine
+        # The database's transactions: each call its own, or the thread's unit of work.
+        self._write, self._read = db._write, db._read
 
     def find_case(self, *, case_id=None, source_response_id=None) -> Case | None:
-        stmt = sa.select(cases)
         if case_id is not None:
-            stmt = stmt.where(cases.c.case_id == case_id)
+            stmt, value = _BY_CASE_ID, case_id
         elif source_response_id is not None:
-            stmt = stmt.where(cases.c.source_response_id == source_response_id)
+            stmt, value = _BY_SOURCE_RESPONSE_ID, source_response_id
         else:
             raise ValueError("find_case needs case_id or source_response_id")
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt).mappings().first()
+        with self._read() as conn:
+            row = conn.execute(stmt, {"value_": value}).mappings().first()
         return _row_to(Case, row) if row else None
 
     def create_case(self, case: Case, *, unseen: bool = False) -> Case:
         """`unseen` changes nothing here: the insert itself finds an existing case."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(cases.insert().values(**_values_of(case, cases)))
+            with self._write(may_conflict=True) as conn:
+                conn.execute(cases.insert(), _values_of(case, cases))
         except IntegrityError:
             pass  # the same submission again: keep what is there
         return self.find_case(source_response_id=case.source_response_id)
 
     def update_case(self, case_id: str, **changes) -> Case:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.execute(cases.update().where(cases.c.case_id == case_id).values(**changes)).rowcount != 1:
                 raise KeyError(f"no case {case_id}")
         return self.find_case(case_id=case_id)
@@ -61,22 +76,22 @@ class SqlCaseStore:
         stmt = sa.select(cases).order_by(cases.c.submitted_at)
         if status:
             stmt = stmt.where(cases.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_row_to(Case, r) for r in conn.execute(stmt).mappings()]
 
     def add_events(self, new_events: list[Event]) -> None:
         if new_events:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(events.insert(), [
                     {"case_id": e.case_id, "event": e.event, "at": e.at, "actor": e.actor} for e in new_events])
 
     def list_events(self, case_id: str) -> list[Event]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(events).where(events.c.case_id == case_id).order_by(events.c.id)).mappings()
             return [Event(case_id=r["case_id"], event=r["event"], at=r["at"], actor=r["actor"]) for r in rows]
 
     def _all(self, table, cls):
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_row_to(cls, r) for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings()]
 
     def supporters(self) -> list[Supporter]:
@@ -93,7 +108,7 @@ class SqlCaseStore:
         if unknown or not str(record_id).isdigit():
             raise (TypeError(f"update_supporter() got unknown fields {sorted(unknown)}") if unknown
                    else KeyError(f"no supporter {record_id}"))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.execute(supporters.update().where(supporters.c.id == int(record_id))
                             .values(**changes)).rowcount != 1:
                 raise KeyError(f"no supporter {record_id}")
@@ -102,7 +117,7 @@ class SqlCaseStore:
 
     def import_roster(self, roster: Roster) -> dict:
         counts = {}
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for table, items, label in ((supporters, roster.supporters, "supporters"),
                                         (reviewers, roster.reviewers, "reviewers"),
                                         (resources, roster.resources, "resources")):
@@ -116,7 +131,7 @@ class SqlCaseStore:
         return counts
 
     def roster_is_empty(self) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return not conn.execute(sa.select(sa.func.count()).select_from(supporters)).scalar() \
                 and not conn.execute(sa.select(sa.func.count()).select_from(reviewers)).scalar()
 
@@ -124,14 +139,14 @@ class SqlCaseStore:
         """The ledger is already in this database: nothing to mirror."""
 
     def case_records(self, case_id: str) -> list[str]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [str(r[0]) for r in conn.execute(sa.select(cases.c.id).where(cases.c.case_id == case_id))]
 
     def replace_case(self, kept: Case, old_records: list[str] | None = None) -> int:
         """The purge: the case's row becomes `kept` (its de-identified fields; the rest empty).
         With SQLite's secure_delete the old values are zeroed in the file. Returns how many
         fields held something and now do not."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             row = conn.execute(sa.select(cases).where(cases.c.case_id == kept.case_id)).mappings().first()
             if row is None:
                 raise KeyError(f"no case {kept.case_id}")
@@ -144,7 +159,7 @@ class SqlCaseStore:
     def create_flyer(self, flyer: Flyer) -> Flyer:
         """The tag is unique by the table's constraint: a taken tag raises FlyerExists."""
         try:
-            with self.engine.begin() as conn:
+            with self._write(may_conflict=True) as conn:
                 conn.execute(flyers.insert().values(**_values_of(flyer, flyers)))
         except IntegrityError:
             raise FlyerExists(flyer.tag) from None
@@ -154,6 +169,6 @@ class SqlCaseStore:
         return self._all(flyers, Flyer)
 
     def find_flyer(self, tag: str) -> Flyer | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(sa.select(flyers).where(flyers.c.tag == tag)).mappings().first()
         return _row_to(Flyer, row) if row else None
