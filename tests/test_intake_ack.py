@@ -235,3 +235,20 @@ def test_an_acknowledged_notice_survives_the_server_being_killed_right_after_and
     assert queue.huey.pending_count() == 1
     task = queue.huey.pending()[0]
     assert (task.name, task.args) == ("process_submission", (row.id,))
+
+
+def test_on_postgresql_the_queue_does_not_wait_for_the_disk_and_the_inbox_does(pg_url, tmp_path):
+    """Like the SQLite queue (synchronous=NORMAL), a queue entry is a courier the sweep can
+    replace: its commit does not wait for the disk; the inbox's, which a 2xx promises, does."""
+    import peerline_root
+    values = settings_module.load({"DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "x"})
+    storage = peerline_root.queue(values).huey.storage
+    with storage.db() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "off"
+    storage.close()
+    db = database.Database(settings_module.database_url(values))
+    seen = []
+    sa.event.listen(db.engine, "commit", lambda conn: seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar()))
+    db.record_submission(source="web", source_key="web:pg", payload={})
+    assert seen == ["on"]
