@@ -252,3 +252,28 @@ def test_on_postgresql_the_queue_does_not_wait_for_the_disk_and_the_inbox_does(p
     sa.event.listen(db.engine, "commit", lambda conn: seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar()))
     db.record_submission(source="web", source_key="web:pg", payload={})
     assert seen == ["on"]
+
+
+def test_a_form_post_waits_for_the_disk_once_its_rate_limit_counts_do_not(overrides):
+    """Two limits of two windows each are four counts per post; only the submission's own
+    commit waits for the disk (a lost count harms nothing), and the limit still holds."""
+    import re
+
+    from app import create_app
+    app = create_app({**overrides, "RATELIMIT_ENABLED": "true", "REQUEST_RATE_LIMIT": "2 per minute;30 per hour"})
+    ctx = app.extensions["peerline"]
+    ctx.enqueue = lambda *a, **k: None
+    client = app.test_client()
+    html = client.get("/request").get_data(as_text=True)
+    hidden = {n: re.search(rf'name="{n}" type="hidden" value="([^"]*)"', html).group(1)
+              for n in ("csrf_token", "flyer")}
+    form = {"for_whom": "Self", "requester_name": "Ada", "requester_phone": "+1 555 010 0123",
+            "preferred_contact": "Text message", "urgency": "Routine", **hidden}
+    synchronous = []
+    sa.event.listen(ctx.db.engine, "commit", lambda conn: synchronous.append(
+        conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]))
+    assert client.post("/request", data={**form, "submission_id": "a" * 32}).status_code == 303
+    assert sorted(synchronous) == [1, 1, 1, 1, 2]          # four counts NORMAL, the inbox FULL
+    assert client.post("/request", data={**form, "submission_id": "b" * 32}).status_code == 303
+    assert client.post("/request", data={**form, "submission_id": "c" * 32}).status_code == 429
+    assert len(ctx.db.list_inbox()) == 2

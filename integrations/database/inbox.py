@@ -26,22 +26,25 @@ _writers_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def durable_transaction(engine: sa.Engine):
-    """A transaction whose commit waits for the disk, whatever the engine's default: a 2xx
-    promises the submission is on disk. SQLite: synchronous=FULL (set before BEGIN: SQLite does
-    not apply it inside a transaction), restored afterwards; PostgreSQL: synchronous_commit on."""
+def transaction(engine: sa.Engine, *, durable: bool):
+    """A transaction whose commit waits for the disk (durable) or not, whatever the engine's
+    default. Durable: a 2xx promises the submission is on disk. Not: a figure whose loss in a
+    power cut harms nothing (a rate-limit count). SQLite: synchronous FULL or NORMAL (set before
+    BEGIN: SQLite does not apply it inside a transaction), restored afterwards; PostgreSQL:
+    synchronous_commit on or off for this transaction."""
     with engine.connect() as conn:
         restore = None
         if conn.dialect.name == "sqlite":
             raw = conn.connection.driver_connection
             before = raw.execute("PRAGMA synchronous").fetchone()[0]
-            if before < 2:   # below FULL
-                raw.execute("PRAGMA synchronous=FULL")
+            wanted = 2 if durable else 1           # FULL; NORMAL (with WAL: no fsync at commit)
+            if before != wanted:
+                raw.execute(f"PRAGMA synchronous={wanted}")
                 restore = f"PRAGMA synchronous={int(before)}"
         try:
             with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+                    conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
                 yield conn
         finally:
             if restore:
@@ -90,7 +93,7 @@ class InboxRepo:
         first row and is not new."""
         insert = _insert_new_rows(self.engine.dialect.name)
         found = []
-        with durable_transaction(self.engine) as conn:
+        with transaction(self.engine, durable=True) as conn:
             for row in take():
                 row_id = conn.execute(insert, row).scalar()
                 if row_id is not None:
