@@ -46,7 +46,9 @@ def make_huey(values: dict):
     url = values.get("DATABASE_URL")
     if url and url.startswith(("postgres://", "postgresql")):
         dsn = "postgresql://" + url.split("://", 1)[1]
-        return PostgresHuey("peerline", dsn=dsn, results=False)
+        # Like QueueStorage below, a queue commit does not wait for the disk (the inbox's does):
+        # a crash may lose the newest entries, which the sweep re-queues from the inbox.
+        return PostgresHuey("peerline", dsn=dsn, results=False, options="-c synchronous_commit=off")
     os.makedirs(values["DATA_DIR"], exist_ok=True)
     return Huey("peerline", storage_class=QueueStorage, results=False,
                 filename=os.path.join(values["DATA_DIR"], "queue.db"))

@@ -39,6 +39,7 @@ from limits.storage import Storage
 from sqlalchemy.dialects import postgresql, sqlite
 
 from config import settings as settings_module
+from integrations import database
 from workflows.clock import Clock
 
 SCHEME = "peerline+sql"
@@ -78,7 +79,6 @@ class SqlStorage(Storage):
             raise limits.errors.ConfigurationError(f"{SCHEME}:// needs the database_url option")
         # The service database's engine (one pool per URL per process). This SQL storage may
         # move into the database package later; it is here because only the pages use it.
-        from integrations import database
         self.engine = database.engine_for(database_url)
         self.clock = clock or Clock().now
         with _created_lock:
@@ -103,10 +103,12 @@ class SqlStorage(Storage):
             set_={"count": sa.case((expired, amount), else_=rate_limits.c.count + amount),
                   "expires_at": sa.case((expired, now + expiry), else_=rate_limits.c.expires_at)},
         ).returning(rate_limits.c.count)
-        with self.engine.begin() as conn:
+        # A count lost in a power cut harms nothing: the commit does not wait for the disk
+        # (a post of the form waits for one fsync, its own submission's, not one per window).
+        with database.transaction(self.engine, durable=False) as conn:
             count = conn.execute(stmt).scalar_one()
-            # Windows that ended are of no use: keep the table small.
-            conn.execute(rate_limits.delete().where(rate_limits.c.expires_at <= now))
+            if count == amount:   # a window began: clear the ones that ended (keeps the table small)
+                conn.execute(rate_limits.delete().where(rate_limits.c.expires_at <= now))
         return int(count)
 
     def get(self, key: str) -> int:

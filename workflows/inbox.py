@@ -26,11 +26,16 @@ def lane(ctx, source: str, crisis: bool) -> str:
 def record_and_enqueue(ctx, *, source: str, source_key: str, payload: dict,
                        crisis: bool = False) -> tuple[int, bool]:
     """Store a submission durably, then queue it (only the first delivery of a key).
-    Returns (inbox id, whether this delivery was new)."""
+    Returns (inbox id, whether this delivery was new) once the row is on disk, in its lane
+    (`lane`). A crisis is queued before this returns; other work may be queued just after, by
+    the request that wrote the same transaction (database group commit), so a burst's answers
+    do not wait for the queue: should the process die in between, the sweep queues it."""
     priority = lane(ctx, source, crisis)
-    inbox_id, new = ctx.db.record_submission(source=source, source_key=source_key, payload=payload,
-                                             priority=priority)
-    if new:
+    crisis_now = priority == "crisis"
+    inbox_id, new = ctx.db.record_submission(
+        source=source, source_key=source_key, payload=payload, priority=priority,
+        on_new=None if crisis_now else (lambda row_id: enqueue(ctx, row_id, priority)))
+    if new and crisis_now:
         enqueue(ctx, inbox_id, priority)
     return inbox_id, new
 

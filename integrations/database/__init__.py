@@ -24,7 +24,7 @@ from workflows.clock import Clock
 from .cursors import CursorsRepo
 from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
 from .engine import ping as ping_url
-from .inbox import InboxRepo
+from .inbox import InboxRepo, transaction
 from .ledger import LedgerRepo
 from .offers import OffersRepo
 from .purge import PurgeRepo
@@ -79,5 +79,5 @@ __all__ = [
     "inbox", "case_refs", "case_numbers", "locks", "messages", "opt_outs", "webhook_events", "offers", "case_milestones",
     "outbox", "purges", "cases", "supporters", "reviewers", "resources", "events", "staff", "staff_sessions",
     "staff_login_failures", "checkins", "survey_invitations", "survey_answers", "flyers", "flyer_scans",
-    "catchup_cursors",
+    "catchup_cursors", "transaction",
 ]

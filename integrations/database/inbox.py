@@ -5,14 +5,20 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import threading
 from datetime import datetime, timedelta
+from typing import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from workflows.records import InboxRow, from_row
 
+from .group_commit import GroupCommit
 from .schema import case_numbers, case_refs, inbox
 
 #: New Case IDs count up from here (`PS-10001`): above every Case ID drawn at random before
@@ -32,29 +38,89 @@ _CLAIM = (inbox.update()
                   updated_at=_B("now_"))
           .returning(*inbox.c))
 
+_writers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def transaction(engine: sa.Engine, *, durable: bool):
+    """A transaction whose commit waits for the disk (durable) or not, whatever the engine's
+    default. Durable: a 2xx promises the submission is on disk. Not: a figure whose loss in a
+    power cut harms nothing (a rate-limit count). SQLite: synchronous FULL or NORMAL (set before
+    BEGIN: SQLite does not apply it inside a transaction), restored afterwards; PostgreSQL:
+    synchronous_commit on or off for this transaction."""
+    with engine.connect() as conn:
+        restore = None
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            before = raw.execute("PRAGMA synchronous").fetchone()[0]
+            wanted = 2 if durable else 1           # FULL; NORMAL (with WAL: no fsync at commit)
+            if before != wanted:
+                raw.execute(f"PRAGMA synchronous={wanted}")
+                restore = f"PRAGMA synchronous={int(before)}"
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+                yield conn
+        finally:
+            if restore:
+                raw.execute(restore)
+
+
+@functools.cache
+def _insert_new_rows(dialect: str):
+    """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING id: None for a key already
+    there. Built once, so SQLAlchemy compiles it once per process."""
+    construct = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    return construct(inbox).on_conflict_do_nothing(index_elements=[inbox.c.source_key]).returning(inbox.c.id)
+
 
 class InboxRepo:
     """Mixed into `Database`: needs its transactions (`_write`, `_read`) and `self.clock`."""
 
     def record_submission(self, *, source: str, source_key: str, payload: dict,
-                          priority: str = "routine") -> tuple[int, bool]:
+                          priority: str = "routine", on_new: Callable[[int], None] | None = None
+                          ) -> tuple[int, bool]:
         """Store a received submission before we answer, in its queue lane (`priority`), marked
-        queued now: the caller queues it next (`mark_unqueued` if that fails). Returns (inbox
-        id, newly stored)."""
+        queued now: `on_new` queues it (`mark_unqueued` if that fails). Returns (inbox id, newly stored) once
+        its transaction is on disk. Concurrent callers of this process share transactions
+        (group_commit.py), so a burst does not queue behind one fsync each. `on_new(inbox id)`
+        runs once a new row is on disk (not for a key already there), in the thread of the
+        caller that wrote the transaction, perhaps just after this call has returned."""
         now = self.clock.now()
-        try:
-            # A 2xx follows: on disk before we answer.
-            with self._write(durable=True, may_conflict=True) as conn:
-                row_id = conn.execute(inbox.insert().values(
-                    source=source, source_key=source_key, received_at=now,
-                    payload=json.dumps(payload, ensure_ascii=False), status="new", attempts=0,
-                    last_error="", case_id="", updated_at=now, priority=priority,
-                    queued_at=now)).inserted_primary_key[0]
-            return int(row_id), True
-        except IntegrityError:
-            with self._read() as conn:
-                row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == source_key)).scalar_one()
-            return int(row_id), False
+        row = {"source": source, "source_key": source_key, "received_at": now,
+               "payload": json.dumps(payload, ensure_ascii=False), "status": "new", "attempts": 0,
+               "last_error": "", "case_id": "", "updated_at": now,
+               "priority": priority, "queued_at": now}
+        then = None
+        if on_new is not None:
+            def then(result):
+                if result[1]:
+                    on_new(result[0])
+        return self._inbox_writer().submit(row, then)
+
+    def _inbox_writer(self) -> GroupCommit:
+        writer = self.__dict__.get("_inbox_group_commit")
+        if writer is None:
+            with _writers_lock:
+                writer = self.__dict__.setdefault("_inbox_group_commit", GroupCommit(self._write_submissions))
+        return writer
+
+    def _write_submissions(self, take) -> list[tuple[int, bool]]:
+        """One transaction, committed to disk, for the rows queued once it holds the write
+        lock; a key already in the inbox (a sender's retry, or twice in this batch) keeps its
+        first row and is not new."""
+        insert = _insert_new_rows(self.engine.dialect.name)
+        found = []
+        with self._writer(), transaction(self.durable_engine, durable=True) as conn:
+            for row in take():
+                row_id = conn.execute(insert, row).scalar()
+                if row_id is not None:
+                    found.append((int(row_id), True))
+                else:
+                    row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == row["source_key"])).scalar_one()
+                    found.append((int(row_id), False))
+        return found
 
     def inbox_row(self, inbox_id: int) -> InboxRow | None:
         with self._read() as conn:
