@@ -85,3 +85,32 @@ def test_processes_starting_together_on_a_fresh_sqlite_database_all_boot(tmp_pat
     engine = sa.create_engine(url)
     assert version(engine) == head()
     engine.dispose()
+
+
+def _open_new_database(path: str, barrier, answers) -> None:
+    barrier.wait()
+    try:
+        from integrations.database.engine import _make_engine     # the connection's pragmas, no migration first
+        with _make_engine(f"sqlite:///{path}", 5.0).connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        answers.put("ok")
+    except Exception as exc:  # the answer is what the test looks at
+        answers.put(type(exc).__name__)
+
+
+def test_processes_opening_a_new_database_at_once_all_start(tmp_path):
+    """gunicorn's workers on a fresh DATA_DIR each switch the new file to WAL; the one SQLite
+    refuses at once ("database is locked", no busy wait) tries again instead of failing to start.
+    A race: thirty fresh databases, four processes each."""
+    import multiprocessing
+    fork = multiprocessing.get_context("fork")
+    answers = fork.Queue()
+    for n in range(30):
+        barrier = fork.Barrier(4)
+        workers = [fork.Process(target=_open_new_database, args=(str(tmp_path / f"p{n}.db"), barrier, answers))
+                   for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+    assert [answers.get(timeout=5) for _ in range(120)] == ["ok"] * 120

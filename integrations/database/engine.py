@@ -17,7 +17,9 @@ migrating)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -64,6 +66,22 @@ def dispose_engines() -> None:
         _ping_engines.clear()
 
 
+def _journal_mode_wal(cursor, seconds: float) -> None:
+    """PRAGMA journal_mode=WAL, tried again for up to `seconds`: two processes opening a new
+    database at once (gunicorn's workers on a fresh DATA_DIR) both try to switch it, and SQLite
+    answers the loser "database is locked" at once, without its busy wait (huey's
+    SqliteStorage retries the same way)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _make_engine(url: str, wait: float | None, durable: bool = True) -> sa.Engine:
     """An engine whose every wait is bounded by `wait` seconds (None: SQLite's 30 s, no
     PostgreSQL timeouts; for migrating). `durable`: SQLite commits wait for the disk."""
@@ -79,7 +97,7 @@ def _make_engine(url: str, wait: float | None, durable: bool = True) -> sa.Engin
         @sa_event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            _journal_mode_wal(cur, busy)
             cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
             # Deleted and overwritten content is zeroed in the file, not left in free pages
