@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from workflows import notify, wellbeing
+from workflows import notify, watch, wellbeing
 from workflows.errors import each_case
 from workflows.model import Case, Event
 
@@ -38,9 +38,17 @@ CHANNEL_NAME = {"sms": "SMS", "email": "email"}
 
 
 def run(ctx: Context) -> int:
-    """Send every survey that is due. Returns how many cases had theirs sent now."""
+    """Send every survey that is due. Returns how many cases had theirs sent now. Reads no
+    case while none can be due (workflows/watch.py)."""
+    if not watch.clock_due(ctx, "survey"):
+        return 0
+    started = ctx.now()
     cases = [c for c in wellbeing.after_contact(ctx) if c.status != "Withdrawn"]
-    return each_case(ctx, cases, survey_due, log, "survey")
+    sent = each_case(ctx, cases, survey_due, log, "survey")
+    days = timedelta(days=ctx.program.followup.survey_after_days)
+    watch.clock_read(ctx, "survey", started, [c.contact_made_at + days for c in cases
+                                              if not ctx.db.milestone_done(c.case_id, "survey")])
+    return sent
 
 
 def survey_due(ctx: Context, case: Case) -> int:

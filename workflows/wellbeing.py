@@ -20,7 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows import answers, notify
+from workflows import answers, notify, watch
 from workflows.errors import each_case
 from workflows.model import Case, Event, Supporter
 
@@ -40,8 +40,16 @@ def after_contact(ctx: Context) -> list[Case]:
 
 
 def run(ctx: Context) -> int:
-    """Send every check-in that is due. Returns how many were sent now."""
-    return each_case(ctx, after_contact(ctx), checkin_due, log, "check-in")
+    """Send every check-in that is due. Returns how many were sent now. Reads no case while
+    none can be due (workflows/watch.py)."""
+    if not watch.clock_due(ctx, "checkin"):
+        return 0
+    started, cases = ctx.now(), after_contact(ctx)
+    sent = each_case(ctx, cases, checkin_due, log, "check-in")
+    hours = timedelta(hours=ctx.program.followup.checkin_after_hours)
+    watch.clock_read(ctx, "checkin", started, [c.contact_made_at + hours for c in cases
+                                               if not ctx.db.milestone_done(c.case_id, "checkin")])
+    return sent
 
 
 def checkin_due(ctx: Context, case: Case) -> int:
