@@ -179,6 +179,9 @@ def test_a_webhook_with_days_left_is_checked_not_refreshed(ctx, fake, tied, heal
     before = len(fake.requests)
     run(healthy, "refresh_airtable_webhooks")
     assert reads(fake, before) == [f"GET /v0/bases/{BASE}/webhooks"] and hook["expirationTime"] == expires
+    hook["areNotificationsEnabled"] = False                  # Airtable turned them off
+    run(healthy, "refresh_airtable_webhooks")
+    assert hook["areNotificationsEnabled"] is True and hook["expirationTime"] == expires
     tied.advance(timedelta(days=1, hours=1))
     run(healthy, "refresh_airtable_webhooks")
     assert hook["expirationTime"] > expires

@@ -136,13 +136,13 @@ def refresh_webhooks(store: AirtableCaseStore, public_base_url: str, *, now: dat
     hooks = our_webhooks(store, public_base_url)
     for hook in hooks:
         expires = _expiry(hook)
-        if now is not None and expires is not None and expires - now > timedelta(days=REFRESH_WHEN_DAYS_LEFT):
-            continue
-        hook.extend_expiration()
+        if now is None or (expires is not None and expires - now <= timedelta(days=REFRESH_WHEN_DAYS_LEFT)):
+            hook.extend_expiration()
+            log.info("airtable webhook=%s refreshed", _airtable_id(hook.id))
         if not hook.are_notifications_enabled:
             hook.enable_notifications()
+            hook.are_notifications_enabled = True
             log.warning("airtable webhook=%s had notifications off; turned them on", _airtable_id(hook.id))
-        log.info("airtable webhook=%s refreshed", _airtable_id(hook.id))
     if not hooks:
         log.warning("no Airtable webhook notifies %s: approvals wait for the minute poll "
                     "(see `flask airtable webhook create`)", WEBHOOK_PATH)
@@ -152,11 +152,12 @@ def refresh_webhooks(store: AirtableCaseStore, public_base_url: str, *, now: dat
 def healthy_until(hooks: list, now: datetime) -> datetime | None:
     """Until when our webhooks, as Airtable lists them, can be trusted to ping: the latest
     expiry of one that is on, notifying, unexpired, and whose last delivery did not fail
-    (None: none can). Airtable pings only on a change, so at idle this is the evidence."""
-    good = [_expiry(h) for h in hooks
-            if h.is_hook_enabled and h.are_notifications_enabled and (_expiry(h) or now) > now
+    (None: none can; one that never expires counts a week). Airtable pings only on a change,
+    so at idle this is the evidence; after a failed delivery, only the next good one is."""
+    good = [_expiry(h) or now + timedelta(days=7) for h in hooks
+            if h.is_hook_enabled and h.are_notifications_enabled
             and (h.last_notification_result is None or h.last_notification_result.success)]
-    return max((e for e in good if e is not None), default=None)
+    return max((e for e in good if e > now), default=None)
 
 
 def check_webhooks(ctx) -> list:
