@@ -15,7 +15,8 @@ Two kinds of reader:
   notes when it read and the earliest moment it found ahead (`clock_read`); `clock_due` lets
   it skip its read while that moment is ahead and the poll has seen no case change since.
   Our own changes (a new case, a YES) reach the clocks through the poll's next read, within
-  HEALTHY_PERIOD: their deadlines are hours away. Each clock reads at least once a day.
+  HEALTHY_PERIOD: their deadlines are hours away. Each clock reads at least once a week
+  (insurance only: a full read costs a request per 100 cases, which a big base feels).
 
 A store whose reads are not outside requests (`reads_are_requests` False: our own database)
 skips nothing. The marks are times in our own database (`ctx.db.mark`), shared by every
@@ -36,7 +37,7 @@ HEALTH_VALID = timedelta(hours=5)
 #: The poll reads again from this long before its last read (Airtable's clock and ours).
 OVERLAP = timedelta(minutes=5)
 #: A clock with nothing ahead still reads this often.
-CLOCK_MAX_SKIP = timedelta(days=1)
+CLOCK_MAX_SKIP = timedelta(days=7)
 
 READ = "store-changes:read"           # start of the last read whose cases were all handled
 FAILED = "store-changes:failed"       # start of the last read that met an error
