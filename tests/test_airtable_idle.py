@@ -155,22 +155,30 @@ def test_a_coordinators_closed_in_airtable_is_carried_out_by_the_hourly_safety_n
     assert "Closed (Status set to Closed)" in {e["fields"]["Event"] for e in fake.records(BASE, "Events")}
 
 
-def test_the_review_clock_reads_again_when_a_case_changed_and_when_a_moment_comes(ctx, fake, tied, healthy):
-    case = new_case(ctx)
+def test_the_review_clock_reads_only_when_something_of_a_case_comes_due(ctx, fake, tied, healthy):
+    case = new_case(ctx)                                     # Review Due in 72 h: the reminder at 48 h
     tied.advance(watch.HEALTHY_PERIOD)
-    run(healthy, "poll_approvals")                           # sees the new case
+    run(healthy, "poll_approvals")                           # the poll sees the new case
     before = len(fake.requests)
-    run(healthy, "review_clock")
-    assert len(reads(fake, before)) >= 3                     # it reads the cases again
-    before = len(fake.requests)
-    tied.advance(timedelta(hours=20))
-    for _ in range(3):
+    for _ in range(12):
         run(healthy, "review_clock")
-    assert reads(fake, before) == []                         # the reminder is 48 h after submission
-    tied.advance(timedelta(hours=28))
-    run(healthy, "review_clock")
+        tied.advance(timedelta(hours=1))
+    assert reads(fake, before) == []
+    # A coordinator brings Review Due forward in Airtable: the reminder is due now.
+    coordinator_sets(fake, case, **{"Review Due": (ctx.now() + timedelta(hours=20)).isoformat()})
+    tied.advance(watch.HEALTHY_PERIOD)
+    run(healthy, "poll_approvals", "review_clock")
     events = {e["fields"]["Event"] for e in fake.records(BASE, "Events")}
-    assert any(e.startswith("Review reminder sent") for e in events), case.case_id
+    assert any(e.startswith("Review reminder sent") for e in events)
+    before = len(fake.requests)
+    tied.advance(timedelta(minutes=5))
+    run(healthy, "review_clock")
+    run(healthy, "review_clock")
+    assert len(reads(fake, before)) <= 3                     # one read after the reminder, then quiet
+    tied.advance(timedelta(hours=1))
+    before = len(fake.requests)
+    run(healthy, "review_clock")
+    assert reads(fake, before) == []
 
 
 def test_a_webhook_with_days_left_is_checked_not_refreshed(ctx, fake, tied, healthy, hook):

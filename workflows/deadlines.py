@@ -39,26 +39,32 @@ NOT_YET_APPROVED = ("New", "Needs attention")
 def run(ctx: Context) -> int:
     """One pass of the clock. Returns how many reminders and escalations went out now. Reads
     no case while nothing can be due (workflows/watch.py)."""
-    if not watch.clock_due(ctx, "review_clock"):
+    run_ = watch.clock_start(ctx, "review_clock")
+    if run_ is None:
         return 0
     with _only_one_run(ctx) as mine:
         if not mine:
             log.info("review clock already running elsewhere; skipped")
             return 0
-        done, started, moments = 0, ctx.now(), []
+        done, cases = 0, []
         for status in NOT_YET_APPROVED:
-            cases = ctx.store.list_cases(status)
-            done += each_case(ctx, cases, review_clock, log, "review clock")
-            moments += [m for case in cases for m in _review_moments(ctx, case)]
+            found = ctx.store.list_cases(status)
+            done += each_case(ctx, found, review_clock, log, "review clock")
+            cases += found
         assigned = ctx.store.list_cases("Assigned")
         done += each_case(ctx, assigned, contact_clock, log, "review clock")
-        moments += [m for case in assigned for m in _contact_moments(ctx, case)]
-        watch.clock_read(ctx, "review_clock", started, moments)
+        watch.clock_read(ctx, run_, [m for case in cases + assigned for m in moments(ctx, case)])
         return done
 
 
+def moments(ctx: Context, case: Case) -> list:
+    """When the review clock has something left to do for this case (workflows/watch.py)."""
+    if case.status in NOT_YET_APPROVED:
+        return _review_moments(ctx, case)
+    return _contact_moments(ctx, case) if case.status == "Assigned" else []
+
+
 def _review_moments(ctx: Context, case: Case) -> list:
-    """When `review_clock` has something left to do for this case."""
     if case.review_due is None:
         return []
     return [at for at, step in ((reminder_at(ctx, case), "review_reminder"), (case.review_due, "review_overdue"))
@@ -66,7 +72,6 @@ def _review_moments(ctx: Context, case: Case) -> list:
 
 
 def _contact_moments(ctx: Context, case: Case) -> list:
-    """When `contact_clock` has something left to do for this case."""
     offer = answers.accepted_offer(ctx, case) if case.contact_made_at is None else None
     if offer is None:
         return []

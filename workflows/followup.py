@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from workflows import notify, offers, watch
+from workflows import deadlines, notify, offers, surveys, watch, wellbeing
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
 
@@ -196,16 +196,15 @@ def close_due(ctx: Context) -> int:
     """The periodic job `auto_close`: every Contacted or Referred case whose contact was made
     `[followup] close_after_days` ago or more, with no open offer, is Closed (once: a closed
     case is not closed again). Returns how many closed now."""
-    if not watch.clock_due(ctx, "auto_close"):
+    run = watch.clock_start(ctx, "auto_close")
+    if run is None:
         return 0
     days = ctx.program.followup.close_after_days
-    started = ctx.now()
-    due_before = started - timedelta(days=days)
+    due_before = run.started - timedelta(days=days)
     closed = 0
     cases = [*ctx.store.list_cases("Contacted"), *ctx.store.list_cases("Referred")]
     # A case left open (an offer open, or an error) comes back at once; the others when due.
-    watch.clock_read(ctx, "auto_close", started, [c.contact_made_at + timedelta(days=days)
-                                                   for c in cases if c.contact_made_at is not None])
+    watch.clock_read(ctx, run, [m for case in cases for m in close_moments(ctx, case)])
     for case in cases:
         if case.contact_made_at is None or case.contact_made_at > due_before:
             continue
@@ -218,6 +217,13 @@ def close_due(ctx: Context) -> int:
         except Exception as exc:
             log.error("auto close failed case=%s error=%s", case.case_id, describe_error(exc))
     return closed
+
+
+def close_moments(ctx: Context, case: Case) -> list:
+    """When `close_due` has something to do for this case (workflows/watch.py)."""
+    if case.status not in ("Contacted", "Referred") or case.contact_made_at is None:
+        return []
+    return [case.contact_made_at + timedelta(days=ctx.program.followup.close_after_days)]
 
 
 def poll(ctx: Context, *, nudged: bool = False) -> int:
@@ -237,7 +243,7 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
             try:
                 cases = ctx.store.cases_changed_since(watch.read_since(ctx))
             except Exception:
-                watch.poll_read(ctx, started, found=False, failed=True)      # read again next minute
+                watch.poll_read(ctx, started, failed=True)      # read again next minute
                 raise
             steps, failed = 0, False
             for case in cases:
@@ -246,7 +252,9 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
                 except Exception as exc:
                     failed = True
                     log.error("store-changes poll failed case=%s error=%s", case.case_id, describe_error(exc))
-            watch.poll_read(ctx, started, found=bool(cases), failed=failed)
+            watch.note_changed(ctx, cases, {"review_clock": deadlines.moments, "auto_close": close_moments,
+                                            "checkin": wellbeing.moments, "survey": surveys.moments})
+            watch.poll_read(ctx, started, failed=failed)
             return steps
     except TimeoutError:
         log.info("store-changes poll already running elsewhere; skipped")

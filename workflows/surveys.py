@@ -40,15 +40,21 @@ CHANNEL_NAME = {"sms": "SMS", "email": "email"}
 def run(ctx: Context) -> int:
     """Send every survey that is due. Returns how many cases had theirs sent now. Reads no
     case while none can be due (workflows/watch.py)."""
-    if not watch.clock_due(ctx, "survey"):
+    run_ = watch.clock_start(ctx, "survey")
+    if run_ is None:
         return 0
-    started = ctx.now()
     cases = [c for c in wellbeing.after_contact(ctx) if c.status != "Withdrawn"]
     sent = each_case(ctx, cases, survey_due, log, "survey")
-    days = timedelta(days=ctx.program.followup.survey_after_days)
-    watch.clock_read(ctx, "survey", started, [c.contact_made_at + days for c in cases
-                                              if not ctx.db.milestone_done(c.case_id, "survey")])
+    watch.clock_read(ctx, run_, [m for case in cases for m in moments(ctx, case)])
     return sent
+
+
+def moments(ctx: Context, case: Case) -> list:
+    """When the surveys of this case are due, unless they went (workflows/watch.py)."""
+    if case.contact_made_at is None or case.purged_at is not None or case.status == "Withdrawn" \
+            or ctx.db.milestone_done(case.case_id, "survey"):
+        return []
+    return [case.contact_made_at + timedelta(days=ctx.program.followup.survey_after_days)]
 
 
 def survey_due(ctx: Context, case: Case) -> int:

@@ -12,11 +12,13 @@ Two kinds of reader:
   something changes, so at idle it is the check, not the pings, that says the webhook works.
   A run where a case failed, or a ping after the last read, makes the next minute read again.
 - The clocks (`review_clock`, `auto_close`, `followup_clock`) read whole lists of cases. Each
-  notes when it read and the earliest moment it found ahead (`clock_read`); `clock_due` lets
-  it skip its read while that moment is ahead and the poll has seen no case change since.
-  Our own changes (a new case, a YES) reach the clocks through the poll's next read, within
-  HEALTHY_PERIOD: their deadlines are hours away. Each clock reads at least once a week
-  (insurance only: a full read costs a request per 100 cases, which a big base feels).
+  notes when it read and the earliest moment it found ahead (`clock_read`), and reads again
+  only when that moment comes. The poll, which reads every changed case anyway, tells each
+  clock the earliest moment among them (`note_changed`: a hint), so a new case or a YES
+  costs the clocks no read until something of it is due. Our own changes reach the hints
+  through the poll's next read, within HEALTHY_PERIOD: the clocks' deadlines are hours away.
+  Each clock reads at least once a week (insurance only: a full read costs a request per 100
+  cases, which a big base feels).
 
 A store whose reads are not outside requests (`reads_are_requests` False: our own database)
 skips nothing. The marks are times in our own database (`ctx.db.mark`), shared by every
@@ -24,6 +26,7 @@ process: the web process notes pings, the worker reads.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
@@ -41,7 +44,6 @@ CLOCK_MAX_SKIP = timedelta(days=7)
 
 READ = "store-changes:read"           # start of the last read whose cases were all handled
 FAILED = "store-changes:failed"       # start of the last read that met an error
-SEEN = "store-changes:seen"           # start of the last read that found a case
 PING = "airtable:ping"                # the last genuine ping
 PING_REFUSED = "airtable:ping-refused"
 HOOK_CHECKED = "airtable:webhook-checked"
@@ -99,29 +101,50 @@ def read_since(ctx: Context) -> datetime | None:
     return read - OVERLAP if read is not None else None
 
 
-def poll_read(ctx: Context, started: datetime, *, found: bool, failed: bool) -> None:
-    if found:
-        ctx.db.set_mark(SEEN, started)
+def poll_read(ctx: Context, started: datetime, *, failed: bool) -> None:
     ctx.db.set_mark(FAILED if failed else READ, started)
 
 
 # ---------------------------------------------------------------------------- the clocks
 
-def clock_due(ctx: Context, name: str) -> bool:
-    """Whether the clock `name` must read the cases now (see the module's docstring)."""
-    if not reads_cost(ctx):
-        return True
-    marks = ctx.db.marks(f"{name}:read", f"{name}:next", SEEN)
-    read, ahead, seen = marks[f"{name}:read"], marks[f"{name}:next"], marks[SEEN]
+@dataclass
+class ClockRun:
+    """A clock's full read that is due: when it started, and the hint it serves."""
+    name: str
+    started: datetime
+    hint: datetime | None
+
+
+def clock_start(ctx: Context, name: str) -> ClockRun | None:
+    """A ClockRun when the clock `name` must read the cases now, else None (see the module's
+    docstring)."""
+    hint_name = f"{name}:hint"
+    marks = ctx.db.marks(f"{name}:read", f"{name}:next", hint_name)
+    read, ahead, hint = marks[f"{name}:read"], marks[f"{name}:next"], marks[hint_name]
     now = ctx.now()
-    if read is None or ahead is None or now - read >= CLOCK_MAX_SKIP:
-        return True
-    return (seen is not None and seen > read) or ahead <= now
+    run = ClockRun(name, now, hint)
+    if not reads_cost(ctx) or read is None or ahead is None or now - read >= CLOCK_MAX_SKIP:
+        return run
+    return run if ahead <= now or (hint is not None and hint <= now) else None
 
 
-def clock_read(ctx: Context, name: str, started: datetime, moments: Iterable[datetime | None]) -> None:
-    """After the clock's full read from `started`: the moments at which something of the cases
-    it read comes due (a moment past: read again next run)."""
+def clock_read(ctx: Context, run: ClockRun, moments: Iterable[datetime | None]) -> None:
+    """After the clock's full read: the moments at which something of the cases it read comes
+    due (a moment past: read again next run). The hint it started with is served (the cases it
+    came from were read); one the poll lowered meanwhile is kept."""
     found = [m for m in moments if m is not None]
-    ctx.db.set_mark(f"{name}:read", started)
-    ctx.db.set_mark(f"{name}:next", min(found) if found else started + CLOCK_MAX_SKIP)
+    ctx.db.set_mark(f"{run.name}:read", run.started)
+    ctx.db.set_mark(f"{run.name}:next", min(found) if found else run.started + CLOCK_MAX_SKIP)
+    if run.hint is not None:
+        ctx.db.clear_mark_if(f"{run.name}:hint", run.hint)
+
+
+def note_changed(ctx: Context, cases: list, clocks: dict) -> None:
+    """The poll read these changed cases: each clock (name -> moments(ctx, case)) is told the
+    earliest moment among them, so it reads no sooner and no later than it must."""
+    if not reads_cost(ctx):
+        return
+    for name, moments_of in clocks.items():
+        found = [m for case in cases for m in moments_of(ctx, case) if m is not None]
+        if found:
+            ctx.db.lower_mark(f"{name}:hint", min(found))

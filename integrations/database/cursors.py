@@ -43,3 +43,20 @@ class CursorsRepo:
         with self.engine.connect() as conn:
             found = dict(conn.execute(stmt).all())
         return {n: found.get(n) for n in names}
+
+    def lower_mark(self, name: str, at: datetime) -> None:
+        """The mark becomes `at` unless it is already earlier (one statement, so two writers
+        cannot undo each other)."""
+        least = sa.func.min if self.engine.dialect.name == "sqlite" else sa.func.least
+        insert = _UPSERT[self.engine.dialect.name](catchup_cursors).values(source=name, read_to=at)
+        stmt = insert.on_conflict_do_update(index_elements=["source"],
+                                            set_={"read_to": least(catchup_cursors.c.read_to, insert.excluded.read_to)})
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def clear_mark_if(self, name: str, at: datetime) -> None:
+        """Forget the mark if it still holds `at` (a newer value is kept)."""
+        stmt = sa.delete(catchup_cursors).where(catchup_cursors.c.source == name,
+                                                catchup_cursors.c.read_to == at)
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
