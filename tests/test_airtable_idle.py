@@ -205,3 +205,11 @@ def test_cases_changed_since_reads_only_what_changed(ctx, fake, tied, base):
     made = new_case(ctx, 3)
     assert sorted(c.case_id for c in store.cases_changed_since(since)) == sorted([other.case_id, made.case_id])
     assert {c.case_id for c in store.cases_changed_since(None)} == {old.case_id, other.case_id, made.case_id}
+
+
+def test_a_webhook_made_before_it_watched_the_referral_is_named_in_the_log(ctx, fake, tied, healthy, hook, caplog):
+    filters = hook["specification"]["options"]["filters"]
+    filters["watchDataInFieldIds"] = filters["watchDataInFieldIds"][:1]          # Status only
+    run(healthy, "refresh_airtable_webhooks")
+    assert watch.webhook_healthy(ctx)
+    assert any("--replace" in r.getMessage() and hook["id"] in r.getMessage() for r in caplog.records)

@@ -166,6 +166,10 @@ def check_webhooks(ctx) -> list:
     A check that fails notes nothing: the last verdict lapses by itself."""
     hooks = refresh_webhooks(ctx.store, ctx.settings["PUBLIC_BASE_URL"], now=ctx.now())
     watch.note_webhook_check(ctx, healthy_until(hooks, ctx.now()))
+    for hook in hooks:
+        if len(hook.specification.options.filters.watch_data_in_field_ids or ()) < len(WATCHED_FIELDS):
+            log.warning("airtable webhook=%s watches only Status: a Tier 3 Referral waits for the hourly poll "
+                        "(`flask airtable webhook create --replace`)", _airtable_id(hook.id))
     return hooks
 
 
