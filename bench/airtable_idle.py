@@ -7,8 +7,8 @@ become an offer SMS.
 How it runs (simulated time, in one process; no huey consumer):
 - tests/fake_airtable.py serves as an HTTP server on 127.0.0.1; the base is made with the code
   of `flask airtable init`, config/sample_roster.csv is imported, and Peerline's webhook is
-  created as `flask airtable webhook create` does (`--closed-cases N` adds N closed cases, as
-  a base with history has).
+  created as `flask airtable webhook create` does (`--closed-cases N` adds N closed and
+  purged cases, as a base with history has).
 - The one clock (workflows/clock.py) is pinned and moved on minute by minute; the fake's own
   clock follows it. Each minute, every periodic job whose huey crontab matches that minute
   runs in this process (workflows.tasks.run_job), as huey's scheduler would start it. The
@@ -48,7 +48,7 @@ START = datetime(2026, 12, 2, 6, 0, tzinfo=timezone.utc)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hours", type=int, default=24, help="idle hours counted (after one not counted)")
-    parser.add_argument("--closed-cases", type=int, default=0, help="closed cases already in the base")
+    parser.add_argument("--closed-cases", type=int, default=0, help="closed, purged cases already in the base")
     args = parser.parse_args()
 
     fake = FakeAirtable(token=TOKEN)
@@ -84,7 +84,8 @@ def main() -> None:
             fake.add_record(BASE_ID, "Cases", {
                 "Case ID": f"PS-{1000 + n}", "Source": "Built-in", "Source Response ID": f"web:old-{n}",
                 "Status": "Closed", "Urgency": "Routine", "Institution": "NCH",
-                "Submitted At": "2026-09-01T12:00:00.000Z", "Closed At": "2026-09-20T12:00:00.000Z"})
+                "Submitted At": "2026-09-01T12:00:00.000Z", "Closed At": "2026-09-20T12:00:00.000Z",
+                "Purged At": "2026-10-21T04:23:00.000Z"})        # past retention: already purged
 
         jobs = tasks.periodic_jobs(peerline_root.refresh_webhooks)
         nudges = {"poll_approvals": getattr(tasks, "poll_approvals_now", tasks.poll_approvals)}
