@@ -57,7 +57,7 @@ def make_huey(values: dict):
 def refresh_webhooks(ctx) -> None:
     """The job `refresh_airtable_webhooks` (workflows.tasks): only when the case store is Airtable."""
     if isinstance(ctx.store, airtable.AirtableCaseStore):
-        airtable.refresh_webhooks(ctx.store, ctx.settings["PUBLIC_BASE_URL"])
+        airtable.check_webhooks(ctx)
 
 
 def queue(values: dict | None = None) -> tasks.Queue:

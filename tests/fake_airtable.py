@@ -3,7 +3,8 @@
 Used two ways, with the same behaviour:
 - in tests through `responses` (`fake.install(mocked, url)`), so pyairtable's real request
   code runs;
-- as a real HTTP server on 127.0.0.1 (`with fake.serve() as url:`) for bench/airtable_calls.py.
+- as a real HTTP server on 127.0.0.1 (`with fake.serve() as url:`) for bench/airtable_calls.py
+  and bench/airtable_idle.py.
 
 What it keeps of Airtable (its public Web API docs): list with filterByFormula (the formulas
 `pyairtable.formulas` emits), pageSize <= 100 / offset paging / maxRecords, the POST
@@ -16,6 +17,9 @@ notifications, delete; 7-day expiry, after which Airtable drops them; at most 10
 `ping_body` and `mac` build the notification Airtable POSTs). With `rate_limit` set it refuses a base's
 requests past that many per second with 429, and everything for `penalty_seconds` after.
 It records every request (base, method, path, time, status) for tests to measure.
+CREATED_TIME() and LAST_MODIFIED_TIME() in a formula read when a record was made and last
+written, by the fake's `now` (blank for a record never modified since it was made);
+`edit_record` is a coordinator's edit in the Airtable app (no API request).
 Error bodies follow Airtable's usual `{"error": {"type", "message"}}`; the exact types are
 not all confirmed from a primary source, and Peerline's code depends only on the status.
 """
@@ -112,6 +116,14 @@ class FakeAirtable:
         """A row added in Airtable's UI (e.g. a coordinator's copy and paste): no checks."""
         with self._lock:
             return self._public(self._new_record(self.table(base_id, table), dict(fields)))
+
+    def edit_record(self, base_id: str, table: str, record_id: str, fields: dict) -> dict:
+        """A coordinator's edit in the Airtable app (no API request is counted): the cells
+        change and the record's last modified time moves."""
+        with self._lock:
+            record = self.table(base_id, table)["records"][record_id]
+            self._write(record, dict(fields), replace=False)
+            return self._public(record)
 
     def stop_refusing(self, base_id: str) -> None:
         """Answer normally again (the outage is over)."""
@@ -346,7 +358,7 @@ class FakeAirtable:
         if params.get("filterByFormula"):
             formula = Formula(params["filterByFormula"])
             records = [r for r in records if formula.matches(lambda name: self._cell_for_formula(base_id, table, r, name),
-                                                            r["id"])]
+                                                            r["id"], record=r)]
         if params.get("maxRecords"):
             records = records[:params["maxRecords"]]
         start = int(params["offset"][3:].split("/")[0]) if params.get("offset") else 0
@@ -489,13 +501,14 @@ class FakeAirtable:
         return value
 
     def _new_record(self, table: dict, values: dict) -> dict:
-        record = {"id": self._id("rec"), "createdTime": _now_iso(), "fields": {}}
+        record = {"id": self._id("rec"), "createdTime": _iso(self.now()), "fields": {}}
         self._write(record, values, replace=True)
+        del record["modifiedTime"]          # never modified since it was made
         table["records"][record["id"]] = record
         return record
 
-    @staticmethod
-    def _write(record: dict, values: dict, *, replace: bool) -> None:
+    def _write(self, record: dict, values: dict, *, replace: bool) -> None:
+        record["modifiedTime"] = _iso(self.now())        # what LAST_MODIFIED_TIME() reads
         if record.get("fields"):
             record.setdefault("history", []).append(json.loads(json.dumps(record["fields"])))
         if replace:
@@ -674,10 +687,6 @@ class FakeAirtable:
         return prefix + "".join(self._random.choices(string.ascii_letters + string.digits, k=14))
 
 
-def _now_iso() -> str:
-    return _iso(datetime.now(timezone.utc))
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -710,7 +719,8 @@ _TOKEN = re.compile(r"""
 class Formula:
     """Parses a filterByFormula expression; `matches(cell, record_id)` evaluates it."""
 
-    FUNCTIONS = {"AND", "OR", "NOT", "TRUE", "FALSE", "BLANK", "ARRAYJOIN", "RECORD_ID", "LOWER", "LEN"}
+    FUNCTIONS = {"AND", "OR", "NOT", "TRUE", "FALSE", "BLANK", "ARRAYJOIN", "RECORD_ID", "LOWER", "LEN", "IF",
+                 "IS_AFTER", "DATETIME_PARSE", "CREATED_TIME", "LAST_MODIFIED_TIME"}
 
     def __init__(self, text: str):
         self.tokens, pos = [], 0
@@ -735,7 +745,8 @@ class Formula:
         if self.i != len(self.tokens):
             raise ApiError(422, "INVALID_FILTER_BY_FORMULA", "The formula for filtering records is invalid")
 
-    def matches(self, cell, record_id: str) -> bool:
+    def matches(self, cell, record_id: str, record: dict | None = None) -> bool:
+        self.record = record or {}
         return _truthy(self._eval(self.tree, cell, record_id))
 
     # parser: comparison := concat (op concat)?; concat := primary ('&' primary)*
@@ -825,12 +836,29 @@ class Formula:
             return record_id
         if name == "LOWER":
             return _text(args[0]).lower()
+        if name == "IF":
+            return args[1] if _truthy(args[0]) else (args[2] if len(args) > 2 else "")
+        if name == "DATETIME_PARSE":
+            return _parse_time(args[0])
+        if name in ("CREATED_TIME", "LAST_MODIFIED_TIME"):
+            # A record never modified since it was made has no last modified time here.
+            value = self.record.get("createdTime" if name == "CREATED_TIME" else "modifiedTime")
+            return _parse_time(value) if value else ""
+        if name == "IS_AFTER":
+            return isinstance(args[0], datetime) and isinstance(args[1], datetime) and args[0] > args[1]
         if name == "LEN":
             return len(_text(args[0]))
         # ARRAYJOIN(values, [separator])
         separator = _text(args[1]) if len(args) > 1 else ", "
         values = args[0] if isinstance(args[0], list) else [args[0]]
         return separator.join(_text(v) for v in values)
+
+
+def _parse_time(text) -> datetime | str:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
 
 
 def _text(value) -> str:

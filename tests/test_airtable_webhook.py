@@ -93,15 +93,15 @@ def approved_case(base, fake) -> Case:
     return case
 
 
-def test_webhook_create_watches_case_status_and_prints_the_secret_once(fake, base, runner, ctx):
+def test_webhook_create_watches_case_status_and_referral_and_prints_the_secret_once(fake, base, runner, ctx):
     result = runner.invoke(args=["airtable", "webhook", "create"])
     assert result.exit_code == 0, result.output
     [made] = fake.webhooks[BASE]
     cases = fake.table(BASE, "Cases")
-    status = next(f["id"] for f in cases["fields"] if f["name"] == "Status")
+    watched = [next(f["id"] for f in cases["fields"] if f["name"] == name) for name in ("Status", "Tier 3 Referral")]
     assert made["notificationUrl"] == HOOK_URL
     assert made["specification"] == {"options": {"filters": {
-        "dataTypes": ["tableData"], "recordChangeScope": cases["id"], "watchDataInFieldIds": [status],
+        "dataTypes": ["tableData"], "recordChangeScope": cases["id"], "watchDataInFieldIds": watched,
         "fromSources": ["client", "automation"]}}}
     assert f"AIRTABLE_WEBHOOK_SECRET={made['macSecretBase64']}" in result.output
     again = runner.invoke(args=["airtable", "webhook", "create"])
@@ -216,6 +216,7 @@ def test_a_ping_for_another_base_is_ignored(client, ctx, fake, base, hook, queue
 
 def test_the_worker_refreshes_the_webhook_before_it_expires(ctx, fake, base, hook, worker, runner):
     fake.now = lambda: utcnow() + timedelta(days=6, hours=23)
+    ctx.clock.advance(timedelta(days=6, hours=23))     # our clock and Airtable's agree
     hook["areNotificationsEnabled"] = False            # Airtable turned them off after failures
     worker.refresh_airtable_webhooks.call_local()
     worker.refresh_airtable_webhooks.call_local()
@@ -226,6 +227,7 @@ def test_the_worker_refreshes_the_webhook_before_it_expires(ctx, fake, base, hoo
     assert kept["id"] in listed and "ours" in listed and "enabled=True" in listed
     # Unrefreshed past its 7 days Airtable drops it: the command says what to do.
     fake.now = lambda: utcnow() + timedelta(days=15)
+    ctx.clock.advance(timedelta(days=8, hours=1))
     worker.refresh_airtable_webhooks.call_local()
     result = runner.invoke(args=["airtable", "webhook", "refresh"])
     assert result.exit_code != 0 and "webhook create" in result.output

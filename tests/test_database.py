@@ -114,3 +114,17 @@ def test_processes_opening_a_new_database_at_once_all_start(tmp_path):
         for w in workers:
             w.join(30)
     assert [answers.get(timeout=5) for _ in range(120)] == ["ok"] * 120
+def test_marks_lower_only_and_clear_only_the_value_they_were_read_at(url):
+    """The clocks' hints (workflows/watch.py): the poll lowers one, a clock clears the one it served."""
+    from datetime import datetime, timedelta, timezone
+    db = database.Database(url)
+    at = datetime(2026, 12, 2, 6, 0, tzinfo=timezone.utc)
+    db.lower_mark("review_clock:hint", at)
+    db.lower_mark("review_clock:hint", at + timedelta(hours=1))         # later: kept as it was
+    assert db.mark("review_clock:hint") == at
+    db.lower_mark("review_clock:hint", at - timedelta(hours=1))
+    assert db.marks("review_clock:hint", "nothing") == {"review_clock:hint": at - timedelta(hours=1), "nothing": None}
+    db.clear_mark_if("review_clock:hint", at)                           # lowered since: kept
+    assert db.mark("review_clock:hint") == at - timedelta(hours=1)
+    db.clear_mark_if("review_clock:hint", at - timedelta(hours=1))
+    assert db.mark("review_clock:hint") is None

@@ -146,7 +146,7 @@ def test_a_colleague_who_declines_withdraws_the_request(client, ctx, roster, run
 
 def test_jobs_run_lists_the_jobs_and_refuses_an_unknown_name(runner, ctx):
     listing = jobs(runner)
-    assert "auto_close" in listing and "hourly at :23" in listing and "followup_poll" in listing
+    assert "auto_close" in listing and "hourly at :23" in listing and "poll_approvals" in listing
     assert "expire_offers" in listing and "every minute" in listing
     out = jobs(runner, "nonesuch", code=1)
     assert "No job named 'nonesuch'" in out
@@ -240,7 +240,7 @@ def test_what_a_coordinator_sets_in_airtable_is_carried_out_once(airtable_app):
     ctx.store.update_case(first.case_id, tier3_referral=",".join(chosen))
     ctx.store.update_case(second.case_id, status="Closed")
     for _ in range(3):
-        jobs(runner, "followup_poll")
+        jobs(runner, "poll_approvals")
     first = ctx.store.find_case(case_id=first.case_id)
     assert first.status == "Referred" and sorted(first.tier3_referral.split(",")) == sorted(chosen)
     assert len([m for m in sent(ctx, to=REQUESTER) if "/r/" in m.body]) == 1

@@ -149,6 +149,21 @@ def test_list_cases_by_status_in_submission_order(backend):
     assert store.list_cases("Closed") == []
 
 
+def test_cases_changed_since_holds_every_case_changed_after_it(backend):
+    """What the store-changes poll reads (workflows/watch.py): at least every case made or
+    changed after the time given (our database: every case), every case for None."""
+    store = backend.store
+    store.create_case(a_case(1))
+    store.create_case(a_case(2))
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)     # the stores stamp changes by the real time
+    store.update_case("PS-1002", status="Approved")
+    store.create_case(a_case(3))
+    assert {"PS-1002", "PS-1003"} <= {c.case_id for c in store.cases_changed_since(since)}
+    assert {c.case_id for c in store.cases_changed_since(None)} == {"PS-1001", "PS-1002", "PS-1003"}
+    changed = {c.case_id: c for c in store.cases_changed_since(since)}
+    assert changed["PS-1002"].status == "Approved"
+
+
 def test_events_are_kept_per_case_in_order(backend):
     store = backend.store
     store.create_case(a_case(1))

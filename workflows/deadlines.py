@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows import answers, notify, offers
+from workflows import answers, notify, offers, watch
 from workflows.errors import each_case
 from workflows.model import Case, Event
 
@@ -37,16 +37,48 @@ NOT_YET_APPROVED = ("New", "Needs attention")
 
 
 def run(ctx: Context) -> int:
-    """One pass of the clock. Returns how many reminders and escalations went out now."""
+    """One pass of the clock. Returns how many reminders and escalations went out now. Reads
+    no case while nothing can be due (workflows/watch.py)."""
+    run_ = watch.clock_start(ctx, "review_clock")
+    if run_ is None:
+        return 0
     with _only_one_run(ctx) as mine:
         if not mine:
             log.info("review clock already running elsewhere; skipped")
             return 0
-        done = 0
+        done, cases = 0, []
         for status in NOT_YET_APPROVED:
-            done += each_case(ctx, ctx.store.list_cases(status), review_clock, log, "review clock")
-        done += each_case(ctx, ctx.store.list_cases("Assigned"), contact_clock, log, "review clock")
+            found = ctx.store.list_cases(status)
+            done += each_case(ctx, found, review_clock, log, "review clock")
+            cases += found
+        assigned = ctx.store.list_cases("Assigned")
+        done += each_case(ctx, assigned, contact_clock, log, "review clock")
+        watch.clock_read(ctx, run_, [m for case in cases + assigned for m in moments(ctx, case)])
         return done
+
+
+def moments(ctx: Context, case: Case) -> list:
+    """When the review clock has something left to do for this case (workflows/watch.py)."""
+    if case.status in NOT_YET_APPROVED:
+        return _review_moments(ctx, case)
+    return _contact_moments(ctx, case) if case.status == "Assigned" else []
+
+
+def _review_moments(ctx: Context, case: Case) -> list:
+    if case.review_due is None:
+        return []
+    return [at for at, step in ((reminder_at(ctx, case), "review_reminder"), (case.review_due, "review_overdue"))
+            if not ctx.db.milestone_done(case.case_id, step)]
+
+
+def _contact_moments(ctx: Context, case: Case) -> list:
+    offer = answers.accepted_offer(ctx, case) if case.contact_made_at is None else None
+    if offer is None:
+        return []
+    due = answers.contact_due(ctx, offer.answered_at, case.urgency)
+    escalate = due + timedelta(hours=ctx.program.offers.contact_escalate_after_hours)
+    return [at for at, step in ((due, "contact_check"), (escalate, "contact_overdue"))
+            if not ctx.db.milestone_done(case.case_id, step)]
 
 
 def reminder_at(ctx: Context, case: Case):

@@ -11,9 +11,9 @@ workflows/surveys.py.)
     Contacted | Referred, contact made `[followup] close_after_days` ago, no open offer ─> Closed
     any open case ─> Withdrawn (a reason of WITHDRAW_REASONS): offers and links end at once
 
-Every step is an Event, written once: the periodic jobs `auto_close` and `followup_poll` (which
-notices what a coordinator did in Airtable: Status Closed or Withdrawn, Tier 3 Referral) may run
-any number of times, late, or on two workers at once. A referral's message goes once per set of
+Every step is an Event, written once: the periodic jobs `auto_close` and the store-changes
+`poll` (which notices what a coordinator did in Airtable: Status Approved, Closed or Withdrawn,
+Tier 3 Referral) may run any number of times, late, or on two workers at once. A referral's message goes once per set of
 resources (the ledger's kind names them), so a second, different referral is sent too.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from workflows import notify, offers
+from workflows import deadlines, notify, offers, surveys, watch, wellbeing
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
 
@@ -196,10 +196,16 @@ def close_due(ctx: Context) -> int:
     """The periodic job `auto_close`: every Contacted or Referred case whose contact was made
     `[followup] close_after_days` ago or more, with no open offer, is Closed (once: a closed
     case is not closed again). Returns how many closed now."""
+    run = watch.clock_start(ctx, "auto_close")
+    if run is None:
+        return 0
     days = ctx.program.followup.close_after_days
-    due_before = ctx.now() - timedelta(days=days)
+    due_before = run.started - timedelta(days=days)
     closed = 0
-    for case in [*ctx.store.list_cases("Contacted"), *ctx.store.list_cases("Referred")]:
+    cases = [*ctx.store.list_cases("Contacted"), *ctx.store.list_cases("Referred")]
+    # A case left open (an offer open, or an error) comes back at once; the others when due.
+    watch.clock_read(ctx, run, [m for case in cases for m in close_moments(ctx, case)])
+    for case in cases:
         if case.contact_made_at is None or case.contact_made_at > due_before:
             continue
         if any(o.status == "open" for o in ctx.db.offers_for_case(case.case_id)):
@@ -213,18 +219,52 @@ def close_due(ctx: Context) -> int:
     return closed
 
 
-def poll(ctx: Context) -> int:
-    """The periodic job `followup_poll`: what a coordinator did in the case store itself
-    (Airtable) is carried out, each once: Status set to Closed (Closed At set, an open offer
-    withdrawn), Status set to Withdrawn (an open offer withdrawn), Tier 3 Referral set (Referred,
-    and the requester's link sent). Returns how many steps it took."""
-    steps = 0
-    for case in ctx.store.list_cases():
-        try:
-            steps += _notice(ctx, case)
-        except Exception as exc:
-            log.error("follow-up poll failed case=%s error=%s", case.case_id, describe_error(exc))
-    return steps
+def close_moments(ctx: Context, case: Case) -> list:
+    """When `close_due` has something to do for this case (workflows/watch.py)."""
+    if case.status not in ("Contacted", "Referred") or case.contact_made_at is None:
+        return []
+    return [case.contact_made_at + timedelta(days=ctx.program.followup.close_after_days)]
+
+
+def poll(ctx: Context, *, nudged: bool = False) -> int:
+    """The store-changes poll (the jobs `poll_approvals`, every minute, and
+    `poll_approvals_now`, queued by an Airtable ping: `nudged`): what a coordinator did in the
+    case store itself (Airtable) is carried out, each once: Status Approved (the case is
+    offered, workflows/offers.py), Status Closed (Closed At set, an open offer withdrawn),
+    Status Withdrawn (an open offer withdrawn), Tier 3 Referral set (Referred, and the
+    requester's link sent). One read of the cases changed since the last one; the periodic
+    run reads only when workflows/watch.py says it is due. Returns how many steps it took."""
+    if not nudged and not watch.poll_due(ctx):
+        return 0
+    try:
+        # One read at a time; a ping's poll waits for a running one (it may have read too early).
+        with ctx.db.lock("store-changes", ttl_seconds=600, wait_seconds=30 if nudged else 0):
+            started = ctx.now()
+            try:
+                cases = ctx.store.cases_changed_since(watch.read_since(ctx))
+            except Exception:
+                watch.poll_read(ctx, started, failed=True)      # read again next minute
+                raise
+            steps, failed = 0, False
+            for case in cases:
+                try:
+                    steps += _carry_out(ctx, case)
+                except Exception as exc:
+                    failed = True
+                    log.error("store-changes poll failed case=%s error=%s", case.case_id, describe_error(exc))
+            watch.note_changed(ctx, cases, {"review_clock": deadlines.moments, "auto_close": close_moments,
+                                            "checkin": wellbeing.moments, "survey": surveys.moments})
+            watch.poll_read(ctx, started, failed=failed)
+            return steps
+    except TimeoutError:
+        log.info("store-changes poll already running elsewhere; skipped")
+        return 0
+
+
+def _carry_out(ctx: Context, case: Case) -> int:
+    if case.status == "Approved":
+        return 1 if offers.start_approved(ctx, case.case_id) else 0
+    return _notice(ctx, case)
 
 
 def _notice(ctx: Context, case: Case) -> int:

@@ -244,6 +244,10 @@ class CaseStore(Protocol):
 
     def list_cases(self, status: str | None = None) -> list[Case]: ...
 
+    def cases_changed_since(self, since: datetime | None) -> list[Case]:
+        """At least every case made or changed after `since` (every case when None): what the
+        store-changes poll (workflows/watch.py) reads instead of every case."""
+
     def add_events(self, events: list[Event]) -> None: ...
 
     def list_events(self, case_id: str) -> list[Event]: ...

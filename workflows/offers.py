@@ -6,9 +6,9 @@ and reassigning a case.
             ─> NO, silence past the expiry, or an SMS that cannot go: the next candidate
             ─> nobody left: Needs attention, and the reviewers are told once
 
-Approval has one code path, `start_approved`, reached three ways: `poll_approvals` (the
-periodic task every minute, and at once when an Airtable webhook pings), and `approve`
-(`flask cases approve`). Nothing is offered before a reviewer sets Approved, so a request made
+Approval has one code path, `start_approved`, reached two ways: the store-changes poll
+(`followup.poll`: the job `poll_approvals`, at once when an Airtable webhook pings and as a
+safety net, workflows/watch.py), and `approve` (`flask cases approve`, the console). Nothing is offered before a reviewer sets Approved, so a request made
 for a colleague waits for the reviewer who checked that the colleague agreed to be contacted.
 
 What coordinators see lives in the case store: Status, Assigned Supporter (while Offered: the
@@ -62,19 +62,6 @@ def approve(ctx: Context, case_id: str, *, supporter: Supporter | None = None, a
         chosen = f", supporter chosen: {supporter.name}" if supporter else ""
         ctx.store.add_events([Event(case_id, f"Approved{chosen}", at=ctx.now(), actor=actor)])
     return start_approved(ctx, case_id, seen=False)
-
-
-def poll_approvals(ctx: Context) -> int:
-    """Start every Approved case not yet offered (the periodic task, and an Airtable ping).
-    Returns how many were started. One case that fails does not stop the others."""
-    started = 0
-    for case in ctx.store.list_cases("Approved"):
-        try:
-            if start_approved(ctx, case.case_id):
-                started += 1
-        except Exception as exc:
-            log.error("offer could not start case=%s error=%s", case.case_id, describe_error(exc))
-    return started
 
 
 def start_approved(ctx: Context, case_id: str, *, seen: bool = True) -> str | None:

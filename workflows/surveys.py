@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from workflows import notify, wellbeing
+from workflows import notify, watch, wellbeing
 from workflows.errors import each_case
 from workflows.model import Case, Event
 
@@ -38,9 +38,23 @@ CHANNEL_NAME = {"sms": "SMS", "email": "email"}
 
 
 def run(ctx: Context) -> int:
-    """Send every survey that is due. Returns how many cases had theirs sent now."""
+    """Send every survey that is due. Returns how many cases had theirs sent now. Reads no
+    case while none can be due (workflows/watch.py)."""
+    run_ = watch.clock_start(ctx, "survey")
+    if run_ is None:
+        return 0
     cases = [c for c in wellbeing.after_contact(ctx) if c.status != "Withdrawn"]
-    return each_case(ctx, cases, survey_due, log, "survey")
+    sent = each_case(ctx, cases, survey_due, log, "survey")
+    watch.clock_read(ctx, run_, [m for case in cases for m in moments(ctx, case)])
+    return sent
+
+
+def moments(ctx: Context, case: Case) -> list:
+    """When the surveys of this case are due, unless they went (workflows/watch.py)."""
+    if case.contact_made_at is None or case.purged_at is not None or case.status == "Withdrawn" \
+            or ctx.db.milestone_done(case.case_id, "survey"):
+        return []
+    return [case.contact_made_at + timedelta(days=ctx.program.followup.survey_after_days)]
 
 
 def survey_due(ctx: Context, case: Case) -> int:

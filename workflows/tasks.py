@@ -117,9 +117,16 @@ def forget_webhook_events() -> None:
 # Event is written once.
 
 def poll_approvals() -> None:
-    """The safety net: every minute, Approved cases not yet offered are offered (an Airtable
-    webhook ping usually gets there first, through `poll_approvals_now`)."""
-    offers.poll_approvals(worker_context())
+    """The safety net: what a coordinator changed in the case store (Approved, Closed,
+    Withdrawn, Tier 3 Referral) is carried out; it reads every minute, or every hour while the
+    Airtable webhook is healthy, and only the cases changed since (workflows/watch.py). A
+    webhook ping gets there first, through `poll_approvals_now`."""
+    followup.poll(worker_context())
+
+
+def poll_approvals_now() -> None:
+    """Queued by an Airtable webhook ping: the same poll, at once."""
+    followup.poll(worker_context(), nudged=True)
 
 
 def expire_offers() -> None:
@@ -145,12 +152,6 @@ def auto_close() -> None:
     """Contacted or Referred cases with nothing open close themselves [followup] close_after_days
     after contact."""
     followup.close_due(worker_context())
-
-
-def followup_poll() -> None:
-    """What a coordinator did in the case store (Airtable): Status Closed or Withdrawn, Tier 3
-    Referral set; each carried out once."""
-    followup.poll(worker_context())
 
 
 def catch_up_forms() -> None:
@@ -202,7 +203,6 @@ PERIODIC = (
     (poll_approvals, _cron("*")),
     (expire_offers, _cron("*")),
     (review_clock, _cron("*/5")),
-    (followup_poll, _cron("*")),
     (auto_close, _cron("23")),
     (purge_cases, _cron("23", "4")),
     (followup_clock, _cron("*/15")),
@@ -214,11 +214,12 @@ def periodic_jobs(refresh_webhooks: Callable = lambda ctx: None) -> dict[str, tu
     """Every periodic job by name: (function, huey crontab). `refresh_webhooks(ctx)`: the root's."""
 
     def refresh_airtable_webhooks() -> None:
-        """Airtable deletes a webhook 7 days after its creation or last refresh: refresh ours
-        four times a day, so a few failed runs cannot lose it."""
+        """Every 2 hours: check our Airtable webhook (its health sets how often the poll reads,
+        workflows/watch.py), and refresh it a day into its 7 days, so that many failed runs
+        cannot lose it."""
         refresh_webhooks(worker_context())
 
-    jobs = PERIODIC + ((refresh_airtable_webhooks, _cron("41", "*/6")),)
+    jobs = PERIODIC + ((refresh_airtable_webhooks, _cron("41", "*/2")),)
     return {function.__name__: (function, schedule) for function, schedule in jobs}
 
 
@@ -273,7 +274,7 @@ def register(huey, *, refresh_webhooks: Callable = lambda ctx: None) -> Queue:
     cannot do without importing an integration."""
 
     tasks = {"process_submission": huey.task(name="process_submission")(process_submission),
-             "poll_approvals_now": huey.task(name="poll_approvals_now", priority=PRIORITY_PERIODIC)(poll_approvals)}
+             "poll_approvals_now": huey.task(name="poll_approvals_now", priority=PRIORITY_PERIODIC)(poll_approvals_now)}
     for function, schedule in periodic_jobs(refresh_webhooks).values():
         tasks[function.__name__] = huey.periodic_task(schedule, name=function.__name__,
                                                       priority=PRIORITY_PERIODIC)(function)

@@ -20,7 +20,7 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workflows import answers, notify
+from workflows import answers, notify, watch
 from workflows.errors import each_case
 from workflows.model import Case, Event, Supporter
 
@@ -40,8 +40,22 @@ def after_contact(ctx: Context) -> list[Case]:
 
 
 def run(ctx: Context) -> int:
-    """Send every check-in that is due. Returns how many were sent now."""
-    return each_case(ctx, after_contact(ctx), checkin_due, log, "check-in")
+    """Send every check-in that is due. Returns how many were sent now. Reads no case while
+    none can be due (workflows/watch.py)."""
+    run_ = watch.clock_start(ctx, "checkin")
+    if run_ is None:
+        return 0
+    cases = after_contact(ctx)
+    sent = each_case(ctx, cases, checkin_due, log, "check-in")
+    watch.clock_read(ctx, run_, [m for case in cases for m in moments(ctx, case)])
+    return sent
+
+
+def moments(ctx: Context, case: Case) -> list:
+    """When the check-in of this case is due, unless it went (workflows/watch.py)."""
+    if case.contact_made_at is None or case.purged_at is not None or ctx.db.milestone_done(case.case_id, "checkin"):
+        return []
+    return [case.contact_made_at + timedelta(hours=ctx.program.followup.checkin_after_hours)]
 
 
 def checkin_due(ctx: Context, case: Case) -> int:

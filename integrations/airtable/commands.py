@@ -142,7 +142,7 @@ def webhook_list_cmd():
 
 @webhook_cli.command("refresh")
 def webhook_refresh_cmd():
-    """Extend this service's webhook by 7 days now (the worker does it four times a day)."""
+    """Extend this service's webhook by 7 days now (the worker does it once a day, checking it every 2 hours)."""
     store = _configured_store()
     try:
         hooks = refresh_webhooks(store, current_app.extensions["peerline"].settings["PUBLIC_BASE_URL"])

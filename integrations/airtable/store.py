@@ -8,7 +8,7 @@ from datetime import datetime
 import pyairtable
 import requests
 import sqlalchemy as sa
-from pyairtable.formulas import EQ, OR, Field, FunctionCall, match
+from pyairtable.formulas import EQ, NOT, OR, Field, FunctionCall, match
 
 from integrations.airtable.pacing import Throttle
 from integrations.airtable.schema import (CASE_KEY, CASES, EVENTS, FLYERS, MESSAGE_KEY, MESSAGES, RESOURCES,
@@ -30,6 +30,10 @@ class AirtableCaseStore:
     """The CaseStore of workflows/model.py on an Airtable base. Keeps SqlCaseStore's behaviour;
     callers that create cases hold the per-case lock (as intake does), because Airtable upserts
     are not atomic between two processes."""
+
+    #: Every read is a request against the plan's monthly cap: the periodic jobs skip reads
+    #: that cannot find anything to do (workflows/watch.py).
+    reads_are_requests = True
 
     def __init__(self, api_key: str, base_id: str, *, api_url: str = "https://api.airtable.com",
                  timeout: float = 10.0, throttle: Throttle | None = None,
@@ -124,6 +128,18 @@ class AirtableCaseStore:
         options = {"formula": match({"Status": status})} if status else {}
         cases = [self._case(r) for r in self.table(CASES).all(page_size=100, **options)]
         return sorted(cases, key=lambda c: (c.submitted_at is None, c.submitted_at or datetime.min))
+
+    def cases_changed_since(self, since: datetime | None) -> list[Case]:
+        """The cases made or changed (by anyone, our own writes too) after `since`, in one
+        listing (a page per 100 cases); every case when `since` is None. Airtable leaves
+        LAST_MODIFIED_TIME() blank on a record not changed since it was made, hence the
+        fallback to CREATED_TIME()."""
+        if since is None:
+            return self.list_cases()
+        touched = FunctionCall("IF", NOT(FunctionCall("LAST_MODIFIED_TIME")), FunctionCall("CREATED_TIME"),
+                               FunctionCall("LAST_MODIFIED_TIME"))
+        formula = FunctionCall("IS_AFTER", touched, since)
+        return [self._case(r) for r in self.table(CASES).all(page_size=100, formula=formula)]
 
     def _case(self, record: dict) -> Case:
         case = _object_from(record, Case, CASE_FIELDS, CASES)

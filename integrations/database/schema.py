@@ -237,7 +237,9 @@ flyer_scans = sa.Table(
 
 
 #: How far the catch-up job (workflows/catchup.py) has read each form system: the start of
-#: its last run that succeeded, by our clock. Nothing about any submission.
+#: its last run that succeeded, by our clock. Nothing about any submission. The same table
+#: keeps the marks of workflows/watch.py (how far the store-changes poll has read, the
+#: Airtable webhook's health, when each clock last read the cases), under their own names.
 catchup_cursors = sa.Table(
     "catchup_cursors", metadata,
     sa.Column("source", sa.String(40), primary_key=True),
