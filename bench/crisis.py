@@ -256,13 +256,19 @@ def run_backend(name: str, args, redis_url: str | None = None) -> dict:
         started = time.time()
         try:
             time.sleep(5)     # the worker is up and busy with the backlog
-            sent = {}
+            sent, behind = {}, {}
+
+            def unfinished() -> int:
+                return len(ctx.db.list_inbox(("new", "retry", "processing"), limit=args.cases + 100))
+            behind["/request form"] = unfinished()
             key = web_crisis(client)
             sent["/request form"] = (time.time(), key)
             time.sleep(2)
+            behind["Qualtrics"] = unfinished()
             key = qualtrics_crisis(client)
             sent["Qualtrics"] = (time.time(), key)
             time.sleep(2)
+            behind["REDCap"] = unfinished()
             record = redcap_crisis(client, fake_url)
             sent["REDCap"] = (time.time(), record)
             first = sent["/request form"][0]
@@ -314,7 +320,7 @@ def run_backend(name: str, args, redis_url: str | None = None) -> dict:
         waiting = {job: [ended - t for t in times] for job, times in queued.items()}
         done = sum(1 for r in ctx.db.list_inbox(("done",), limit=args.cases + 100))
         database.dispose_engines()
-        return {"crisis": by_source, "late": late, "waiting": waiting, "doubled": doubled, "done": done,
+        return {"crisis": by_source, "behind": behind, "late": late, "waiting": waiting, "doubled": doubled, "done": done,
                 "ran": ended - started, "periods": {job: describe_schedule(s) for job, (_, s) in jobs.items()}}
 
 
@@ -324,7 +330,7 @@ def report(name: str, result: dict, cases: int) -> None:
     print(f"crisis: webhook 2xx -> on-call SMS handed to the (fake) Twilio   (target {TARGET_SECONDS} s)")
     for label, seconds in result["crisis"].items():
         shown = f"{seconds:6.2f} s" if seconds is not None else "  none within the run"
-        print(f"    {label:<16}{shown}")
+        print(f"    {label:<16}{shown}   ({result['behind'][label]} routine submissions still unfinished when it came)")
     print("periodic jobs: how late they started after being queued (max; waiting = still queued at the end)")
     for job in sorted(set(result["late"]) | set(result["waiting"])):
         runs, waits = result["late"].get(job, []), result["waiting"].get(job, [])
