@@ -36,12 +36,14 @@ import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.fake_airtable import serve_on_loopback  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 SURVEY = "SV_eA1b2C3d4E5f6G7"            # config/forms/qualtrics.toml [survey] ids
@@ -116,14 +118,8 @@ class Fakes:
             def log_message(self, *args):
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serve_on_loopback(Handler) as url:
+            yield url
 
 
 # ---------------------------------------------------------------------------- the worker process

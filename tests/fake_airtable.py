@@ -201,15 +201,8 @@ class FakeAirtable:
             def log_message(self, *args):     # quiet
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serve_on_loopback(Handler) as url:
+            yield url
 
     def handle(self, method: str, url: str, authorization: str | None, body: bytes) -> tuple[int, dict]:
         """One API request: (HTTP status, JSON answer)."""
@@ -871,3 +864,18 @@ def _text(value) -> str:
 
 def _truthy(value) -> bool:
     return bool(value)
+
+
+@contextlib.contextmanager
+def serve_on_loopback(handler_class):
+    """An HTTP server on 127.0.0.1 (a free port) answering with `handler_class` in threads, for
+    as long as the block runs; yields its base URL. Shared by the fakes of tests and benchmarks."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
