@@ -42,6 +42,7 @@ from web.staff_cli import staff_cli
 from workflows import followup, matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
 from workflows.records import StaffAccount
+from web import ratelimit
 from web.headers import private
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ log = logging.getLogger("peerline.console")
 bp = Blueprint("console", __name__, url_prefix="/console")
 login_manager = LoginManager()
 limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
+ratelimit.only_for_blueprints(limiter, bp.name)
 
 LOGIN_RATE_LIMIT = "10 per minute;60 per hour"
 FAILURE_CAP = timedelta(minutes=15)

@@ -178,6 +178,7 @@ def init_app(app) -> None:
     # One count for every process (web/ratelimit.py, set up first by web.register_pages);
     # the 429 page is web/home.py's.
     limiter = app.extensions["peerline_limiter"]
+    ratelimit.only_for_blueprints(limiter, bp.name)
     app.register_blueprint(bp)
     per_browser = limiter.limit(_rate_limit, key_func=ratelimit.browser_key, methods=["POST"])
     per_address = limiter.limit(_rate_limit_per_address, key_func=ratelimit.address_key, methods=["POST"])
