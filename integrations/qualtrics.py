@@ -102,7 +102,9 @@ class Notice(Webhook):
         response_id = notice["response_id"]
         inbox_id, new = record(ctx, system=self.system, retry_message="could not record the notice; please retry",
                                source=SOURCE, source_key=source_key(response_id), payload=notice)
-        log.info("qualtrics notice received inbox=%s response=%s new=%s", inbox_id, response_id, new)
+        # A new notice is in the access log and the inbox already; a sender's repeat is worth a line.
+        log.log(logging.DEBUG if new else logging.INFO, "qualtrics notice received inbox=%s response=%s new=%s",
+                inbox_id, response_id, new)
         return jsonify(status="received")
 
 

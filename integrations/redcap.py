@@ -106,7 +106,9 @@ class DataEntryTrigger(Webhook):
         key = source_key(project_id, trigger["record"], event, instance)
         inbox_id, new = record(ctx, system=self.system, retry_message="could not record the trigger; please save again",
                                source=SOURCE, source_key=key, payload=trigger)
-        log.info("redcap trigger received inbox=%s project=%s new=%s", inbox_id, project_id, new)
+        # A new trigger is in the access log and the inbox already; a sender's repeat is worth a line.
+        log.log(logging.DEBUG if new else logging.INFO, "redcap trigger received inbox=%s project=%s new=%s",
+                inbox_id, project_id, new)
         return jsonify(status="received")
 
 
