@@ -4,7 +4,9 @@ Starts gunicorn with the Procfile's settings (config/gunicorn.conf.py) on loopba
 Flask route that returns 200 (the baseline), then with the real app, and drives each with the
 same closed-loop load (CONNECTIONS keep-alive clients for SECONDS per route). Does this ROUNDS
 times in turn and prints, per route, the medians of requests/s and p50/p99 latency and of the
-ratios to the baseline of the same round, with the machine's load average.
+ratios to the baseline of the same round, with the machine's load average, and the server's
+CPU time per request with the busiest worker's share of it. The load starts once every worker
+has booted (`start_gunicorn`), so both routes are measured on the Procfile's two processes.
 
     .venv/bin/python bench/intake.py [--seconds 3] [--rounds 3] [--connections 16] [--database-url URL]
 
@@ -50,21 +52,56 @@ def free_port() -> int:
 
 
 def start_gunicorn(app_spec: str, env: dict) -> tuple[subprocess.Popen, int]:
+    """gunicorn on a free port, answering, with every worker booted: clients' keep-alive
+    connections are accepted once, so a load that starts while one worker is still booting
+    lands on the other alone and measures one process, not the Procfile's two."""
     port = free_port()
     gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    started = time.monotonic()
     proc = subprocess.Popen([gunicorn, "-c", str(GUNICORN_CONF), "--bind", f"127.0.0.1:{port}", app_spec],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
+    deadline = started + 30
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
             conn.getresponse().read()
-            return proc, port
+            break
         except OSError:
             time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"gunicorn {app_spec} did not start")
+    else:
+        proc.kill()
+        raise SystemExit(f"gunicorn {app_spec} did not start")
+    # gunicorn forks its workers together; the first answered after booting, so the others
+    # are booted once they exist and have lived as long as the first took.
+    booted = time.monotonic() - started
+    workers = runpy.run_path(str(GUNICORN_CONF))["workers"]
+    while len(worker_pids(proc)) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(booted)
+    return proc, port
+
+
+def worker_pids(proc: subprocess.Popen) -> list[int]:
+    """The gunicorn arbiter's worker processes (its children), from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid:
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def csrf_session(port: int) -> tuple[str, str]:
@@ -78,8 +115,11 @@ def csrf_session(port: int) -> tuple[str, str]:
     return cookie, token
 
 
-def drive(port: int, make_request, seconds: float, connections: int) -> dict:
-    """Closed-loop load: each client sends its next request when the last one is answered."""
+def drive(port: int, make_request, seconds: float, connections: int, workers: list[int] = ()) -> dict:
+    """Closed-loop load: each client sends its next request when the last one is answered.
+    With the server's `workers` (pids), also the server's CPU time per request and the busiest
+    worker's share of it (0.5 with two workers evenly loaded)."""
+    cpu_before = {pid: cpu_seconds(pid) for pid in workers}
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -115,7 +155,10 @@ def drive(port: int, make_request, seconds: float, connections: int) -> dict:
         t.join()
     elapsed = time.monotonic() - t0
     latencies.sort()
-    return {"requests": len(latencies), "rps": len(latencies) / elapsed,
+    used = [cpu_seconds(pid) - before for pid, before in cpu_before.items()]
+    return {"cpu_ms": 1000 * sum(used) / max(1, len(latencies)) if used else float("nan"),
+            "busiest": max(used) / sum(used) if used and sum(used) else float("nan"),
+            "requests": len(latencies), "rps": len(latencies) / elapsed,
             "p50": statistics.median(latencies) * 1000,
             "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000, "statuses": statuses}
 
@@ -156,9 +199,10 @@ def main() -> None:
           f"threads (config/gunicorn.conf.py), {args.connections} connections, {args.seconds:g} s per route, "
           f"{args.rounds} rounds, loopback, inbox and queue on {store}; machine load average "
           f"{load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores")
-    print("medians over the rounds; each ratio is taken within its round")
+    print("medians over the rounds; each ratio is taken within its round. CPU ms/req: the server's "
+          "CPU time (all workers) per request; busiest: the busiest worker's share of it (0.50 = even)")
     print(f"{'route':<32} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'rps ratio':>9} {'p99 ratio':>9}  statuses")
+          f"{'rps ratio':>9} {'p99 ratio':>9} {'CPU ms/req':>10} {'busiest':>7}  statuses")
     median = statistics.median
     for name in rounds[0]:
         runs = [r[name] for r in rounds]
@@ -170,7 +214,8 @@ def main() -> None:
         p99_ratio = median(r[name]["p99"] / r[BASELINE]["p99"] for r in rounds)
         print(f"{name:<32} {sum(r['requests'] for r in runs):>8} {median(r['rps'] for r in runs):>8.0f} "
               f"{median(r['p50'] for r in runs):>8.1f} {median(r['p99'] for r in runs):>8.1f} "
-              f"{rps_ratio:>9.2f} {p99_ratio:>9.2f}  {statuses}")
+              f"{rps_ratio:>9.2f} {p99_ratio:>9.2f} {median(r['cpu_ms'] for r in runs):>10.2f} "
+              f"{median(r['busiest'] for r in runs):>7.2f}  {statuses}")
 
 
 BASELINE = "bare Flask route (baseline)"
@@ -186,7 +231,7 @@ def one_round(env: dict, seconds: float, connections: int) -> dict:
         results[BASELINE] = drive(
             port, lambda: ("POST", "/bare", urlencode(FORM),
                            {"Content-Type": "application/x-www-form-urlencoded"}),
-            seconds, connections)
+            seconds, connections, worker_pids(bare))
     finally:
         bare.terminate()
         bare.wait()
@@ -199,9 +244,10 @@ def one_round(env: dict, seconds: float, connections: int) -> dict:
             body = urlencode({**FORM, "csrf_token": token, "submission_id": uuid.uuid4().hex})
             return "POST", "/request", body, {"Content-Type": "application/x-www-form-urlencoded",
                                               "Cookie": cookie}
-        results["POST /request"] = drive(port, request_form, seconds, connections)
+        workers = worker_pids(real)
+        results["POST /request"] = drive(port, request_form, seconds, connections, workers)
         for name, make in extra_routes():
-            results[name] = drive(port, make, seconds, connections)
+            results[name] = drive(port, make, seconds, connections, workers)
     finally:
         real.terminate()
         real.wait()
