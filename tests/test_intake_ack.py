@@ -148,18 +148,17 @@ def test_the_inbox_commit_waits_for_the_disk_even_where_the_engine_does_not(tmp_
     connection as it found it."""
     db = database.Database(f"sqlite:///{tmp_path / 'peerline.db'}")
     db.durable_engine.dispose()
-    seen = []
+    statements = []
 
     @sa.event.listens_for(db.durable_engine, "connect")
     def relaxed(dbapi_conn, _record):
         dbapi_conn.execute("PRAGMA synchronous=OFF")
-
-    @sa.event.listens_for(db.durable_engine, "commit")
-    def at_commit(conn):
-        seen.append(conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0])
+        dbapi_conn.set_trace_callback(statements.append)
 
     db.record_submission(source="web", source_key="web:1", payload={})
-    assert seen == [2]                                   # FULL
+    settings = [i for i, s in enumerate(statements) if s.upper().startswith("PRAGMA SYNCHRONOUS=")]
+    commit = next(i for i, s in enumerate(statements) if s.upper() == "COMMIT")
+    assert statements[max(i for i in settings if i < commit)].endswith("=2")    # FULL at commit
     with db.durable_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 0
 
@@ -248,10 +247,45 @@ def test_on_postgresql_the_queue_does_not_wait_for_the_disk_and_the_inbox_does(p
         assert cursor.fetchone()[0] == "off"
     storage.close()
     db = database.Database(settings_module.database_url(values))
-    seen = []
-    sa.event.listen(db.engine, "commit", lambda conn: seen.append(conn.exec_driver_sql("SHOW synchronous_commit").scalar()))
+    # This database's sessions default to not waiting; a trigger notes the setting in force
+    # inside the inbox's own transaction.
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE seen_setting (value text)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION note_setting() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen_setting VALUES (current_setting('synchronous_commit')); RETURN NEW; END $$")
+        conn.exec_driver_sql("CREATE TRIGGER note_setting AFTER INSERT ON inbox "
+                             "FOR EACH ROW EXECUTE FUNCTION note_setting()")
+        conn.exec_driver_sql(f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" SET synchronous_commit = off')
+    database.dispose_engines()
+    db = database.Database(settings_module.database_url(values))
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
     db.record_submission(source="web", source_key="web:pg", payload={})
-    assert seen == ["on"]
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT value FROM seen_setting").scalars().all() == ["on"]
+
+
+def synchronous_at_each_commit(*engines) -> list[int]:
+    """The SQLite `synchronous` level in force at each COMMIT on connections of `engines`
+    checked out from now on (2 FULL: waits for the disk; 1 NORMAL), read from the statements
+    each connection runs, whichever layer runs them."""
+    seen: list[int] = []
+
+    def watch(dbapi_conn, _record, _proxy):
+        level = [dbapi_conn.execute("PRAGMA synchronous").fetchone()[0]]
+
+        def trace(statement):
+            text = statement.strip().upper()
+            if text.startswith("PRAGMA SYNCHRONOUS="):
+                level[0] = int(text.split("=", 1)[1])
+            elif text == "COMMIT":
+                seen.append(level[0])
+        dbapi_conn.set_trace_callback(trace)
+
+    for engine in set(engines):
+        sa.event.listen(engine, "checkout", watch)
+    return seen
 
 
 def test_a_form_post_waits_for_the_disk_once_its_rate_limit_counts_do_not(overrides):
@@ -269,10 +303,7 @@ def test_a_form_post_waits_for_the_disk_once_its_rate_limit_counts_do_not(overri
               for n in ("csrf_token", "flyer")}
     form = {"for_whom": "Self", "requester_name": "Ada", "requester_phone": "+1 555 010 0123",
             "preferred_contact": "Text message", "urgency": "Routine", **hidden}
-    synchronous = []
-    for engine in {ctx.db.engine, ctx.db.durable_engine}:
-        sa.event.listen(engine, "commit", lambda conn: synchronous.append(
-            conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0]))
+    synchronous = synchronous_at_each_commit(ctx.db.engine, ctx.db.durable_engine)
     assert client.post("/request", data={**form, "submission_id": "a" * 32}).status_code == 303
     assert sorted(synchronous) == [1, 1, 1, 1, 2]          # four counts NORMAL, the inbox FULL
     assert client.post("/request", data={**form, "submission_id": "b" * 32}).status_code == 303

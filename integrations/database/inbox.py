@@ -6,14 +6,12 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from workflows.records import InboxRow, from_row
@@ -67,12 +65,65 @@ def transaction(engine: sa.Engine, *, durable: bool):
                 raw.execute(restore)
 
 
-@functools.cache
-def _insert_new_rows(dialect: str):
-    """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING id: None for a key already
-    there. Built once, so SQLAlchemy compiles it once per process."""
-    construct = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-    return construct(inbox).on_conflict_do_nothing(index_elements=[inbox.c.source_key]).returning(inbox.c.id)
+class _NewRowsInsert:
+    """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING id, run on the driver's own
+    connection: None for a key already there. Every webhook and form post runs it, and going
+    through SQLAlchemy's statement machinery cost more CPU than the insert itself
+    (bench/intake.py). Values pass through each column type's own bind processor, so what is
+    stored is what SQLAlchemy would have stored."""
+
+    def __init__(self, dialect):
+        self.dialect = dialect
+        self.columns = [c for c in inbox.c if c.name != "id"]
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.insert = (f"INSERT INTO inbox ({', '.join(c.name for c in self.columns)}) "
+                       f"VALUES ({', '.join(mark for _ in self.columns)}) "
+                       "ON CONFLICT (source_key) DO NOTHING RETURNING id")
+        self.existing = f"SELECT id FROM inbox WHERE source_key = {mark}"
+        self.processors = [c.type.bind_processor(dialect) for c in self.columns]
+
+    def params(self, row: dict) -> list:
+        values = [row.get(c.name) for c in self.columns]
+        return [p(v) if p is not None else v for p, v in zip(self.processors, values)]
+
+    def run(self, raw, rows: list[dict]) -> list[tuple[int, bool]]:
+        """One transaction on `raw` (a pooled DBAPI connection) for `rows`, committed."""
+        cursor = raw.cursor()
+        restore = None
+        try:
+            if self.dialect.name == "sqlite":
+                # FULL whatever this connection was left at (set outside a transaction, as
+                # SQLite wants), and restored afterwards: a 2xx promises the row is on disk.
+                before = cursor.execute("PRAGMA synchronous").fetchone()[0]
+                if before != 2:
+                    cursor.execute("PRAGMA synchronous=2")
+                    restore = f"PRAGMA synchronous={int(before)}"
+                cursor.execute("BEGIN IMMEDIATE")     # the driver's autobegin is off (engine.py)
+            else:
+                cursor.execute("SET LOCAL synchronous_commit = on")
+            found = []
+            for row in rows:
+                cursor.execute(self.insert, self.params(row))
+                got = cursor.fetchone()
+                if got is None:
+                    cursor.execute(self.existing, (row["source_key"],))
+                    found.append((int(cursor.fetchone()[0]), False))
+                else:
+                    found.append((int(got[0]), True))
+            raw.commit()
+            return found
+        except self.dialect.loaded_dbapi.Error as exc:
+            raw.rollback()
+            # As SQLAlchemy would raise it, so callers tell "out of reach" from a bug alike.
+            raise sa.exc.DBAPIError.instance(None, None, exc, self.dialect.loaded_dbapi.Error,
+                                             hide_parameters=True, dialect=self.dialect) from None
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            if restore:
+                cursor.execute(restore)
+            cursor.close()
 
 
 class InboxRepo:
@@ -110,17 +161,15 @@ class InboxRepo:
         """One transaction, committed to disk, for the rows queued once it holds the write
         lock; a key already in the inbox (a sender's retry, or twice in this batch) keeps its
         first row and is not new."""
-        insert = _insert_new_rows(self.engine.dialect.name)
-        found = []
-        with self._writer(), transaction(self.durable_engine, durable=True) as conn:
-            for row in take():
-                row_id = conn.execute(insert, row).scalar()
-                if row_id is not None:
-                    found.append((int(row_id), True))
-                else:
-                    row_id = conn.execute(sa.select(inbox.c.id).where(inbox.c.source_key == row["source_key"])).scalar_one()
-                    found.append((int(row_id), False))
-        return found
+        insert = self.__dict__.get("_new_rows_insert")
+        if insert is None:
+            insert = self.__dict__.setdefault("_new_rows_insert", _NewRowsInsert(self.durable_engine.dialect))
+        with self._writer():
+            raw = self.durable_engine.raw_connection()
+            try:
+                return insert.run(raw, take())
+            finally:
+                raw.close()        # back to the pool
 
     def inbox_row(self, inbox_id: int) -> InboxRow | None:
         with self._read() as conn:
