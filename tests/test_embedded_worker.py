@@ -22,16 +22,27 @@ ROUTINE = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "
 
 @contextmanager
 def counting_commits(*engines):
-    """Every commit of these engines while the block runs, as a list of the engine's ids."""
+    """Every COMMIT on connections of these (SQLite) engines while the block runs, as a list
+    of the engines, read from the statements the connections run, whichever layer runs them
+    (the inbox insert commits on the driver's connection, not through SQLAlchemy)."""
     seen: list = []
-    listeners = [(engine, lambda conn, engine=engine: seen.append(engine)) for engine in engines]
-    for engine, fn in listeners:
-        sa.event.listen(engine, "commit", fn)
+
+    def watching(engine):
+        def checkout(dbapi_conn, _record, _proxy):
+            dbapi_conn.set_trace_callback(lambda s: seen.append(engine) if s.strip().upper() == "COMMIT" else None)
+        return checkout
+
+    def checkin(dbapi_conn, _record):
+        dbapi_conn.set_trace_callback(None)
+    listeners = [(engine, "checkout", watching(engine)) for engine in engines] + \
+                [(engine, "checkin", checkin) for engine in engines]
+    for engine, name, fn in listeners:
+        sa.event.listen(engine, name, fn)
     try:
         yield seen
     finally:
-        for engine, fn in listeners:
-            sa.event.remove(engine, "commit", fn)
+        for engine, name, fn in listeners:
+            sa.event.remove(engine, name, fn)
 
 
 def submit(ctx, key: str, **changes) -> int:

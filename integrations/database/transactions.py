@@ -13,15 +13,76 @@ lock, so they never queue behind, or hold up, a writer.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 
 import sqlalchemy as sa
 
 
-#: One writer at a time per SQLite file in this process (see `_writer`), by URL.
-_writers: dict[str, threading.RLock] = {}
-_writers_lock = threading.Lock()
+class _WriteTurn:
+    """One writer at a time per SQLite file: among this process's threads (a lock), then among
+    processes (an advisory lock on `<database>-turn` beside the file). SQLite would keep them
+    apart anyway, but its busy wait sleeps in growing steps (1, 2, 5 ... 100 ms): gunicorn's two
+    workers and the huey worker asking it at once spend more time asleep than writing
+    (bench/intake.py's p99). Here a waiter checks again every 2 ms at most. Re-entrant; every
+    wait is bounded."""
+
+    def __init__(self, path: str | None):
+        self.lock, self.depth, self.fd = threading.RLock(), 0, None
+        if path:
+            try:
+                self.fd = os.open(path + "-turn", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:     # a read-only or odd filesystem: SQLite's own locking still holds
+                self.fd = None
+
+    @contextmanager
+    def held(self, seconds: float):
+        deadline = time.monotonic() + seconds
+        if not self.lock.acquire(timeout=seconds):
+            raise sa.exc.TimeoutError(f"no turn to write within {seconds:g} s")
+        try:
+            self.depth += 1
+            if self.depth == 1 and self.fd is not None:
+                self._lock_file(deadline, seconds)
+            try:
+                yield
+            finally:
+                if self.depth == 1 and self.fd is not None:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.depth -= 1
+            self.lock.release()
+
+    def _lock_file(self, deadline: float, seconds: float) -> None:
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sa.exc.TimeoutError(f"no turn to write within {seconds:g} s") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+
+#: The write turn of each SQLite file, per process (a forked child opens its own lock file:
+#: an inherited descriptor would share the parent's lock), by (URL, process id).
+_turns: dict[tuple[str, int], _WriteTurn] = {}
+_turns_lock = threading.Lock()
+
+
+def write_turn(url: str) -> _WriteTurn:
+    key = (url, os.getpid())
+    with _turns_lock:
+        turn = _turns.get(key)
+        if turn is None:
+            path = url.split("///", 1)[-1].split("?", 1)[0]
+            turn = _turns[key] = _WriteTurn(None if path in ("", ":memory:") else path)
+        return turn
 
 
 class Transactions:
@@ -35,21 +96,13 @@ class Transactions:
 
     @contextmanager
     def _writer(self):
-        """On SQLite, this process's threads take turns to write here, in Python, before
-        asking SQLite: SQLite has one writer, and its busy wait sleeps in growing steps (up to
-        100 ms) and lets a thread starve, so four worker threads asking it at once spend more
-        time asleep than writing. Bounded like every wait for the database (pool timeout)."""
+        """On SQLite, writers take turns here (`_WriteTurn`) before asking SQLite. Bounded like
+        every wait for the database (pool timeout)."""
         if not self.url.startswith("sqlite"):
             yield
             return
-        with _writers_lock:
-            lock = _writers.setdefault(self.url, threading.RLock())
-        if not lock.acquire(timeout=self.wait_seconds):
-            raise sa.exc.TimeoutError(f"no turn to write within {self.wait_seconds:g} s")
-        try:
+        with write_turn(self.url).held(self.wait_seconds):
             yield
-        finally:
-            lock.release()
 
     @contextmanager
     def unit_of_work(self):
