@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -114,6 +115,51 @@ def test_processes_opening_a_new_database_at_once_all_start(tmp_path):
         for w in workers:
             w.join(30)
     assert [answers.get(timeout=5) for _ in range(120)] == ["ok"] * 120
+HOLD_THE_TURN = """
+import sys, time
+from integrations.database.transactions import write_turn
+with write_turn(sys.argv[1]).held(5):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+    released = time.monotonic()     # the system's monotonic clock, the same in every process
+print(released, flush=True)
+"""
+
+
+def _another_process_writing(url: str, seconds: float) -> subprocess.Popen:
+    """A process that holds the database's write turn for `seconds` (started, and holding it)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_THE_TURN, url, str(seconds)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_write_waits_for_another_process_writing_and_then_goes_through(tmp_path):
+    url = f"sqlite:///{tmp_path / 'peerline.db'}"
+    db = database.Database(url, wait_seconds=10)
+    other = _another_process_writing(url, 0.5)
+    inbox_id, new = db.record_submission(source="web", source_key="web:1", payload={})
+    written = time.monotonic()
+    released = float(other.stdout.readline())
+    other.wait(10)
+    assert written > released                # it waited for the other process's turn to end
+    assert new and db.inbox_row(inbox_id).source_key == "web:1"
+
+
+def test_a_write_gives_up_within_its_wait_when_another_process_keeps_writing(tmp_path):
+    """Every wait for the database is bounded: a web request answers 503 in time."""
+    url = f"sqlite:///{tmp_path / 'peerline.db'}"
+    db = database.Database(url, wait_seconds=0.3)
+    other = _another_process_writing(url, 3)
+    try:
+        with pytest.raises(sa.exc.TimeoutError):
+            db.record_submission(source="web", source_key="web:1", payload={})
+        assert other.poll() is None              # gave up while the other still held it
+    finally:
+        other.wait(10)
+    assert db.record_submission(source="web", source_key="web:1", payload={})[1]
+
+
 def test_marks_lower_only_and_clear_only_the_value_they_were_read_at(url):
     """The clocks' hints (workflows/watch.py): the poll lowers one, a clock clears the one it served."""
     from datetime import datetime, timedelta, timezone
