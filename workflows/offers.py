@@ -189,7 +189,7 @@ def tell_reviewers_once(ctx: Context, case: Case, kind: str, templates: tuple[st
             notify.send(ctx, case_id=case.case_id, kind=kind, template=template, recipient=recipient,
                         values=values, crisis=case.urgency == "Crisis")
     if not people:
-        log.error("nobody to tell case=%s kind=%s: the roster has no reviewer or program lead", case.case_id, kind)
+        log.error("no one to tell case=%s kind=%s: the roster has no reviewer or program lead", case.case_id, kind)
     ctx.store.add_events([Event(case.case_id, event, at=ctx.now())])
     ctx.db.milestone_mark(case.case_id, kind, ctx.now())
     return True
