@@ -146,14 +146,16 @@ def send(ctx: Context, *, case_id: str, kind: str, template: str, recipient: Rec
                               alerted=True)
         _mirror(ctx, key)
         return ctx.db.ledger_get(key).status
-    ctx.db.ledger_intend(record, address, template=template, values=kept, crisis=crisis, now=ctx.now())
-    return deliver(ctx, key)
+    new = ctx.db.ledger_intend(record, address, template=template, values=kept, crisis=crisis, now=ctx.now())
+    return deliver(ctx, key, new)
 
 
-def deliver(ctx: Context, key: str) -> str:
+def deliver(ctx: Context, key: str, row: LedgerRow | None = None) -> str:
     """Hand one ledger row to its provider, at most once. Safe to call any number of times,
-    from any worker: intake, the periodic task (`run_due`), a replay."""
-    row = ctx.db.ledger_get(key)
+    from any worker: intake, the periodic task (`run_due`), a replay. `row`: the row as just
+    recorded, if the caller has it (every step below is conditional on the row's state in
+    the database, so a row that changed since cannot be sent twice)."""
+    row = row or ctx.db.ledger_get(key)
     if row is None:
         raise KeyError(f"no message {key}")
     if row.status not in UNSENT:

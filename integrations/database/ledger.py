@@ -62,8 +62,11 @@ class LedgerRepo:
         return from_row(LedgerRow, row) if row else None
 
     def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
-                      values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
-        """Record the intent to send before any provider call (no-op when already there)."""
+                      values: dict | None = None, crisis: bool = False, now: datetime | None = None
+                      ) -> LedgerRow | None:
+        """Record the intent to send before any provider call (no-op when already there).
+        Returns the row when this call recorded it (so the sender need not read it again),
+        None when it was already there."""
         row = dict(
             key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
             recipient_role=record.recipient_role, recipient=recipient, status="pending",
@@ -71,7 +74,9 @@ class LedgerRepo:
             values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
             attempts=0, body_digest="", alerted=False, mirror_due=False)
         with self._write() as conn:
-            conn.execute(_insert_new(self.engine.dialect.name, messages, "key"), row)
+            new = conn.execute(_insert_new(self.engine.dialect.name, messages, "key", tuple(messages.c)),
+                               row).mappings().first()
+        return from_row(LedgerRow, new) if new else None
 
     def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None,
                      body_digest: str | None = None) -> LedgerRow | None:
