@@ -88,6 +88,23 @@ def test_a_failure_midway_leaves_nothing_half_written_and_the_retry_does_it_once
     assert [e.event for e in ctx.store.list_events(case.case_id)] == ["Case created", "Reviewers notified"]
 
 
+def test_a_reviewer_who_texted_stop_gets_no_sms_and_a_replay_sends_nothing_again(ctx, roster):
+    ctx.db.opt_out("sms", "+15550101127", source="STOP")     # Robin Asante, an NCH reviewer
+    inbox_id = submit(ctx, "web:stop")
+    case_id = intake.process_submission(ctx, inbox_id)
+
+    def new_case_messages():
+        return sorted(m.recipient for m in ctx.db.outbox_list() if ":new_case:" in m.message_key)
+
+    sent = new_case_messages()
+    assert "+15550101127" not in sent and "robin.asante@example.org" in sent and len(sent) == 5
+    [refused] = [m for m in ctx.db.ledger_rows(case_id) if m.status == "failed"]
+    assert refused.channel == "sms" and refused.error == "opted out (STOP)"
+    assert ctx.db.reopen_submission(inbox_id)               # `flask inbox replay`
+    assert intake.process_submission(ctx, inbox_id) == case_id
+    assert new_case_messages() == sent
+
+
 # ---- Case IDs ----
 
 @pytest.fixture(params=["sqlite", "postgres"])
