@@ -290,7 +290,7 @@ def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> 
             # second worker on this row, once the first one's lease ran out, upserts onto the
             # same record: the key is the Source Response ID.)
             unseen = ctx.db.known_case_id(row.source_key) is None
-            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
+            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix, unseen=unseen)
             with nullcontext() if one_transaction else ctx.db.lock(
                     f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
                 case = None if unseen else ctx.store.find_case(source_response_id=row.source_key)

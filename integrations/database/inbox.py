@@ -221,13 +221,15 @@ class InboxRepo:
         with self._read() as conn:
             return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
 
-    def case_id_for(self, source_key: str, prefix: str) -> str:
+    def case_id_for(self, source_key: str, prefix: str, *, unseen: bool = False) -> str:
         """The Case ID for a submission: assigned once, the same on every retry or replay. A new
         one is `<prefix>-<CASE_NUMBER_BASE + the next case_numbers key>`: unique by the
-        database however many cases there are, and short enough to type in an SMS."""
+        database however many cases there are, and short enough to type in an SMS. `unseen`:
+        the caller has just found it has none (`known_case_id`), so it is not looked for again
+        (one given since, by another worker, still wins: the insert finds it)."""
         try:
             with self._write(may_conflict=True) as conn:
-                found = self._case_id(conn, source_key)
+                found = None if unseen else self._case_id(conn, source_key)
                 if found:
                     return found
                 number = conn.execute(case_numbers.insert().values(source_key=source_key)).inserted_primary_key[0]
