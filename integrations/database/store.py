@@ -7,6 +7,7 @@ from dataclasses import fields as dc_fields
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from workflows.model import (Case, Event, Flyer, FlyerExists, MessageRecord, Resource, Reviewer, Roster,
@@ -36,6 +37,15 @@ _BY_CASE_ID = sa.select(cases).where(cases.c.case_id == sa.bindparam("value_"))
 _BY_SOURCE_RESPONSE_ID = sa.select(cases).where(cases.c.source_response_id == sa.bindparam("value_"))
 
 
+@functools.cache
+def _insert_case(dialect: str):
+    """INSERT ... ON CONFLICT (source_response_id) DO NOTHING RETURNING the row: the same
+    submission again inserts nothing (no error, so no savepoint inside a unit of work)."""
+    construct = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    return (construct(cases).on_conflict_do_nothing(index_elements=[cases.c.source_response_id])
+            .returning(*cases.c))
+
+
 class SqlCaseStore:
     """The case store on the service's own database (the embedded default)."""
 
@@ -59,12 +69,13 @@ class SqlCaseStore:
         return _row_to(Case, row) if row else None
 
     def create_case(self, case: Case, *, unseen: bool = False) -> Case:
-        """`unseen` changes nothing here: the insert itself finds an existing case."""
-        try:
-            with self._write(may_conflict=True) as conn:
-                conn.execute(cases.insert(), _values_of(case, cases))
-        except IntegrityError:
-            pass  # the same submission again: keep what is there
+        """`unseen` changes nothing here: the insert itself finds an existing case. The case
+        as stored: the new row, returned by its insert, or the one already there for the same
+        submission (kept as it is)."""
+        with self._write() as conn:
+            row = conn.execute(_insert_case(self.engine.dialect.name), _values_of(case, cases)).mappings().first()
+        if row is not None:
+            return _row_to(Case, row)
         return self.find_case(source_response_id=case.source_response_id)
 
     def update_case(self, case_id: str, **changes) -> Case:
