@@ -27,7 +27,7 @@ CASE_NUMBER_BASE = 10000
 
 
 _B = sa.bindparam
-#: Built once (every submission runs it; building costs more than running on SQLite).
+#: Built once (every submission runs them; building costs more than running on SQLite).
 _CLAIM = (inbox.update()
           .where(inbox.c.id == _B("id_"))
           .where(sa.or_(inbox.c.status == "new",
@@ -37,6 +37,12 @@ _CLAIM = (inbox.update()
           .values(status="processing", lease_until=_B("until_"), attempts=inbox.c.attempts + 1,
                   updated_at=_B("now_"))
           .returning(*inbox.c))
+
+_FINISH = (inbox.update().where(inbox.c.id == _B("id_"))
+           .values(status="done", case_id=_B("case_id_"), last_error="", lease_until=None, updated_at=_B("now_")))
+_CASE_ID = sa.select(case_refs.c.case_id).where(case_refs.c.source_key == _B("source_key_"))
+_NEW_CASE_NUMBER = case_numbers.insert()
+_NEW_CASE_REF = case_refs.insert()
 
 _writers_lock = threading.Lock()
 
@@ -140,7 +146,8 @@ class InboxRepo:
         return None if row is None else from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def finish_submission(self, inbox_id: int, case_id: str) -> None:
-        self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
+        with self._write() as conn:
+            conn.execute(_FINISH, {"id_": inbox_id, "case_id_": case_id, "now_": self.clock.now()})
 
     def retry_submission(self, inbox_id: int, error: str, at: datetime) -> None:
         """Try again at `at`; the caller schedules the task for then (its queueing time)."""
@@ -219,7 +226,7 @@ class InboxRepo:
         """The submission's Case ID if one was ever assigned, else None: then no case was
         ever made from it (intake assigns the Case ID before making the case)."""
         with self._read() as conn:
-            return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
+            return self._case_id(conn, source_key)
 
     def case_id_for(self, source_key: str, prefix: str, *, unseen: bool = False) -> str:
         """The Case ID for a submission: assigned once, the same on every retry or replay. A new
@@ -232,9 +239,9 @@ class InboxRepo:
                 found = None if unseen else self._case_id(conn, source_key)
                 if found:
                     return found
-                number = conn.execute(case_numbers.insert().values(source_key=source_key)).inserted_primary_key[0]
+                number = conn.execute(_NEW_CASE_NUMBER, {"source_key": source_key}).inserted_primary_key[0]
                 case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
-                conn.execute(case_refs.insert().values(source_key=source_key, case_id=case_id))
+                conn.execute(_NEW_CASE_REF, {"source_key": source_key, "case_id": case_id})
                 return case_id
         except IntegrityError:
             # Another worker gave this submission its Case ID first (PostgreSQL): use theirs.
@@ -246,4 +253,4 @@ class InboxRepo:
 
     @staticmethod
     def _case_id(conn: sa.Connection, source_key: str) -> str | None:
-        return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
+        return conn.execute(_CASE_ID, {"source_key_": source_key}).scalar()
