@@ -38,6 +38,14 @@ _BY_SOURCE_RESPONSE_ID = sa.select(cases).where(cases.c.source_response_id == sa
 
 
 @functools.cache
+def _every_row(table: sa.Table, cls) -> tuple[sa.Select, tuple[str, ...]]:
+    """SELECT id and the columns `cls` names, in id order, built once (intake reads the
+    roster for every case), and those columns' names."""
+    columns = tuple(c.name for c in table.columns if c.name in _names(cls) and c.name != "record_id")
+    return sa.select(table.c.id, *(table.c[name] for name in columns)).order_by(table.c.id), columns
+
+
+@functools.cache
 def _insert_case(dialect: str):
     """INSERT ... ON CONFLICT (source_response_id) DO NOTHING RETURNING the row: the same
     submission again inserts nothing (no error, so no savepoint inside a unit of work)."""
@@ -108,8 +116,9 @@ class SqlCaseStore:
             return [Event(case_id=r["case_id"], event=r["event"], at=r["at"], actor=r["actor"]) for r in rows]
 
     def _all(self, table, cls):
+        stmt, columns = _every_row(table, cls)
         with self._read() as conn:
-            return [_row_to(cls, r) for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings()]
+            return [cls(**dict(zip(columns, values)), record_id=str(key)) for key, *values in conn.execute(stmt)]
 
     def supporters(self) -> list[Supporter]:
         return self._all(supporters, Supporter)
