@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 class OutboxSender:
-    #: Its messages are rows of the Context's own database: a send can join `db.unit_of_work()`.
+    #: Its messages are rows of the Context's own database: a send can join `db.unit_of_work()`,
+    #: and a case's messages go in one statement (`send_all`, workflows/notify.py).
     in_database = True
 
     def __init__(self, db):
