@@ -14,7 +14,6 @@ from typing import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from workflows.records import InboxRow, from_row
 
@@ -42,7 +41,16 @@ _FINISH = (inbox.update().where(inbox.c.id == _B("id_"))
            .values(status="done", case_id=_B("case_id_"), last_error="", lease_until=None, updated_at=_B("now_")))
 _CASE_ID = sa.select(case_refs.c.case_id).where(case_refs.c.source_key == _B("source_key_"))
 _NEW_CASE_NUMBER = case_numbers.insert()
-_NEW_CASE_REF = case_refs.insert()
+
+
+@functools.cache
+def _new_case_ref(dialect: str):
+    """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING source_key: nothing for a
+    submission another worker gave its Case ID first."""
+    construct = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    return (construct(case_refs).on_conflict_do_nothing(index_elements=[case_refs.c.source_key])
+            .returning(case_refs.c.source_key))
+
 
 _writers_lock = threading.Lock()
 
@@ -232,24 +240,20 @@ class InboxRepo:
         """The Case ID for a submission: assigned once, the same on every retry or replay. A new
         one is `<prefix>-<CASE_NUMBER_BASE + the next case_numbers key>`: unique by the
         database however many cases there are, and short enough to type in an SMS. `unseen`:
-        the caller has just found it has none (`known_case_id`), so it is not looked for again
-        (one given since, by another worker, still wins: the insert finds it)."""
-        try:
-            with self._write(may_conflict=True) as conn:
-                found = None if unseen else self._case_id(conn, source_key)
-                if found:
-                    return found
-                number = conn.execute(_NEW_CASE_NUMBER, {"source_key": source_key}).inserted_primary_key[0]
-                case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
-                conn.execute(_NEW_CASE_REF, {"source_key": source_key, "case_id": case_id})
+        the caller has just found it has none (`known_case_id`), so it is not looked for again.
+        Another worker that gave the submission its Case ID first wins: ours is not recorded
+        (its number is left unused), and theirs is returned. No error on that path, so no
+        savepoint inside a unit of work."""
+        with self._write() as conn:
+            found = None if unseen else self._case_id(conn, source_key)
+            if found:
+                return found
+            number = conn.execute(_NEW_CASE_NUMBER, {"source_key": source_key}).inserted_primary_key[0]
+            case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
+            if conn.execute(_new_case_ref(self.engine.dialect.name),
+                            {"source_key": source_key, "case_id": case_id}).first() is not None:
                 return case_id
-        except IntegrityError:
-            # Another worker gave this submission its Case ID first (PostgreSQL): use theirs.
-            with self._read() as conn:
-                found = self._case_id(conn, source_key)
-            if not found:
-                raise
-            return found
+            return self._case_id(conn, source_key)
 
     @staticmethod
     def _case_id(conn: sa.Connection, source_key: str) -> str | None:
