@@ -12,11 +12,11 @@ queue itself sets. `--database postgres` runs both against a fresh PostgreSQL da
 127.0.0.1 (BENCH_POSTGRES_URL or TEST_POSTGRES_URL names the server's admin database), created
 and dropped here; the queue is then huey on that PostgreSQL.
 
-Prints cases/s, no-op tasks/s and their ratio, and committed transactions per case: every
-commit the worker process makes through SQLAlchemy, counted by a listener on the `Engine`
-"commit" event that a `sitecustomize` module on the consumer's PYTHONPATH installs (periodic
-jobs running during the drain included; huey's own queue writes are not SQLAlchemy's and are
-not counted). Rates are measured from the first claimed row (first dequeued no-op) to the last
+Prints cases/s, no-op tasks/s and their ratio, and committed transactions and SQL statements
+per case: every commit and every statement the worker process makes through SQLAlchemy, counted
+by listeners on the `Engine` "commit" and "before_cursor_execute" events that a `sitecustomize`
+module on the consumer's PYTHONPATH installs (periodic jobs running during the drain included;
+huey's own queue writes are not SQLAlchemy's and are not counted; an executemany is one). Rates are measured from the first claimed row (first dequeued no-op) to the last
 one done. Bounded in time (--max-minutes); loopback only.
 """
 from __future__ import annotations
@@ -41,18 +41,23 @@ INSTITUTIONS = ("RRMC", "NCH", "SBMC", "LCH")
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL",
                               os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
 
-#: Installed in the consumer through PYTHONPATH: counts SQLAlchemy commits, written at exit.
+#: Installed in the consumer through PYTHONPATH: counts SQLAlchemy commits and statements,
+#: written at exit.
 SITECUSTOMIZE = '''
 import atexit, os, threading
 import sqlalchemy as _sa
-_count, _lock = [0], threading.Lock()
+_count, _lock = [0, 0], threading.Lock()
 def _commit(conn):
     with _lock:
         _count[0] += 1
+def _statement(*_):
+    with _lock:
+        _count[1] += 1
 _sa.event.listen(_sa.Engine, "commit", _commit)
+_sa.event.listen(_sa.Engine, "before_cursor_execute", _statement)
 def _write():
     with open(os.environ["PEERLINE_BENCH_COMMITS"], "w") as f:
-        f.write(str(_count[0]))
+        f.write(f"{_count[0]} {_count[1]}")
 atexit.register(_write)
 '''
 
@@ -224,7 +229,8 @@ def run(args, tmp: str, database_url: str) -> None:
     if t0 is None:
         raise SystemExit("the worker claimed nothing within the time cap")
     elapsed = (t1 or time.monotonic()) - t0
-    commits = int(Path(commits_file).read_text()) if os.path.exists(commits_file) else None
+    commits, statements = (map(int, Path(commits_file).read_text().split()) if os.path.exists(commits_file)
+                           else (None, None))
     cases_n = reader.one("SELECT count(*) FROM cases")
     distinct = reader.one("SELECT count(DISTINCT case_id) FROM cases")
     outbox_n = reader.one("SELECT count(*) FROM outbox")
@@ -241,6 +247,8 @@ def run(args, tmp: str, database_url: str) -> None:
     if commits is not None:
         print(f"committed transactions            {commits}  =  {commits / max(done, 1):.1f} per case "
               f"(worker process, SQLAlchemy commits, periodic jobs included)")
+        print(f"SQL statements                    {statements}  =  {statements / max(done, 1):.1f} per case "
+              f"(the same process, through SQLAlchemy)")
     print(f"load average before / after       {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores)")
     if done < args.cases or cases_n != args.cases or distinct != cases_n:

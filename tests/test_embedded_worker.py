@@ -4,6 +4,7 @@ disk; a failure midway leaves nothing half written; and Case IDs are unique by t
 short, and typed back in an SMS (issue 14)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from config import settings as settings_module
 from integrations import database
 from workflows import intake, offers, sms_commands
+from workflows.model import Roster
 
 ROUTINE = {"for_whom": "Self", "requester_name": "Zebulon", "requester_phone": "+15550100123",
            "preferred_contact": "Text message", "institution": "NCH", "role": "Nurse", "urgency": "Routine"}
@@ -97,6 +99,46 @@ def test_a_failure_midway_leaves_nothing_half_written_and_the_retry_does_it_once
     [case] = ctx.store.list_cases()
     assert len(ctx.db.outbox_list()) == 6 and {m.status for m in ctx.db.ledger_rows()} == {"sent"}
     assert [e.event for e in ctx.store.list_events(case.case_id)] == ["Case created", "Reviewers notified"]
+
+
+def test_a_reviewer_who_texted_stop_gets_no_sms_and_a_replay_sends_nothing_again(ctx, roster):
+    ctx.db.opt_out("sms", "+15550101127", source="STOP")     # Robin Asante, an NCH reviewer
+    inbox_id = submit(ctx, "web:stop")
+    case_id = intake.process_submission(ctx, inbox_id)
+
+    def new_case_messages():
+        return sorted(m.recipient for m in ctx.db.outbox_list() if ":new_case:" in m.message_key)
+
+    sent = new_case_messages()
+    assert "+15550101127" not in sent and "robin.asante@example.org" in sent and len(sent) == 5
+    [refused] = [m for m in ctx.db.ledger_rows(case_id) if m.status == "failed"]
+    assert refused.channel == "sms" and refused.error == "opted out (STOP)"
+    assert ctx.db.reopen_submission(inbox_id)               # `flask inbox replay`
+    assert intake.process_submission(ctx, inbox_id) == case_id
+    assert new_case_messages() == sent
+
+
+def test_a_roster_change_reaches_new_cases_within_a_second_and_at_once_from_this_process(ctx, roster):
+    from integrations.database import store as store_module
+    clock = [1000.0]
+    ctx.store.monotonic = lambda: clock[0]
+
+    def sms_numbers(case_id):
+        return {m.recipient for m in ctx.db.outbox_list() if m.case_id == case_id and m.channel == "sms"}
+
+    assert "+15550101127" in sms_numbers(intake.process_submission(ctx, submit(ctx, "web:first")))
+    # Another process (`flask roster import` elsewhere) gives Robin Asante, an NCH reviewer, a new number.
+    other = sa.create_engine(ctx.db.url)
+    with other.begin() as conn:
+        conn.execute(database.reviewers.update().where(database.reviewers.c.name == "Robin Asante")
+                     .values(phone="+15550101190"))
+    other.dispose()
+    clock[0] += store_module.ROSTER_CACHE_SECONDS
+    assert "+15550101190" in sms_numbers(intake.process_submission(ctx, submit(ctx, "web:a-second-later")))
+    # A change made by this process reaches the very next case.
+    [robin] = [r for r in roster.reviewers if r.name == "Robin Asante"]
+    ctx.store.import_roster(Roster(reviewers=[dataclasses.replace(robin, phone="+15550101191")]))
+    assert "+15550101191" in sms_numbers(intake.process_submission(ctx, submit(ctx, "web:at-once")))
 
 
 # ---- Case IDs ----

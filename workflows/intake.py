@@ -188,16 +188,15 @@ def notify_reviewers(ctx: Context, case: Case) -> int:
     values = {"ref": case.ref, "deadline": notify.show_time(ctx, case.review_due), "link": link,
               "institution": ctx.program.institution_name(case.institution, "not given"),
               "urgency": case.urgency, "role": case.role or "not given"}
-    sent = 0
+    messages = []
     for reviewer in notify.reviewers_for(ctx, case.institution):
         recipient = notify.Recipient(key=f"reviewer:{reviewer.record_id}",
                                      role="Program lead" if reviewer.program_lead else "Reviewer",
                                      phone=reviewer.phone, email=reviewer.email)
-        for template in ("new_case_reviewer_sms", "new_case_reviewer_email"):
-            if notify.send(ctx, case_id=case.case_id, kind="new_case", template=template,
-                           recipient=recipient, values=values, crisis=case.urgency == "Crisis") == "sent":
-                sent += 1
-    return sent
+        messages += [notify.Outgoing(case.case_id, "new_case", template, recipient, values,
+                                     crisis=case.urgency == "Crisis")
+                     for template in ("new_case_reviewer_sms", "new_case_reviewer_email")]
+    return notify.send_all(ctx, messages).count("sent")
 
 
 def escalate_crisis(ctx: Context, case: Case, events: CaseEvents | None = None) -> None:
@@ -291,7 +290,7 @@ def process_submission(ctx: Context, inbox_id: int, *, triage: bool = False) -> 
             # second worker on this row, once the first one's lease ran out, upserts onto the
             # same record: the key is the Source Response ID.)
             unseen = ctx.db.known_case_id(row.source_key) is None
-            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix)
+            case_id = ctx.db.case_id_for(row.source_key, ctx.program.program.case_prefix, unseen=unseen)
             with nullcontext() if one_transaction else ctx.db.lock(
                     f"case:{row.source_key}", ttl_seconds=lease, wait_seconds=min(lease, 30)):
                 case = None if unseen else ctx.store.find_case(source_response_id=row.source_key)

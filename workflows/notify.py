@@ -17,6 +17,7 @@ What happens to a message (its Status in the Messages table):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -125,35 +126,139 @@ def message_key(case_id: str, kind: str, recipient_key: str, channel: str) -> st
     return f"{case_id}:{kind}:{recipient_key}:{channel}"
 
 
+@dataclass
+class Outgoing:
+    """One message for `send_all`: the arguments of `send`."""
+    case_id: str
+    kind: str
+    template: str
+    recipient: Recipient
+    values: dict
+    crisis: bool = False
+
+
+@dataclass
+class _Prepared:
+    message: Outgoing
+    key: str
+    channel: str
+    address: str
+    record: MessageRecord
+    kept: dict
+
+
 def send(ctx: Context, *, case_id: str, kind: str, template: str, recipient: Recipient, values: dict,
          crisis: bool = False) -> str:
     """Send one message at most once. Returns the ledger status after the attempt: "sent",
     "held" (quiet hours), "retry" (the provider could not take it now), "failed", or a
     delivery status when it went earlier. `crisis`: ignore quiet hours, retry sooner."""
-    tmpl = ctx.templates[template]
-    address = recipient.phone if tmpl.channel == "sms" else recipient.email
-    key = message_key(case_id, kind, recipient.key, tmpl.channel)
-    record = MessageRecord(key=key, case_id=case_id, kind=kind, channel=tmpl.channel,
-                           recipient_role=recipient.role)
-    missing = tmpl.fields - set(values) - {"program", "crisis_resources"}
+    return send_all(ctx, [Outgoing(case_id, kind, template, recipient, values, crisis)])[0]
+
+
+def send_all(ctx: Context, messages: list[Outgoing]) -> list[str]:
+    """`send` for each message (every template checked before any intent); their statuses in
+    order. Inside a unit of work, the messages for a sender whose messages are rows of this
+    database (the embedded outbox) go out together, one statement per step (`_send_in_unit`)."""
+    prepared = [_prepare(ctx, m) for m in messages]
+    if ctx.db.in_unit_of_work():
+        return _send_in_unit(ctx, prepared)
+    statuses = []
+    for p in prepared:
+        if not p.address:
+            statuses.append(_no_address(ctx, p))
+            continue
+        new = ctx.db.ledger_intend(p.record, p.address, template=p.message.template, values=p.kept,
+                                   crisis=p.message.crisis, now=ctx.now())
+        statuses.append(deliver(ctx, p.key, new))
+    return statuses
+
+
+def _prepare(ctx: Context, m: Outgoing) -> _Prepared:
+    tmpl = ctx.templates[m.template]
+    address = m.recipient.phone if tmpl.channel == "sms" else m.recipient.email
+    key = message_key(m.case_id, m.kind, m.recipient.key, tmpl.channel)
+    record = MessageRecord(key=key, case_id=m.case_id, kind=m.kind, channel=tmpl.channel,
+                           recipient_role=m.recipient.role)
+    missing = tmpl.fields - set(m.values) - {"program", "crisis_resources"}
     if missing:
-        raise TemplateError(f"[{template}] needs values for {', '.join(sorted(missing))}")
-    kept = {k: v for k, v in values.items() if k in tmpl.fields}
-    if not address:
-        # Nobody to tell: the roster or the form lacks the address; the Messages row shows it.
-        ctx.db.ledger_intend(record, "", template=template, values=kept, crisis=crisis, now=ctx.now())
-        ctx.db.ledger_advance(key, "failed", ("pending",), error=f"no {tmpl.channel} address on file",
-                              alerted=True)
-        _mirror(ctx, key)
-        return ctx.db.ledger_get(key).status
-    ctx.db.ledger_intend(record, address, template=template, values=kept, crisis=crisis, now=ctx.now())
-    return deliver(ctx, key)
+        raise TemplateError(f"[{m.template}] needs values for {', '.join(sorted(missing))}")
+    kept = {k: v for k, v in m.values.items() if k in tmpl.fields}
+    return _Prepared(m, key, tmpl.channel, address, record, kept)
 
 
-def deliver(ctx: Context, key: str) -> str:
+def _no_address(ctx: Context, p: _Prepared) -> str:
+    # Nobody to tell: the roster or the form lacks the address; the Messages row shows it.
+    ctx.db.ledger_intend(p.record, "", template=p.message.template, values=p.kept, crisis=p.message.crisis,
+                         now=ctx.now())
+    ctx.db.ledger_advance(p.key, "failed", ("pending",), error=f"no {p.channel} address on file", alerted=True)
+    _mirror(ctx, p.key)
+    return ctx.db.ledger_get(p.key).status
+
+
+def _send_in_unit(ctx: Context, prepared: list[_Prepared]) -> list[str]:
+    """`send_all` inside a unit of work (one transaction: workflows/intake.py on the embedded
+    default). The intents are one statement. A message this call recorded, for a sender whose
+    messages are rows of this same database (`in_database`: the outbox), that is not opted
+    out, not held and renders, is sent without a claim: its outbox row and its "sent" are
+    written in this transaction, which no other worker sees before it commits, and which
+    commits both or neither; for all of them, one statement each. Every other message
+    (already in the ledger, an outside provider, or one to refuse or hold) goes through
+    `deliver` as alone."""
+    now = ctx.now()
+    statuses: dict[int, str] = {}
+    for i, p in enumerate(prepared):
+        if not p.address:
+            statuses[i] = _no_address(ctx, p)
+    wanted = [(i, p) for i, p in enumerate(prepared) if p.address]
+    new = ctx.db.ledger_intend_all([dict(record=p.record, recipient=p.address, template=p.message.template,
+                                         values=p.kept, crisis=p.message.crisis) for _, p in wanted], now=now)
+    region = phones.region(ctx.program)
+    addresses = {i: phones.e164(p.address, region) if p.channel == "sms" else p.address for i, p in wanted}
+    quick = [(i, p) for i, p in wanted
+             if p.key in new and getattr(ctx.senders[p.channel], "in_database", False)]
+    opted_out = ctx.db.opted_out_among("sms", [addresses[i] for i, p in quick if p.channel == "sms"])
+    outgoing: dict[int, tuple] = {}
+    for i, p in quick:
+        if p.channel == "sms" and (addresses[i] in opted_out
+                                   or sms_held_until(ctx, crisis=p.message.crisis, now=now) is not None):
+            continue
+        text = _render(ctx, new[p.key])
+        if isinstance(text, tuple):
+            outgoing[i] = text
+    by_sender: dict[int, list[int]] = {}
+    for i in outgoing:
+        by_sender.setdefault(id(ctx.senders[prepared[i].channel]), []).append(i)
+    sent = []
+    for indexes in by_sender.values():
+        sender = ctx.senders[prepared[indexes[0]].channel]
+        provider_ids = sender.send_all([dict(
+            message_key=prepared[i].key, channel=prepared[i].channel, to=addresses[i],
+            case_id=prepared[i].message.case_id, subject=outgoing[i][0], body=outgoing[i][1]) for i in indexes])
+        for i in indexes:
+            digest = hashlib.sha256(outgoing[i][1].encode("utf-8")).hexdigest()
+            sent.append((i, provider_ids[prepared[i].key], digest))
+    ctx.db.ledger_sent_now([(prepared[i].key, provider_id, digest) for i, provider_id, digest in sent], now)
+    for i, provider_id, digest in sent:
+        p = prepared[i]
+        row = dataclasses.replace(new[p.key], status="sent", attempts=1, body_digest=digest,
+                                  provider_id=provider_id, sent_at=now, error="", claimed_until=None,
+                                  next_attempt_at=None)
+        log.info("message sent case=%s kind=%s channel=%s role=%s", row.case_id, row.kind, row.channel,
+                 row.recipient_role)
+        _mirror(ctx, p.key, row)
+        statuses[i] = "sent"
+    for i, p in wanted:
+        if i not in statuses:
+            statuses[i] = deliver(ctx, p.key, new.get(p.key))
+    return [statuses[i] for i in range(len(prepared))]
+
+
+def deliver(ctx: Context, key: str, row: LedgerRow | None = None) -> str:
     """Hand one ledger row to its provider, at most once. Safe to call any number of times,
-    from any worker: intake, the periodic task (`run_due`), a replay."""
-    row = ctx.db.ledger_get(key)
+    from any worker: intake, the periodic task (`run_due`), a replay. `row`: the row as just
+    recorded, if the caller has it (every step below is conditional on the row's state in
+    the database, so a row that changed since cannot be sent twice)."""
+    row = row or ctx.db.ledger_get(key)
     if row is None:
         raise KeyError(f"no message {key}")
     if row.status not in UNSENT:
@@ -365,8 +470,9 @@ def run_due(ctx: Context) -> int:
     return len(keys)
 
 
-#: The keys to mirror when the innermost `mirror_batch` ends (None: mirror at once).
-_batch: ContextVar[list[str] | None] = ContextVar("peerline_mirror_batch", default=None)
+#: The rows to mirror when the innermost `mirror_batch` ends, by key (None: read it then; None
+#: for the whole: mirror at once).
+_batch: ContextVar[dict[str, LedgerRow | None] | None] = ContextVar("peerline_mirror_batch", default=None)
 
 
 @contextmanager
@@ -374,27 +480,31 @@ def mirror_batch(ctx: Context):
     """Messages sent inside are shown in the Messages table together when it ends, in one
     write (Airtable takes 10 records a request) rather than one each: intake tells several
     reviewers of a case at once. Each row is shown as it is by then."""
-    keys: list[str] = []
-    token = _batch.set(keys)
+    rows: dict[str, LedgerRow | None] = {}
+    token = _batch.set(rows)
     try:
         yield
     finally:
         _batch.reset(token)
-        _mirror_rows(ctx, list(dict.fromkeys(keys)))
+        _mirror_rows(ctx, list(rows), {key: row for key, row in rows.items() if row is not None})
 
 
-def _mirror(ctx: Context, key: str) -> None:
-    """Show the ledger row in the Messages table (at the end of the current `mirror_batch`)."""
+def _mirror(ctx: Context, key: str, row: LedgerRow | None = None) -> None:
+    """Show the ledger row in the Messages table (at the end of the current `mirror_batch`).
+    `row`: the row as it is now, when nothing else can change it before it is shown (a
+    message sent inside this unit of work); else it is read when shown."""
     batch = _batch.get()
     if batch is not None:
-        batch.append(key)
+        batch[key] = row
     else:
-        _mirror_rows(ctx, [key])
+        _mirror_rows(ctx, [key], {key: row} if row is not None else {})
 
 
-def _mirror_rows(ctx: Context, keys: list[str]) -> None:
-    """Show ledger rows in the Messages table; a store that is down is caught up later."""
-    rows = [row for row in map(ctx.db.ledger_get, keys) if row is not None]
+def _mirror_rows(ctx: Context, keys: list[str], known: dict[str, LedgerRow] | None = None) -> None:
+    """Show ledger rows in the Messages table; a store that is down is caught up later.
+    `known`: rows as they are now, by key, not read again."""
+    known = known or {}
+    rows = [row for row in (known.get(key) or ctx.db.ledger_get(key) for key in keys) if row is not None]
     if not rows:
         return
     try:

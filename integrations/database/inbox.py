@@ -6,13 +6,14 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from workflows.records import InboxRow, from_row
 
@@ -25,7 +26,7 @@ CASE_NUMBER_BASE = 10000
 
 
 _B = sa.bindparam
-#: Built once (every submission runs it; building costs more than running on SQLite).
+#: Built once (every submission runs them; building costs more than running on SQLite).
 _CLAIM = (inbox.update()
           .where(inbox.c.id == _B("id_"))
           .where(sa.or_(inbox.c.status == "new",
@@ -35,6 +36,21 @@ _CLAIM = (inbox.update()
           .values(status="processing", lease_until=_B("until_"), attempts=inbox.c.attempts + 1,
                   updated_at=_B("now_"))
           .returning(*inbox.c))
+
+_FINISH = (inbox.update().where(inbox.c.id == _B("id_"))
+           .values(status="done", case_id=_B("case_id_"), last_error="", lease_until=None, updated_at=_B("now_")))
+_CASE_ID = sa.select(case_refs.c.case_id).where(case_refs.c.source_key == _B("source_key_"))
+_NEW_CASE_NUMBER = case_numbers.insert()
+
+
+@functools.cache
+def _new_case_ref(dialect: str):
+    """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING source_key: nothing for a
+    submission another worker gave its Case ID first."""
+    construct = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    return (construct(case_refs).on_conflict_do_nothing(index_elements=[case_refs.c.source_key])
+            .returning(case_refs.c.source_key))
+
 
 _writers_lock = threading.Lock()
 
@@ -189,7 +205,8 @@ class InboxRepo:
         return None if row is None else from_row(InboxRow, {**row, "payload": json.loads(row["payload"])})
 
     def finish_submission(self, inbox_id: int, case_id: str) -> None:
-        self._set_inbox(inbox_id, status="done", case_id=case_id, last_error="", lease_until=None)
+        with self._write() as conn:
+            conn.execute(_FINISH, {"id_": inbox_id, "case_id_": case_id, "now_": self.clock.now()})
 
     def retry_submission(self, inbox_id: int, error: str, at: datetime) -> None:
         """Try again at `at`; the caller schedules the task for then (its queueing time)."""
@@ -268,29 +285,27 @@ class InboxRepo:
         """The submission's Case ID if one was ever assigned, else None: then no case was
         ever made from it (intake assigns the Case ID before making the case)."""
         with self._read() as conn:
-            return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
+            return self._case_id(conn, source_key)
 
-    def case_id_for(self, source_key: str, prefix: str) -> str:
+    def case_id_for(self, source_key: str, prefix: str, *, unseen: bool = False) -> str:
         """The Case ID for a submission: assigned once, the same on every retry or replay. A new
         one is `<prefix>-<CASE_NUMBER_BASE + the next case_numbers key>`: unique by the
-        database however many cases there are, and short enough to type in an SMS."""
-        try:
-            with self._write(may_conflict=True) as conn:
-                found = self._case_id(conn, source_key)
-                if found:
-                    return found
-                number = conn.execute(case_numbers.insert().values(source_key=source_key)).inserted_primary_key[0]
-                case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
-                conn.execute(case_refs.insert().values(source_key=source_key, case_id=case_id))
+        database however many cases there are, and short enough to type in an SMS. `unseen`:
+        the caller has just found it has none (`known_case_id`), so it is not looked for again.
+        Another worker that gave the submission its Case ID first wins: ours is not recorded
+        (its number is left unused), and theirs is returned. No error on that path, so no
+        savepoint inside a unit of work."""
+        with self._write() as conn:
+            found = None if unseen else self._case_id(conn, source_key)
+            if found:
+                return found
+            number = conn.execute(_NEW_CASE_NUMBER, {"source_key": source_key}).inserted_primary_key[0]
+            case_id = f"{prefix}-{CASE_NUMBER_BASE + int(number)}"
+            if conn.execute(_new_case_ref(self.engine.dialect.name),
+                            {"source_key": source_key, "case_id": case_id}).first() is not None:
                 return case_id
-        except IntegrityError:
-            # Another worker gave this submission its Case ID first (PostgreSQL): use theirs.
-            with self._read() as conn:
-                found = self._case_id(conn, source_key)
-            if not found:
-                raise
-            return found
+            return self._case_id(conn, source_key)
 
     @staticmethod
     def _case_id(conn: sa.Connection, source_key: str) -> str | None:
-        return conn.execute(sa.select(case_refs.c.case_id).where(case_refs.c.source_key == source_key)).scalar()
+        return conn.execute(_CASE_ID, {"source_key_": source_key}).scalar()

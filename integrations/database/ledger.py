@@ -29,6 +29,8 @@ _B = sa.bindparam
 _GET = sa.select(messages).where(messages.c.key == _B("key_"))
 _OPTED_OUT = (sa.select(opt_outs.c.address).where(opt_outs.c.channel == _B("channel_"))
               .where(opt_outs.c.address == _B("address_")))
+_OPTED_OUT_AMONG = (sa.select(opt_outs.c.address).where(opt_outs.c.channel == _B("channel_"))
+                    .where(opt_outs.c.address.in_(_B("addresses_", expanding=True))))
 _CLAIM = (messages.update().where(messages.c.key == _B("key_"))
           .where(sa.or_(
               sa.and_(messages.c.status.in_(("pending", "held", "retry")),
@@ -38,6 +40,14 @@ _CLAIM = (messages.update().where(messages.c.key == _B("key_"))
           .values(status="sending", claimed_until=_B("until_"), attempts=messages.c.attempts + 1,
                   body_digest=sa.func.coalesce(_B("digest_", type_=sa.String), messages.c.body_digest))
           .returning(*messages.c))
+
+
+#: A message this same transaction recorded, sent at once to a sender that is a table of this
+#: database (the outbox): see `ledger_sent_now`.
+_SENT_NOW = (messages.update().where(messages.c.key == _B("key_"))
+             .where(messages.c.status == "pending").where(messages.c.attempts == 0)
+             .values(status="sent", attempts=1, body_digest=_B("digest_"), provider_id=_B("provider_id_"),
+                     sent_at=_B("now_"), error="", claimed_until=None, next_attempt_at=None))
 
 
 @functools.cache
@@ -62,16 +72,32 @@ class LedgerRepo:
         return from_row(LedgerRow, row) if row else None
 
     def ledger_intend(self, record: MessageRecord, recipient: str, *, template: str = "",
-                      values: dict | None = None, crisis: bool = False, now: datetime | None = None) -> None:
-        """Record the intent to send before any provider call (no-op when already there)."""
-        row = dict(
-            key=record.key, case_id=record.case_id, kind=record.kind, channel=record.channel,
-            recipient_role=record.recipient_role, recipient=recipient, status="pending",
-            provider_id="", error="", created_at=now or self.clock.now(), template=template,
-            values_json=json.dumps(values or {}, ensure_ascii=False, default=str), crisis=crisis,
-            attempts=0, body_digest="", alerted=False, mirror_due=False)
+                      values: dict | None = None, crisis: bool = False, now: datetime | None = None
+                      ) -> LedgerRow | None:
+        """Record the intent to send before any provider call (no-op when already there).
+        Returns the row when this call recorded it (so the sender need not read it again),
+        None when it was already there."""
+        return self.ledger_intend_all([dict(record=record, recipient=recipient, template=template, values=values,
+                                            crisis=crisis)], now=now).get(record.key)
+
+    def ledger_intend_all(self, intents: list[dict], now: datetime | None = None) -> dict[str, LedgerRow]:
+        """`ledger_intend` for several messages in one statement: each of `intents` holds its
+        arguments (record, recipient, template, values, crisis). Returns the rows this call
+        recorded, by key (a key already there is left as it is, and not returned)."""
+        now = now or self.clock.now()
+        rows = [dict(
+            key=i["record"].key, case_id=i["record"].case_id, kind=i["record"].kind, channel=i["record"].channel,
+            recipient_role=i["record"].recipient_role, recipient=i["recipient"], status="pending",
+            provider_id="", error="", created_at=now, template=i.get("template", ""),
+            values_json=json.dumps(i.get("values") or {}, ensure_ascii=False, default=str),
+            crisis=bool(i.get("crisis")), attempts=0, body_digest="", alerted=False, mirror_due=False)
+            for i in intents]
+        if not rows:
+            return {}
         with self._write() as conn:
-            conn.execute(_insert_new(self.engine.dialect.name, messages, "key"), row)
+            new = conn.execute(_insert_new(self.engine.dialect.name, messages, "key", tuple(messages.c)),
+                               rows).mappings().all()
+        return {row["key"]: from_row(LedgerRow, row) for row in new}
 
     def ledger_claim(self, key: str, claim_seconds: int = 120, now: datetime | None = None,
                      body_digest: str | None = None) -> LedgerRow | None:
@@ -87,6 +113,25 @@ class LedgerRepo:
         with self._write(durable=True) as conn:
             row = conn.execute(_CLAIM, params).mappings().first()
         return from_row(LedgerRow, row) if row else None
+
+    def ledger_sent_now(self, sent: list[tuple[str, str, str]], now: datetime) -> None:
+        """Rows recorded by this same transaction, given to a sender whose messages are rows
+        of this database in it too (the outbox), marked sent in one statement: [(key,
+        provider id, text digest)]. The row ends as `ledger_claim` then `ledger_advance` to
+        "sent" would leave it (one attempt, the digest, no claim left). No claim is needed:
+        until the commit no other transaction sees the row, and the commit records the send
+        and its row together or neither. Only inside a unit of work; raises (undoing the
+        unit) if a row is not a fresh intent."""
+        if self._unit() is None:
+            raise RuntimeError("ledger_sent_now outside a unit of work")
+        if not sent:
+            return
+        params = [{"key_": key, "provider_id_": provider_id, "digest_": digest, "now_": now}
+                  for key, provider_id, digest in sent]
+        with self._write() as conn:
+            moved = conn.execute(_SENT_NOW, params).rowcount
+        if moved != len(sent):
+            raise RuntimeError(f"{len(sent) - moved} of {len(sent)} messages were not fresh intents")
 
     def ledger_hold(self, key: str, until: datetime) -> bool:
         """Keep an unsent message until `until` (quiet hours)."""
@@ -155,6 +200,14 @@ class LedgerRepo:
         with self._read() as conn:
             return conn.execute(_OPTED_OUT, {"channel_": channel, "address_": address}).first() is not None
 
+    def opted_out_among(self, channel: str, addresses) -> set[str]:
+        """Which of `addresses` asked to stop on `channel` (one statement)."""
+        addresses = sorted(set(addresses))
+        if not addresses:
+            return set()
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(_OPTED_OUT_AMONG, {"channel_": channel, "addresses_": addresses})}
+
     # ---- provider webhook dedupe ----
     def remember_webhook_event(self, source: str, event_id: str, now: datetime | None = None) -> bool:
         """True the first time (source, event_id) is seen, False for a repeat delivery."""
@@ -191,12 +244,20 @@ class LedgerRepo:
     def outbox_add(self, *, message_key: str, channel: str, recipient: str, case_id: str,
                    subject: str, body: str) -> int:
         """Idempotent on the ledger key: a second attempt returns the first row's id."""
-        stmt = _insert_new(self.engine.dialect.name, outbox, "message_key", (outbox.c.id,))
-        row = dict(message_key=message_key, at=self.clock.now(), channel=channel, recipient=recipient,
-                   case_id=case_id, subject=subject, body=body)
+        return self.outbox_add_all([dict(message_key=message_key, channel=channel, recipient=recipient,
+                                         case_id=case_id, subject=subject, body=body)])[message_key]
+
+    def outbox_add_all(self, items: list[dict]) -> dict[str, int]:
+        """`outbox_add` for several messages in one statement (each of `items` holds its
+        arguments): their ids by message key."""
+        stmt = _insert_new(self.engine.dialect.name, outbox, "message_key", (outbox.c.id, outbox.c.message_key))
+        at = self.clock.now()
         with self._write() as conn:
-            new_id = conn.execute(stmt, row).scalar()
-        return int(new_id) if new_id is not None else self.outbox_id(message_key)
+            ids = {key: int(new_id) for new_id, key in conn.execute(stmt, [{**item, "at": at} for item in items])}
+        for item in items:
+            if item["message_key"] not in ids:
+                ids[item["message_key"]] = self.outbox_id(item["message_key"])
+        return ids
 
     def outbox_id(self, message_key: str) -> int | None:
         with self._read() as conn:

@@ -17,6 +17,21 @@ from workflows.records import Offer, from_row
 from .schema import case_milestones, locks, offers
 
 
+def _open_case_counts():
+    latest = (sa.select(offers.c.case_id, sa.func.max(offers.c.round).label("round"))
+              .group_by(offers.c.case_id).subquery())
+    ended = sa.select(case_milestones.c.case_id).where(case_milestones.c.name.in_(("closed", "withdrawn")))
+    return (sa.select(offers.c.supporter_id, sa.func.count())
+            .join(latest, sa.and_(latest.c.case_id == offers.c.case_id, latest.c.round == offers.c.round))
+            .where(offers.c.status.in_(("open", "accepted")))
+            .where(offers.c.case_id.not_in(ended))
+            .group_by(offers.c.supporter_id))
+
+
+#: Built once: intake runs it for every case (building costs more than running it on SQLite).
+_OPEN_CASE_COUNTS = _open_case_counts()
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
@@ -109,16 +124,8 @@ class OffersRepo:
         Contacted, Referred), until the case is closed or withdrawn (the milestones that
         workflows/offers.py writes, and workflows/followup.py when a coordinator sets the
         Status in Airtable). Our own database: no case store is listed for it."""
-        latest = (sa.select(offers.c.case_id, sa.func.max(offers.c.round).label("round"))
-                  .group_by(offers.c.case_id).subquery())
-        ended = sa.select(case_milestones.c.case_id).where(case_milestones.c.name.in_(("closed", "withdrawn")))
-        stmt = (sa.select(offers.c.supporter_id, sa.func.count())
-                .join(latest, sa.and_(latest.c.case_id == offers.c.case_id, latest.c.round == offers.c.round))
-                .where(offers.c.status.in_(("open", "accepted")))
-                .where(offers.c.case_id.not_in(ended))
-                .group_by(offers.c.supporter_id))
         with self._read() as conn:
-            return {supporter: int(n) for supporter, n in conn.execute(stmt)}
+            return {supporter: int(n) for supporter, n in conn.execute(_OPEN_CASE_COUNTS)}
 
     # ---- case milestones ----
     def milestone_done(self, case_id: str, name: str) -> bool:

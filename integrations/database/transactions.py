@@ -94,6 +94,10 @@ class Transactions:
     def _unit(self) -> sa.Connection | None:
         return getattr(self._units, "conn", None)
 
+    def in_unit_of_work(self) -> bool:
+        """Whether this thread's database calls are joining one transaction now."""
+        return self._unit() is not None
+
     @contextmanager
     def _writer(self):
         """On SQLite, writers take turns here (`_WriteTurn`) before asking SQLite. Bounded like

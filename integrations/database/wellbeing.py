@@ -11,6 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from .schema import checkins, offers, survey_answers, survey_invitations
 
 
+#: Built once: intake runs it for every case (building costs more than running it on SQLite).
+_ACCEPTED_SINCE = (sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status == "accepted")
+                   .where(offers.c.answered_at >= sa.bindparam("since_", type_=offers.c.answered_at.type))
+                   .group_by(offers.c.supporter_id))
+
+
 class WellbeingRepo:
     """Mixed into `Database`: needs its transactions (`_write`, `_read`)."""
 
@@ -52,8 +58,7 @@ class WellbeingRepo:
     def accepted_counts_since(self, since: datetime) -> Counter:
         """Supporter id -> offers they accepted at or after `since`."""
         with self._read() as conn:
-            rows = conn.execute(sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status == "accepted")
-                                .where(offers.c.answered_at >= since).group_by(offers.c.supporter_id))
+            rows = conn.execute(_ACCEPTED_SINCE, {"since_": since})
             return Counter({supporter_id: n for supporter_id, n in rows})
 
     # ---- surveys ----
