@@ -127,6 +127,18 @@ def test_a_full_supporter_is_suggested_again_once_a_coordinator_closes_their_cas
     assert suggested_names(freed)[0] == "Drew Kim"
     assert "; 0 open cases;" in freed.suggested_supporters.splitlines()[0]
 
+    # She reopens one of them (back to Contacted): it is his again, and closing it again counts.
+    reopened = next(r for r in base.table(BASE, "Cases")["records"].values() if r["fields"]["Case ID"] == "PS-900")
+    reopened["fields"]["Status"] = "Contacted"
+    followup.poll(ctx)
+    assert ctx.db.open_case_counts()[drew.record_id] == 1
+    assert ctx.store.find_case(case_id="PS-900").closed_at is None
+    assert "Reopened (Status set to Contacted)" in {e["fields"]["Event"] for e in base.records(BASE, "Events")}
+    reopened["fields"]["Status"] = "Closed"
+    followup.poll(ctx)
+    assert drew.record_id not in ctx.db.open_case_counts()
+    assert ctx.store.find_case(case_id="PS-900").closed_at is not None
+
 
 def test_delivery_reports_reach_the_messages_table_together_within_a_minute(base, client, ctx, run_worker):
     requests_for_one_case(base, client, run_worker)

@@ -27,7 +27,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from workflows import deadlines, notify, offers, surveys, watch, wellbeing
 from workflows.errors import describe_error
-from workflows.model import Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
+from workflows.model import OPEN_STATUSES, Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -38,6 +38,8 @@ log = logging.getLogger("peerline.followup")
 #: Statuses in which a case can be referred: a supporter has it (and, for a request made for a
 #: colleague, a reviewer approved it only once the colleague agreed to be contacted).
 REFERRABLE = ("Assigned", "Contacted", "Referred")
+#: The milestones of a case that has ended: it no longer counts for its supporter.
+ENDED = ("closed", "withdrawn")
 #: Why a request is withdrawn (`flask cases withdraw --reason`, the console): word -> the phrase
 #: in the Event "Withdrawn: <phrase>". Never free text.
 WITHDRAW_REASONS = {
@@ -231,7 +233,8 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
     `poll_approvals_now`, queued by an Airtable ping: `nudged`): what a coordinator did in the
     case store itself (Airtable) is carried out, each once: Status Approved (the case is
     offered, workflows/offers.py), Status Closed (Closed At set, an open offer withdrawn),
-    Status Withdrawn (an open offer withdrawn), Tier 3 Referral set (Referred, and the
+    Status Withdrawn (an open offer withdrawn), a Closed or Withdrawn case set open again
+    (Reopened: `_reopened`), Tier 3 Referral set (Referred, and the
     requester's link sent). One read of the cases changed since the last one; the periodic
     run reads only when workflows/watch.py says it is due. Returns how many steps it took."""
     if not nudged and not watch.poll_due(ctx):
@@ -262,9 +265,29 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
 
 
 def _carry_out(ctx: Context, case: Case) -> int:
+    steps = _reopened(ctx, case)
     if case.status == "Approved":
-        return 1 if offers.start_approved(ctx, case.case_id) else 0
-    return _notice(ctx, case)
+        return steps + (1 if offers.start_approved(ctx, case.case_id) else 0)
+    return steps + _notice(ctx, case)
+
+
+def _reopened(ctx: Context, case: Case) -> int:
+    """A coordinator set a Closed or Withdrawn case back to an open status: it counts for its
+    supporter again (matching's fair load counts open cases from our own records), and closing
+    it again is carried out again. The case is read again under its lock: a poll's read may
+    predate a close made since."""
+    if case.status not in OPEN_STATUSES or not any(ctx.db.milestone_done(case.case_id, name) for name in ENDED):
+        return 0
+    with offers.case_lock(ctx, case.case_id):
+        now = ctx.store.find_case(case_id=case.case_id)
+        if now is None or now.status not in OPEN_STATUSES or not ctx.db.milestone_undo(case.case_id, ENDED):
+            return 0
+        if now.closed_at is not None:
+            ctx.store.update_case(case.case_id, closed_at=None)
+        ctx.store.add_events([Event(case.case_id, f"Reopened (Status set to {now.status})", at=ctx.now(),
+                                    actor="coordinator")])
+    log.info("case reopened case=%s status=%s", case.case_id, now.status)
+    return 1
 
 
 def _notice(ctx: Context, case: Case) -> int:

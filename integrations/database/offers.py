@@ -133,6 +133,16 @@ class OffersRepo:
             return conn.execute(sa.select(case_milestones.c.at).where(case_milestones.c.case_id == case_id)
                                 .where(case_milestones.c.name == name)).first() is not None
 
+    def milestone_undo(self, case_id: str, names: tuple[str, ...]) -> bool:
+        """Forget once-only steps that no longer hold (a coordinator reopened a closed case).
+        Returns whether any of them was done."""
+        where = sa.and_(case_milestones.c.case_id == case_id, case_milestones.c.name.in_(names))
+        with self._read() as conn:
+            if conn.execute(sa.select(case_milestones.c.name).where(where)).first() is None:
+                return False
+        with self._write() as conn:
+            return conn.execute(case_milestones.delete().where(where)).rowcount > 0
+
     def milestone_mark(self, case_id: str, name: str, at: datetime) -> bool:
         """Record that a once-only step is done. Returns whether it is new."""
         try:
