@@ -81,6 +81,19 @@ def transaction(engine: sa.Engine, *, durable: bool):
                 raw.execute(restore)
 
 
+def _waits_for_disk(raw, cursor) -> bool:
+    """Does this PostgreSQL connection's commit wait for the disk already (synchronous_commit
+    is not off for its session)? Read once per connection and kept with it: our code changes
+    it only with SET LOCAL, for one transaction; a database or role default set later applies
+    to new connections, which read it again. Saves a round trip a submission."""
+    known = raw.info.get("peerline_commit_waits")
+    if known is None:
+        cursor.execute("SELECT current_setting('synchronous_commit')")
+        known = raw.info["peerline_commit_waits"] = cursor.fetchone()[0] != "off"
+        raw.commit()
+    return known
+
+
 class _NewRowsInsert:
     """INSERT ... ON CONFLICT (source_key) DO NOTHING RETURNING id, run on the driver's own
     connection: None for a key already there. Every webhook and form post runs it, and going
@@ -115,7 +128,7 @@ class _NewRowsInsert:
                     cursor.execute("PRAGMA synchronous=2")
                     restore = f"PRAGMA synchronous={int(before)}"
                 cursor.execute("BEGIN IMMEDIATE")     # the driver's autobegin is off (engine.py)
-            else:
+            elif not _waits_for_disk(raw, cursor):
                 cursor.execute("SET LOCAL synchronous_commit = on")
             found = []
             for row in rows:
