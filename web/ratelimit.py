@@ -68,22 +68,20 @@ _EXPIRES = sa.select(rate_limits.c.expires_at).where(rate_limits.c.key == _B("ke
                                                      rate_limits.c.expires_at > _B("now", type_=sa.Float))
 
 
-class _Statements:
-    def __init__(self, dialect: str):
-        amount, until = _B("amount", type_=sa.Integer), _B("until", type_=sa.Float)
-        expired = rate_limits.c.expires_at <= _B("now", type_=sa.Float)
-        self.incr = _UPSERT[dialect](rate_limits).values(
-            key=_B("key"), count=amount, expires_at=until,
-        ).on_conflict_do_update(
-            index_elements=[rate_limits.c.key],
-            set_={"count": sa.case((expired, amount), else_=rate_limits.c.count + amount),
-                  "expires_at": sa.case((expired, until), else_=rate_limits.c.expires_at)},
-        ).returning(rate_limits.c.count)
-
-
 @functools.cache
-def _statements(dialect: str) -> _Statements:
-    return _Statements(dialect)
+def _incr_statement(dialect: str):
+    """INSERT ... ON CONFLICT DO UPDATE ... RETURNING count: a window's count, restarted once
+    the window has ended."""
+    amount, until = _B("amount", type_=sa.Integer), _B("until", type_=sa.Float)
+    expired = rate_limits.c.expires_at <= _B("now", type_=sa.Float)
+    return _UPSERT[dialect](rate_limits).values(
+        key=_B("key"), count=amount, expires_at=until,
+    ).on_conflict_do_update(
+        index_elements=[rate_limits.c.key],
+        set_={"count": sa.case((expired, amount), else_=rate_limits.c.count + amount),
+              "expires_at": sa.case((expired, until), else_=rate_limits.c.expires_at)},
+    ).returning(rate_limits.c.count)
+
 
 _created: set[str] = set()
 _created_lock = threading.Lock()
@@ -127,7 +125,7 @@ class SqlStorage(Storage):
         # A count lost in a power cut harms nothing: the commit does not wait for the disk
         # (a post of the form waits for one fsync, its own submission's, not one per window).
         with database.transaction(self.engine, durable=False) as conn:
-            count = conn.execute(_statements(self.engine.dialect.name).incr, params).scalar_one()
+            count = conn.execute(_incr_statement(self.engine.dialect.name), params).scalar_one()
             if count == amount:   # a window began: clear the ones that ended (keeps the table small)
                 conn.execute(_CLEAR_ENDED, params)
         return int(count)
