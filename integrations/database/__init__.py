@@ -24,7 +24,7 @@ from workflows.clock import Clock
 from .cursors import CursorsRepo
 from .engine import WEB_WAIT_SECONDS, dispose_engines, engine_for
 from .engine import ping as ping_url
-from .inbox import InboxRepo, transaction
+from .inbox import InboxRepo
 from .ledger import LedgerRepo
 from .offers import OffersRepo
 from .purge import PurgeRepo
@@ -35,7 +35,7 @@ from .schema import (UTCDateTime, case_milestones, case_numbers, case_refs, case
                      webhook_events)
 from .staff import StaffStore
 from .store import SqlCaseStore
-from .transactions import Transactions
+from .transactions import Transactions, transaction
 from .wellbeing import WellbeingRepo
 
 

@@ -5,7 +5,6 @@ the sweep re-queues what the queue lost (docs/architecture.md section 1).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import threading
@@ -53,32 +52,6 @@ def _new_case_ref(dialect: str):
 
 
 _writers_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def transaction(engine: sa.Engine, *, durable: bool):
-    """A transaction whose commit waits for the disk (durable) or not, whatever the engine's
-    default. Durable: a 2xx promises the submission is on disk. Not: a figure whose loss in a
-    power cut harms nothing (a rate-limit count). SQLite: synchronous FULL or NORMAL (set before
-    BEGIN: SQLite does not apply it inside a transaction), restored afterwards; PostgreSQL:
-    synchronous_commit on or off for this transaction."""
-    with engine.connect() as conn:
-        restore = None
-        if conn.dialect.name == "sqlite":
-            raw = conn.connection.driver_connection
-            before = raw.execute("PRAGMA synchronous").fetchone()[0]
-            wanted = 2 if durable else 1           # FULL; NORMAL (with WAL: no fsync at commit)
-            if before != wanted:
-                raw.execute(f"PRAGMA synchronous={wanted}")
-                restore = f"PRAGMA synchronous={int(before)}"
-        try:
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
-                yield conn
-        finally:
-            if restore:
-                raw.execute(restore)
 
 
 def _waits_for_disk(raw, cursor) -> bool:

@@ -85,6 +85,32 @@ def write_turn(url: str) -> _WriteTurn:
         return turn
 
 
+@contextmanager
+def transaction(engine: sa.Engine, *, durable: bool):
+    """A transaction on `engine` whose commit waits for the disk (durable) or not, whatever the
+    engine's default: a figure whose loss in a power cut harms nothing (a rate-limit count,
+    web/ratelimit.py) need not. SQLite: synchronous FULL or NORMAL (set before BEGIN: SQLite does
+    not apply it inside a transaction), restored afterwards; PostgreSQL: synchronous_commit on
+    or off for this transaction."""
+    with engine.connect() as conn:
+        restore = None
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            before = raw.execute("PRAGMA synchronous").fetchone()[0]
+            wanted = 2 if durable else 1           # FULL; NORMAL (with WAL: no fsync at commit)
+            if before != wanted:
+                raw.execute(f"PRAGMA synchronous={wanted}")
+                restore = f"PRAGMA synchronous={int(before)}"
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL synchronous_commit = {'on' if durable else 'off'}")
+                yield conn
+        finally:
+            if restore:
+                raw.execute(restore)
+
+
 class Transactions:
     """Mixed into `Database`: needs `self.url`, `self.engine`, `self.durable_engine` and
     `self.wait_seconds`."""
