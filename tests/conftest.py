@@ -144,6 +144,19 @@ def pg_url(pg_server):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request, tmp_path):
+    """Our own database on each engine: SQLite in tmp_path, then a fresh PostgreSQL database.
+    Waits up to 30 s, like the worker: tests that race many writers must not time out."""
+    from integrations import database
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'peerline.db'}"
+    else:
+        url = settings_module.database_url({"DATABASE_URL": request.getfixturevalue("pg_url")})
+    yield database.Database(url, wait_seconds=30)
+    database.dispose_engines()
+
+
 REDIS_HOST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import pytest
 import sqlalchemy as sa
 
-from config import settings as settings_module
 from integrations import database
 from workflows import intake, offers, sms_commands
 from workflows.model import Roster
@@ -142,16 +141,6 @@ def test_a_roster_change_reaches_new_cases_within_a_second_and_at_once_from_this
 
 
 # ---- Case IDs ----
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'peerline.db'}"
-    else:
-        url = settings_module.database_url({"DATABASE_URL": request.getfixturevalue("pg_url")})
-    yield database.Database(url, wait_seconds=30)
-    database.dispose_engines()
-
 
 def test_case_ids_are_unique_when_many_workers_make_cases_at_once(db):
     keys = [f"web:{n}" for n in range(120)]

@@ -110,16 +110,6 @@ def test_after_commit_steps_run_once_each_and_a_failing_one_does_not_fail_the_an
 
 # ---------------------------------------------------------------------------- the inbox
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'peerline.db'}"
-    else:
-        url = settings_module.database_url({"DATABASE_URL": request.getfixturevalue("pg_url")})
-    yield database.Database(url)
-    database.dispose_engines()
-
-
 def test_a_burst_of_deliveries_is_each_answered_with_its_own_stored_row(db):
     """16 senders at once, four of them repeating another's key: 12 rows, each sender told
     its row, and a repeat told it is not new."""
