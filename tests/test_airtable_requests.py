@@ -14,7 +14,7 @@ from tests.fake_airtable import FakeAirtable
 from tests.test_airtable import BASE, TOKEN, URL, make_store
 from tests.test_intake import submit
 from tests.test_matching import suggested_names
-from workflows import followup, notify
+from workflows import answers, followup, notify
 from workflows.model import Case
 
 EARLIER = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
@@ -138,6 +138,44 @@ def test_a_full_supporter_is_suggested_again_once_a_coordinator_closes_their_cas
     followup.poll(ctx)
     assert drew.record_id not in ctx.db.open_case_counts()
     assert ctx.store.find_case(case_id="PS-900").closed_at is not None
+
+
+def test_a_case_given_to_another_supporter_by_hand_counts_for_them_not_for_the_first(base, client, ctx,
+                                                                                        run_worker):
+    """A coordinator changes Assigned Supporter in Airtable on a case a supporter holds,
+    without Status Approved: nobody is texted, but the case now counts for the one named."""
+    supporters = {s.name: s for s in ctx.store.supporters()}
+    drew, other = supporters["Drew Kim"], next(s for n, s in supporters.items() if n != "Drew Kim")
+    ctx.store.create_case(Case(case_id="PS-910", source="web", source_response_id="web:handed",
+                               submitted_at=EARLIER, status="Assigned", assigned_supporter=drew.record_id))
+    offer = ctx.db.offer_create(case_id="PS-910", supporter_id=drew.record_id, offered_at=EARLIER,
+                                expires_at=EARLIER + timedelta(hours=4))
+    ctx.db.offer_close(offer.id, "accepted", EARLIER)
+    assert ctx.db.open_case_counts() == {drew.record_id: 1}
+    record = next(r for r in base.table(BASE, "Cases")["records"].values() if r["fields"]["Case ID"] == "PS-910")
+    texts_before = len(ctx.db.outbox_list())
+
+    record["fields"]["Assigned Supporter"] = [other.record_id]
+    followup.poll(ctx)
+    assert ctx.db.open_case_counts() == {other.record_id: 1}
+    events = [e["fields"]["Event"] for e in base.records(BASE, "Events")]
+    assert events.count(f"Assigned Supporter set by hand to {other.name}: the case counts for them now "
+                        "(nobody was asked by SMS)") == 1
+    assert len(ctx.db.outbox_list()) == texts_before            # nobody texted
+    followup.poll(ctx, nudged=True)                              # seen again: recorded once
+    assert [o.status for o in ctx.db.offers_for_case("PS-910")] == ["accepted", "by hand"]
+    # They were never asked: a YES from them finds no offer; their DONE records the contact.
+    assert answers.accept(ctx, other.phone, "910") == notify.text(ctx, "sms_reply_no_open_offer", ref="910")
+    assert answers.contact_made(ctx, other.phone, "910") == notify.text(ctx, "sms_reply_contact_recorded", ref="910")
+    assert ctx.store.find_case(case_id="PS-910").status == "Contacted"
+
+    # Given back to Drew by hand: his again; closed: nobody's.
+    record["fields"]["Assigned Supporter"] = [drew.record_id]
+    followup.poll(ctx, nudged=True)
+    assert ctx.db.open_case_counts() == {drew.record_id: 1}
+    record["fields"]["Status"] = "Closed"
+    followup.poll(ctx, nudged=True)
+    assert ctx.db.open_case_counts() == {}
 
 
 def test_delivery_reports_reach_the_messages_table_together_within_a_minute(base, client, ctx, run_worker):

@@ -21,7 +21,7 @@ from workflows.errors import describe_error
 from workflows.model import Case, Event, Reviewer, Supporter
 from workflows.offers import (LINK_STATUSES, case_by_ref, case_lock, event_once, expire_offer, offer_next,
                               send_message, still_offered, supporter_recipient, withdraw_offer)
-from workflows.records import Offer
+from workflows.records import BY_HAND, Offer
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -68,10 +68,12 @@ def _sender_and_case(ctx: Context, phone: str, ref: str):
 
 
 def _case_and_offers_to(ctx: Context, case_id: str, person: Supporter):
-    """The case as it is now, and the offers of it made to this supporter (oldest first).
-    Called under the case's lock, so the answer cannot change underneath."""
+    """The case as it is now, and the offers of it made to this supporter (oldest first; a case
+    given to them by hand was never offered). Called under the case's lock, so the answer
+    cannot change underneath."""
     case = ctx.store.find_case(case_id=case_id)
-    return case, [o for o in ctx.db.offers_for_case(case_id) if o.supporter_id == person.record_id]
+    return case, [o for o in ctx.db.offers_for_case(case_id)
+                  if o.supporter_id == person.record_id and o.status != BY_HAND]
 
 
 def accept(ctx: Context, phone: str, ref: str) -> str:

@@ -234,7 +234,8 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
     case store itself (Airtable) is carried out, each once: Status Approved (the case is
     offered, workflows/offers.py), Status Closed (Closed At set, an open offer withdrawn),
     Status Withdrawn (an open offer withdrawn), a Closed or Withdrawn case set open again
-    (Reopened: `_reopened`), Tier 3 Referral set (Referred, and the
+    (Reopened: `_reopened`), Assigned Supporter changed by hand on a case a supporter holds
+    (it counts for them: `_given_by_hand`), Tier 3 Referral set (Referred, and the
     requester's link sent). One read of the cases changed since the last one; the periodic
     run reads only when workflows/watch.py says it is due. Returns how many steps it took."""
     if not nudged and not watch.poll_due(ctx):
@@ -265,7 +266,7 @@ def poll(ctx: Context, *, nudged: bool = False) -> int:
 
 
 def _carry_out(ctx: Context, case: Case) -> int:
-    steps = _reopened(ctx, case)
+    steps = _reopened(ctx, case) + _given_by_hand(ctx, case)
     if case.status == "Approved":
         return steps + (1 if offers.start_approved(ctx, case.case_id) else 0)
     return steps + _notice(ctx, case)
@@ -287,6 +288,28 @@ def _reopened(ctx: Context, case: Case) -> int:
         ctx.store.add_events([Event(case.case_id, f"Reopened (Status set to {now.status})", at=ctx.now(),
                                     actor="coordinator")])
     log.info("case reopened case=%s status=%s", case.case_id, now.status)
+    return 1
+
+
+def _given_by_hand(ctx: Context, case: Case) -> int:
+    """A coordinator put someone else in Assigned Supporter of a case a supporter holds
+    (Assigned, Contacted, Referred) without Status Approved: nobody is asked by SMS, but the
+    case counts for the one now named (matching's fair load and Max Open Cases), not for the
+    one before. Read again under the case's lock, like `_reopened`."""
+    if case.status not in REFERRABLE or not case.assigned_supporter:
+        return 0
+    held = ctx.db.offers_for_case(case.case_id)
+    if held and held[-1].supporter_id == case.assigned_supporter:
+        return 0
+    with offers.case_lock(ctx, case.case_id):
+        now = ctx.store.find_case(case_id=case.case_id)
+        if now is None or now.status not in REFERRABLE or not now.assigned_supporter \
+                or ctx.db.offer_by_hand(case_id=now.case_id, supporter_id=now.assigned_supporter, at=ctx.now()) is None:
+            return 0
+        name = next((s.name for s in ctx.store.supporters() if s.record_id == now.assigned_supporter), "a supporter")
+        ctx.store.add_events([Event(now.case_id, f"Assigned Supporter set by hand to {name}: the case counts for "
+                                    "them now (nobody was asked by SMS)", at=ctx.now(), actor="coordinator")])
+    log.info("case given by hand case=%s supporter=%s", now.case_id, now.assigned_supporter)
     return 1
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from workflows import matching, notify
 from workflows.errors import describe_error
 from workflows.model import Case, Event, Supporter
-from workflows.records import Offer
+from workflows.records import BY_HAND, Offer
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -333,7 +333,7 @@ def still_offered(ctx: Context, case: Case | None, offer: Offer) -> bool:
         return False
     if case.assigned_supporter == offer.supporter_id:
         return True
-    ours = {o.supporter_id for o in ctx.db.offers_for_case(case.case_id)}
+    ours = {o.supporter_id for o in ctx.db.offers_for_case(case.case_id) if o.status != BY_HAND}
     return case.assigned_supporter in ours | {""}
 
 

@@ -37,10 +37,16 @@ class InboxRow:
     payload: dict | None = field(default=None, repr=False)
 
 
+#: The status of an offers row for a supporter a coordinator put in Assigned Supporter by hand
+#: (Airtable): never asked by Peerline, but holding the case, so it counts for them
+#: (workflows/followup.py). Not an offer anyone answers: SMS replies skip it.
+BY_HAND = "by hand"
+
+
 @dataclass
 class Offer:
     """One offer of a case to a supporter (status: open, accepted, declined, expired,
-    unreachable, withdrawn)."""
+    unreachable, withdrawn, no_contact; or BY_HAND)."""
     id: int
     case_id: str
     round: int

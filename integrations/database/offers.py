@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from workflows.records import Offer, from_row
+from workflows.records import BY_HAND, Offer, from_row
 
 from .schema import case_milestones, locks, offers
 
@@ -23,7 +23,7 @@ def _open_case_counts():
     ended = sa.select(case_milestones.c.case_id).where(case_milestones.c.name.in_(("closed", "withdrawn")))
     return (sa.select(offers.c.supporter_id, sa.func.count())
             .join(latest, sa.and_(latest.c.case_id == offers.c.case_id, latest.c.round == offers.c.round))
-            .where(offers.c.status.in_(("open", "accepted")))
+            .where(offers.c.status.in_(("open", "accepted", BY_HAND)))
             .where(offers.c.case_id.not_in(ended))
             .group_by(offers.c.supporter_id))
 
@@ -75,6 +75,23 @@ class OffersRepo:
                 offered_at=offered_at, expires_at=expires_at)).inserted_primary_key[0]
         return self.offer_get(int(offer_id))
 
+    def offer_by_hand(self, *, case_id: str, supporter_id: str, at: datetime) -> Offer | None:
+        """Record that a coordinator gave the case to `supporter_id` by hand: a "by hand" row
+        after the case's earlier ones, unless the latest row is already theirs. Returns it, or
+        None when nothing was recorded (theirs already, or another poll recorded it first)."""
+        try:
+            with self._write(may_conflict=True) as conn:
+                last = conn.execute(sa.select(offers.c.round, offers.c.supporter_id).where(offers.c.case_id == case_id)
+                                    .order_by(offers.c.round.desc()).limit(1)).first()
+                if last is not None and last.supporter_id == supporter_id:
+                    return None
+                offer_id = conn.execute(offers.insert().values(
+                    case_id=case_id, round=(last.round if last else 0) + 1, supporter_id=supporter_id,
+                    status=BY_HAND, offered_at=at, expires_at=at, answered_at=at)).inserted_primary_key[0]
+        except IntegrityError:
+            return None
+        return self.offer_get(int(offer_id))
+
     def offer_get(self, offer_id: int) -> Offer | None:
         with self._read() as conn:
             row = conn.execute(sa.select(offers).where(offers.c.id == offer_id)).mappings().first()
@@ -121,7 +138,8 @@ class OffersRepo:
     def open_case_counts(self) -> dict[str, int]:
         """Supporter record id -> open cases they hold, for matching: a case counts for the
         supporter of its latest offer while that offer is open (Offered) or accepted (Assigned,
-        Contacted, Referred), until the case is closed or withdrawn (the milestones that
+        Contacted, Referred), or given to them by hand (`offer_by_hand`), until the case is
+        closed or withdrawn (the milestones that
         workflows/offers.py writes, and workflows/followup.py when a coordinator sets the
         Status in Airtable). Our own database: no case store is listed for it."""
         with self._read() as conn:
