@@ -17,6 +17,7 @@ from workflows import flyers, phones, tasks
 from workflows.followup import WITHDRAW_REASONS
 from workflows.notify import show_time
 from workflows.model import STATUSES, Resource, Reviewer, Roster, Supporter
+from workflows.records import BY_HAND
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -388,8 +389,9 @@ def cases_show(case_id, contact):
             if getattr(case, name, ""):
                 click.echo(f"{label + ':':<15}{getattr(case, name)}")
     for o in ctx.db.offers_for_case(case.case_id):
-        click.echo(f"offer {o.round}: {names.get(o.supporter_id, o.supporter_id)}  {o.status}  "
-                   f"offered {when(o.offered_at)}  due {when(o.expires_at)}")
+        times = f"at {when(o.offered_at)}" if o.status == BY_HAND else \
+            f"offered {when(o.offered_at)}  due {when(o.expires_at)}"
+        click.echo(f"offer {o.round}: {names.get(o.supporter_id, o.supporter_id)}  {o.status}  {times}")
     for m in ctx.db.ledger_rows(case.case_id):
         click.echo(f"message: {m.kind}  {m.channel}  to {m.recipient_role}  {m.status}")
     for e in ctx.store.list_events(case.case_id):

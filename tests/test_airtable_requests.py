@@ -14,7 +14,7 @@ from tests.fake_airtable import FakeAirtable
 from tests.test_airtable import BASE, TOKEN, URL, make_store
 from tests.test_intake import submit
 from tests.test_matching import suggested_names
-from workflows import answers, followup, notify
+from workflows import answers, followup, notify, reports
 from workflows.model import Case
 
 EARLIER = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
@@ -176,6 +176,40 @@ def test_a_case_given_to_another_supporter_by_hand_counts_for_them_not_for_the_f
     record["fields"]["Status"] = "Closed"
     followup.poll(ctx, nudged=True)
     assert ctx.db.open_case_counts() == {}
+
+
+def test_an_offered_case_a_coordinator_marks_assigned_by_hand_keeps_counting_after_the_offer_time(base, ctx):
+    """The supporter said yes on the phone and she set Status Assigned: the waiting offer is
+    withdrawn (its expiry no longer ends the case's count), and a second name added beside
+    the first leaves the case as it was."""
+    supporters = {s.name: s for s in ctx.store.supporters()}
+    drew, other = supporters["Drew Kim"], next(s for n, s in supporters.items() if n != "Drew Kim")
+    ctx.store.create_case(Case(case_id="PS-911", source="web", source_response_id="web:phoned",
+                               submitted_at=EARLIER, status="Offered", assigned_supporter=drew.record_id))
+    ctx.db.offer_create(case_id="PS-911", supporter_id=drew.record_id, offered_at=ctx.now(),
+                        expires_at=ctx.now() + timedelta(hours=4))
+    record = next(r for r in base.table(BASE, "Cases")["records"].values() if r["fields"]["Case ID"] == "PS-911")
+
+    record["fields"]["Status"] = "Assigned"
+    followup.poll(ctx, nudged=True)
+    assert [o.status for o in ctx.db.offers_for_case("PS-911")] == ["withdrawn", "by hand"]
+    assert ctx.db.open_case_counts() == {drew.record_id: 1}
+    assert ctx.db.offers_expired(ctx.now() + timedelta(hours=5)) == []
+
+    record["fields"]["Assigned Supporter"] = [drew.record_id, other.record_id]
+    followup.poll(ctx, nudged=True)
+    assert ctx.db.open_case_counts() == {drew.record_id: 1}
+    assert len(ctx.db.offers_for_case("PS-911")) == 2
+
+
+def test_a_case_only_ever_given_by_hand_counts_and_reports_no_review_time(base, ctx):
+    drew = next(s for s in ctx.store.supporters() if s.name == "Drew Kim")
+    ctx.store.create_case(Case(case_id="PS-912", source="web", source_response_id="web:by-hand",
+                               submitted_at=EARLIER, status="Assigned", assigned_supporter=drew.record_id))
+    followup.poll(ctx, nudged=True)
+    assert ctx.db.open_case_counts() == {drew.record_id: 1}
+    [facts] = reports.facts_for(ctx)["cases"]
+    assert facts.hours_to_review is None and facts.reviewed_in_window is None
 
 
 def test_delivery_reports_reach_the_messages_table_together_within_a_minute(base, client, ctx, run_worker):

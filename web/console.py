@@ -41,7 +41,7 @@ from integrations.database import StaffStore
 from web.staff_cli import staff_cli
 from workflows import followup, matching, notify, offers
 from workflows.model import OPEN_STATUSES, STATUSES, Event
-from workflows.records import StaffAccount
+from workflows.records import BY_HAND, StaffAccount
 from web import ratelimit
 from web.headers import private
 
@@ -272,7 +272,8 @@ def _case_page(case, *, contact: bool = False, status: int = 200):
     show = lambda when: notify.show_time(ctx, when) if when else ""  # noqa: E731
     offer_rows = [{"round": o.round, "supporter": getattr(supporters.get(o.supporter_id), "name",
                                                              "a supporter no longer in the roster"),
-                   "status": o.status, "offered_at": show(o.offered_at), "expires_at": show(o.expires_at),
+                   "status": o.status, "offered_at": show(o.offered_at),
+                   "expires_at": "" if o.status == BY_HAND else show(o.expires_at),
                    "answered_at": show(o.answered_at)} for o in ctx.db.offers_for_case(case.case_id)]
     messages = [{"kind": m.kind, "channel": m.channel, "to": m.recipient_role, "status": m.status,
                  "sent_at": show(m.sent_at)} for m in ctx.db.ledger_rows(case.case_id)]

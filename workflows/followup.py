@@ -28,6 +28,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from workflows import deadlines, notify, offers, surveys, watch, wellbeing
 from workflows.errors import describe_error
 from workflows.model import OPEN_STATUSES, Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
+from workflows.records import BY_HAND
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -292,25 +293,37 @@ def _reopened(ctx: Context, case: Case) -> int:
 
 
 def _given_by_hand(ctx: Context, case: Case) -> int:
-    """A coordinator put someone else in Assigned Supporter of a case a supporter holds
-    (Assigned, Contacted, Referred) without Status Approved: nobody is asked by SMS, but the
-    case counts for the one now named (matching's fair load and Max Open Cases), not for the
-    one before. Read again under the case's lock, like `_reopened`."""
-    if case.status not in REFERRABLE or not case.assigned_supporter:
-        return 0
-    held = ctx.db.offers_for_case(case.case_id)
-    if held and held[-1].supporter_id == case.assigned_supporter:
+    """A coordinator named one supporter in Assigned Supporter of a case a supporter holds
+    (Assigned, Contacted, Referred) who does not hold it in our records (another supporter's
+    offer, an open offer, or none): nobody is asked by SMS, but the case counts for the one
+    she named (matching's fair load and Max Open Cases), not for the one before; an open offer
+    still waiting is withdrawn. Read again under the case's lock, like `_reopened`. Several
+    supporters in the field: left as it is (whose case it is, is hers to say)."""
+    if case.status not in REFERRABLE or len(link_ids(case.assigned_supporter)) != 1 \
+            or _holds(ctx, case.case_id, case.assigned_supporter):
         return 0
     with offers.case_lock(ctx, case.case_id):
         now = ctx.store.find_case(case_id=case.case_id)
-        if now is None or now.status not in REFERRABLE or not now.assigned_supporter \
-                or ctx.db.offer_by_hand(case_id=now.case_id, supporter_id=now.assigned_supporter, at=ctx.now()) is None:
+        if now is None or now.status not in REFERRABLE or len(link_ids(now.assigned_supporter)) != 1 \
+                or _holds(ctx, now.case_id, now.assigned_supporter):
             return 0
         name = next((s.name for s in ctx.store.supporters() if s.record_id == now.assigned_supporter), "a supporter")
+        waiting = offers.open_offer(ctx, now.case_id)
+        if waiting is not None:
+            offers.withdraw_offer(ctx, waiting, f"a coordinator gave the case to {name} by hand")
+        if ctx.db.offer_by_hand(case_id=now.case_id, supporter_id=now.assigned_supporter, at=ctx.now()) is None:
+            return 0
         ctx.store.add_events([Event(now.case_id, f"Assigned Supporter set by hand to {name}: the case counts for "
                                     "them now (nobody was asked by SMS)", at=ctx.now(), actor="coordinator")])
     log.info("case given by hand case=%s supporter=%s", now.case_id, now.assigned_supporter)
     return 1
+
+
+def _holds(ctx: Context, case_id: str, supporter_id: str) -> bool:
+    """Whether our records give the case to this supporter: its latest offers row is theirs,
+    accepted or given by hand."""
+    held = ctx.db.offers_for_case(case_id)
+    return bool(held) and held[-1].supporter_id == supporter_id and held[-1].status in ("accepted", BY_HAND)
 
 
 def _notice(ctx: Context, case: Case) -> int:

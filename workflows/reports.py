@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from workflows.records import BY_HAND
+
 ALL = "All"
 SUPPRESSED = "suppressed"
 
@@ -309,7 +311,8 @@ def facts_for(ctx) -> dict:
     facts = []
     for c in ctx.store.list_cases():
         its = sorted(by_case.get(c.case_id, []), key=lambda o: o.round)
-        first = its[0].offered_at if its else None
+        offered = [o for o in its if o.status != BY_HAND]     # a case given by hand was not offered
+        first = offered[0].offered_at if offered else None
         accepted = next((o for o in its if o.status == "accepted"), None)
         facts.append(CaseFacts(
             month=month_of(c.submitted_at, zone), institution=known(c.institution, places), role=known(c.role, roles), urgency=c.urgency,

@@ -77,13 +77,15 @@ class OffersRepo:
 
     def offer_by_hand(self, *, case_id: str, supporter_id: str, at: datetime) -> Offer | None:
         """Record that a coordinator gave the case to `supporter_id` by hand: a "by hand" row
-        after the case's earlier ones, unless the latest row is already theirs. Returns it, or
-        None when nothing was recorded (theirs already, or another poll recorded it first)."""
+        after the case's earlier ones, unless the latest row already gives it to them (accepted
+        or by hand). Returns it, or None when nothing was recorded (theirs already, or another
+        poll recorded it first)."""
         try:
             with self._write(may_conflict=True) as conn:
-                last = conn.execute(sa.select(offers.c.round, offers.c.supporter_id).where(offers.c.case_id == case_id)
+                last = conn.execute(sa.select(offers.c.round, offers.c.supporter_id, offers.c.status)
+                                    .where(offers.c.case_id == case_id)
                                     .order_by(offers.c.round.desc()).limit(1)).first()
-                if last is not None and last.supporter_id == supporter_id:
+                if last is not None and last.supporter_id == supporter_id and last.status in ("accepted", BY_HAND):
                     return None
                 offer_id = conn.execute(offers.insert().values(
                     case_id=case_id, round=(last.round if last else 0) + 1, supporter_id=supporter_id,
