@@ -158,6 +158,7 @@ def test_a_case_given_to_another_supporter_by_hand_counts_for_them_not_for_the_f
     record["fields"]["Assigned Supporter"] = [other.record_id]
     followup.poll(ctx)
     assert ctx.db.open_case_counts() == {other.record_id: 1}
+    assert ctx.db.accepted_counts_since(ctx.now() - timedelta(days=30))[other.record_id] == 1   # a new case for them
     events = [e["fields"]["Event"] for e in base.records(BASE, "Events")]
     assert events.count(f"Assigned Supporter set by hand to {other.name}: the case counts for them now "
                         "(nobody was asked by SMS)") == 1

@@ -8,11 +8,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from workflows.records import BY_HAND
+
 from .schema import checkins, offers, survey_answers, survey_invitations
 
 
 #: Built once: intake runs it for every case (building costs more than running it on SQLite).
-_ACCEPTED_SINCE = (sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status == "accepted")
+_ACCEPTED_SINCE = (sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status.in_(("accepted", BY_HAND)))
                    .where(offers.c.answered_at >= sa.bindparam("since_", type_=offers.c.answered_at.type))
                    .group_by(offers.c.supporter_id))
 
@@ -56,7 +58,8 @@ class WellbeingRepo:
 
     # ---- the monthly cap ----
     def accepted_counts_since(self, since: datetime) -> Counter:
-        """Supporter id -> offers they accepted at or after `since`."""
+        """Supporter id -> cases they took at or after `since`: offers they accepted, and cases
+        a coordinator gave them by hand (workflows/followup.py)."""
         with self._read() as conn:
             rows = conn.execute(_ACCEPTED_SINCE, {"since_": since})
             return Counter({supporter_id: n for supporter_id, n in rows})
