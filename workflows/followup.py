@@ -28,7 +28,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from workflows import deadlines, notify, offers, surveys, watch, wellbeing
 from workflows.errors import describe_error
 from workflows.model import OPEN_STATUSES, Case, Event, Resource, link_ids  # noqa: F401 (link_ids re-exported)
-from workflows.records import BY_HAND
+from workflows.records import TAKEN
 
 if TYPE_CHECKING:
     from workflows.context import Context
@@ -307,7 +307,8 @@ def _given_by_hand(ctx: Context, case: Case) -> int:
         if now is None or now.status not in REFERRABLE or len(link_ids(now.assigned_supporter)) != 1 \
                 or _holds(ctx, now.case_id, now.assigned_supporter):
             return 0
-        name = next((s.name for s in ctx.store.supporters() if s.record_id == now.assigned_supporter), "a supporter")
+        named = offers.supporter_by_id(ctx, now.assigned_supporter)
+        name = named.name if named else "a supporter"
         waiting = offers.open_offer(ctx, now.case_id)
         if waiting is not None:
             offers.withdraw_offer(ctx, waiting, f"a coordinator gave the case to {name} by hand")
@@ -323,7 +324,7 @@ def _holds(ctx: Context, case_id: str, supporter_id: str) -> bool:
     """Whether our records give the case to this supporter: its latest offers row is theirs,
     accepted or given by hand."""
     held = ctx.db.offers_for_case(case_id)
-    return bool(held) and held[-1].supporter_id == supporter_id and held[-1].status in ("accepted", BY_HAND)
+    return bool(held) and held[-1].supporter_id == supporter_id and held[-1].status in TAKEN
 
 
 def _notice(ctx: Context, case: Case) -> int:

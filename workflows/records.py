@@ -41,6 +41,8 @@ class InboxRow:
 #: (Airtable): never asked by Peerline, but holding the case, so it counts for them
 #: (workflows/followup.py). Not an offer anyone answers: SMS replies skip it.
 BY_HAND = "by hand"
+#: The statuses of an offers row through which a supporter took the case.
+TAKEN = ("accepted", BY_HAND)
 
 
 @dataclass

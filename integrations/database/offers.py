@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from workflows.records import BY_HAND, Offer, from_row
+from workflows.records import BY_HAND, TAKEN, Offer, from_row
 
 from .schema import case_milestones, locks, offers
 
@@ -23,7 +23,7 @@ def _open_case_counts():
     ended = sa.select(case_milestones.c.case_id).where(case_milestones.c.name.in_(("closed", "withdrawn")))
     return (sa.select(offers.c.supporter_id, sa.func.count())
             .join(latest, sa.and_(latest.c.case_id == offers.c.case_id, latest.c.round == offers.c.round))
-            .where(offers.c.status.in_(("open", "accepted", BY_HAND)))
+            .where(offers.c.status.in_(("open", *TAKEN)))
             .where(offers.c.case_id.not_in(ended))
             .group_by(offers.c.supporter_id))
 
@@ -85,7 +85,7 @@ class OffersRepo:
                 last = conn.execute(sa.select(offers.c.round, offers.c.supporter_id, offers.c.status)
                                     .where(offers.c.case_id == case_id)
                                     .order_by(offers.c.round.desc()).limit(1)).first()
-                if last is not None and last.supporter_id == supporter_id and last.status in ("accepted", BY_HAND):
+                if last is not None and last.supporter_id == supporter_id and last.status in TAKEN:
                     return None
                 offer_id = conn.execute(offers.insert().values(
                     case_id=case_id, round=(last.round if last else 0) + 1, supporter_id=supporter_id,
@@ -141,9 +141,8 @@ class OffersRepo:
         """Supporter record id -> open cases they hold, for matching: a case counts for the
         supporter of its latest offer while that offer is open (Offered) or accepted (Assigned,
         Contacted, Referred), or given to them by hand (`offer_by_hand`), until the case is
-        closed or withdrawn (the milestones that
-        workflows/offers.py writes, and workflows/followup.py when a coordinator sets the
-        Status in Airtable). Our own database: no case store is listed for it."""
+        closed or withdrawn (the milestones that workflows/offers.py writes, and
+        workflows/followup.py when a coordinator sets the Status in Airtable). Our own database: no case store is listed for it."""
         with self._read() as conn:
             return {supporter: int(n) for supporter, n in conn.execute(_OPEN_CASE_COUNTS)}
 

@@ -8,13 +8,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from workflows.records import BY_HAND
+from workflows.records import TAKEN
 
 from .schema import checkins, offers, survey_answers, survey_invitations
 
 
 #: Built once: intake runs it for every case (building costs more than running it on SQLite).
-_ACCEPTED_SINCE = (sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status.in_(("accepted", BY_HAND)))
+_ACCEPTED_SINCE = (sa.select(offers.c.supporter_id, sa.func.count()).where(offers.c.status.in_(TAKEN))
                    .where(offers.c.answered_at >= sa.bindparam("since_", type_=offers.c.answered_at.type))
                    .group_by(offers.c.supporter_id))
 
