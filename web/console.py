@@ -383,6 +383,7 @@ def init_app(app) -> None:
     login_manager.session_protection = "basic"
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     limiter.init_app(app)
+    ratelimit.hooks_on_blueprints(app, limiter, bp.name)
     app.register_blueprint(bp)
     app.cli.add_command(staff_cli)
 

@@ -179,6 +179,7 @@ def init_app(app) -> None:
     # the 429 page is web/home.py's.
     limiter = app.extensions["peerline_limiter"]
     ratelimit.only_for_blueprints(limiter, bp.name)
+    ratelimit.hooks_on_blueprints(app, limiter, bp.name)
     app.register_blueprint(bp)
     per_browser = limiter.limit(_rate_limit, key_func=ratelimit.browser_key, methods=["POST"])
     per_address = limiter.limit(_rate_limit_per_address, key_func=ratelimit.address_key, methods=["POST"])
