@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import current_app, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from integrations._metrics import count_signature_failure, count_webhook
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from workflows.context import Context
 
 log = logging.getLogger("peerline.webhooks")
+
+#: Every webhook route is under this path (DESIGN.md section 4).
+WEBHOOKS_PATH = "/webhooks/"
 
 #: What a sender is told to wait before retrying when our database is out of reach.
 RETRY_AFTER_SECONDS = 60
@@ -186,8 +190,20 @@ def handle_webhook_error(exc: WebhookError):
     return answer
 
 
+class NoSessionForWebhooks(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions for our pages, none for a webhook: a sender is a machine
+    that never gets a session cookie, so none is read, verified or signed for it (a twentieth of
+    a webhook's CPU time: bench/intake.py)."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(WEBHOOKS_PATH):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def init_app(app) -> None:
     app.register_error_handler(WebhookError, handle_webhook_error)
+    app.session_interface = NoSessionForWebhooks()
 
 
 # ---------------------------------------------------------------------------- step helpers
