@@ -277,11 +277,13 @@ def extra_routes():
     return [("POST /webhooks/qualtrics", qualtrics_notice), ("POST /webhooks/redcap", redcap_trigger)]
 
 
-#: Form systems configured for the run; their APIs are never called (no worker runs).
+#: Form systems configured for the run; their APIs are never called (no worker runs). REDCap's
+#: is on the server the fixture's triggers name in `redcap_url`, as in a program set up right: a
+#: trigger from another server logs a warning, which is not what a running program measures.
 WEBHOOK_SETTINGS = {
     "QUALTRICS_API_URL": "http://127.0.0.1:9", "QUALTRICS_API_TOKEN": "unused",
     "QUALTRICS_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-    "REDCAP_API_URL": "http://127.0.0.1:9/api/", "REDCAP_API_TOKEN": "unused",
+    "REDCAP_API_URL": "https://redcap.example.edu/api/", "REDCAP_API_TOKEN": "unused",
     "REDCAP_PROJECT_ID": "12", "REDCAP_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
 }
 
