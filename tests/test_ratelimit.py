@@ -29,11 +29,16 @@ def process(overrides, **settings):
     return app
 
 
-def send(client, **changes):
+def post(client, **changes):
+    """The form, opened and sent as a browser does: the answer to the POST."""
     html = client.get("/request").get_data(as_text=True)
     hidden = {name: re.search(rf'name="{name}" type="hidden" value="([^"]*)"', html).group(1)
               for name in ("csrf_token", "submission_id", "flyer")}
-    return client.post("/request", data={**hidden, **GOOD, **changes}).status_code
+    return client.post("/request", data={**hidden, **GOOD, **changes})
+
+
+def send(client, **changes):
+    return post(client, **changes).status_code
 
 
 def same_browser(app, on):
@@ -85,6 +90,18 @@ def test_many_fresh_sessions_from_one_address_are_stopped_by_the_address_limit_i
     b = process(overrides, **limits)
     codes += [send(b.test_client()) for _ in range(2)]
     assert codes == [303, 303, 303, 429]
+
+
+def test_each_accepted_post_says_how_many_are_left_in_the_window(overrides):
+    """The limit's headers come with every answer of the form, not only with the refusal."""
+    app = process(overrides, REQUEST_RATE_LIMIT="3 per minute")
+    browser = app.test_client()
+    left = []
+    for _ in range(3):
+        answer = post(browser)
+        assert answer.status_code == 303 and answer.headers["X-RateLimit-Limit"] == "3"
+        left.append(answer.headers["X-RateLimit-Remaining"])
+    assert left == ["2", "1", "0"]
 
 
 def test_a_refused_person_can_send_again_once_the_window_has_passed(overrides):
