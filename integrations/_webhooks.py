@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peerline.webhooks")
 
-#: Every webhook route is under this path (DESIGN.md section 4).
+#: Every webhook route is under this path (docs/architecture.md section 4).
 WEBHOOKS_PATH = "/webhooks/"
 
 #: What a sender is told to wait before retrying when our database is out of reach.
@@ -193,7 +193,8 @@ def handle_webhook_error(exc: WebhookError):
 class NoSessionForWebhooks(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions for our pages, none for a webhook: a sender is a machine
     that never gets a session cookie, so none is read, verified or signed for it (a twentieth of
-    a webhook's CPU time: bench/intake.py)."""
+    a webhook's CPU time: bench/intake.py). Nothing under `/webhooks/` may write the session: a
+    null session refuses writes (a 500, which the sender retries)."""
 
     def open_session(self, app, request):
         if request.path.startswith(WEBHOOKS_PATH):

@@ -206,8 +206,10 @@ def hooks_on_blueprints(app, limiter: Limiter, *blueprints: str) -> None:
     """Move the request hooks `limiter.init_app(app)` put on every request of `app` to the
     scopes of `blueprints` (Flask runs a blueprint's hooks on its own requests only). Even with
     `only_for_blueprints`, those hooks cost a webhook a tenth of its CPU time
-    (bench/intake.py). A Flask-Limiter that registers them some other way leaves them where they
-    are: the filter still keeps the limits right."""
+    (bench/intake.py). Call it once per limiter, with all its blueprints, before registering
+    them (the limiter's check then runs ahead of a blueprint's own hooks, as it did app-wide). A
+    Flask-Limiter that registers its hooks some other way leaves them where they are: the filter
+    still keeps the limits right."""
     for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
         everywhere = hooks.get(None, [])
         for hook in [h for h in everywhere if _belongs_to(h, limiter)]:
