@@ -142,7 +142,8 @@ class OffersRepo:
         supporter of its latest offer while that offer is open (Offered) or accepted (Assigned,
         Contacted, Referred), or given to them by hand (`offer_by_hand`), until the case is
         closed or withdrawn (the milestones that workflows/offers.py writes, and
-        workflows/followup.py when a coordinator sets the Status in Airtable). Our own database: no case store is listed for it."""
+        workflows/followup.py when a coordinator sets the Status in Airtable). Our own
+        database: no case store is listed for it."""
         with self._read() as conn:
             return {supporter: int(n) for supporter, n in conn.execute(_OPEN_CASE_COUNTS)}
 
